@@ -1,0 +1,18 @@
+//! The in-cluster ClearML agent for Kubernetes.
+//!
+//! ```text
+//! poll (ClearML queues) → decide → render (pod) → create → watch (pods) → report (ClearML)
+//! ```
+//!
+//! - [`values`]: the values schema (the only module that knows its keys) and its validation.
+//! - [`merge`]: pure merge of pod templates (base ⊕ queue overrides).
+//! - [`validate`]: Kubernetes syntax rules (quantities, names) shared by the schema and rendering.
+//! - [`yaml`]: the one wrapper around the YAML library.
+
+pub mod merge;
+pub mod validate;
+pub mod values;
+pub mod yaml;
+
+/// The agent's version, reported by `--version` and the control API.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

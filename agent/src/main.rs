@@ -1,0 +1,3 @@
+fn main() {
+    println!("clearml-k8s-agent {}", clearml_agent::VERSION);
+}

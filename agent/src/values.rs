@@ -1,0 +1,687 @@
+//! The values schema: the one place that knows every key of a values file (the Enterprise chart's
+//! `agentk8sglue.*` keys the seeds document, plus the few settings this agent adds, each with a
+//! documented default). `kubectl clearml install`, the control API and the agent's config load all
+//! parse through [`Values::from_yaml`] / [`Values::from_json`], so they accept and refuse the same
+//! documents with the same messages.
+//!
+//! Parsing is strict: an unknown key or a wrong type anywhere, including deep inside a pod template
+//! (`agentk8sglue.queues.green.templateOverrides.resources.limits.memory`), is an error naming the
+//! full path. Kubernetes sub-objects use k8s-openapi types; because those silently ignore unknown
+//! fields, each one is round-tripped and any key the type dropped is reported as unknown.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, ContainerPort, EnvVar, HostAlias, LocalObjectReference,
+    PodSecurityContext, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use crate::{validate, yaml};
+
+/// A values document was refused; `path` names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FieldError {
+    /// Dotted path from the document root, e.g. `agentk8sglue.queues.red.queueSettings.maxPods`.
+    pub path: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl FieldError {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let path = path.into();
+        Self {
+            path: if path.is_empty() {
+                "(root)".into()
+            } else {
+                path
+            },
+            message: message.into(),
+        }
+    }
+}
+
+/// Default image for tasks that name none and whose queue has no `defaultImage`: it has `python3`
+/// and `pip`, which the bootstrap command needs to install `clearml-agent`.
+pub const DEFAULT_TASK_IMAGE: &str = "python:3.11-slim";
+
+/// Placeholders `customWorkerIdTemplate` may use.
+pub const WORKER_ID_PLACEHOLDERS: &[&str] = &[
+    "task_id",
+    "project",
+    "task_name",
+    "queue",
+    "pod_name",
+    "namespace",
+    "worker_id",
+];
+
+/// A whole values file (the chart's top level).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Values {
+    /// Registry credentials (install only: becomes an image pull Secret; never in the ConfigMap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_credentials: Option<ImageCredentials>,
+    /// ClearML API credentials (install only: become the agent's Secret; never in the ConfigMap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearml: Option<ClearmlCredentials>,
+    /// Everything the agent itself reads.
+    #[serde(default)]
+    pub agentk8sglue: AgentValues,
+}
+
+/// `imageCredentials`: a registry login for pulling images.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageCredentials {
+    /// Whether to create and use the pull secret (default: true when a password is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Registry host (default `docker.io`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Registry user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Registry password or token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Contact e-mail stored in the docker config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// `clearml`: the agent's ClearML API key pair.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClearmlCredentials {
+    /// ClearML access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agentk8sglue_key: Option<String>,
+    /// ClearML secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agentk8sglue_secret: Option<String>,
+}
+
+/// `agentk8sglue`: the agent's configuration (what the ConfigMap holds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentValues {
+    /// ClearML API server URL, given to the agent and to task pods as `CLEARML_API_HOST`.
+    /// Not checked here: the seeds' values carry `<placeholders>`, which `install` must accept;
+    /// the agent checks the URL when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server_url_reference: Option<String>,
+    /// ClearML file server URL (`CLEARML_FILES_HOST` in task pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_server_url_reference: Option<String>,
+    /// ClearML web server URL (`CLEARML_WEB_HOST` in task pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_server_url_reference: Option<String>,
+    /// Create the listed queues in ClearML when they are missing (default false).
+    #[serde(default)]
+    pub create_queues: bool,
+    /// GPUs reported to the ClearML orchestration dashboard (`workers.cluster_report` max_gpus);
+    /// unset turns reporting off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_report_max_gpu: Option<u32>,
+    /// The pod template every queue starts from.
+    #[serde(default, skip_serializing_if = "PodTemplate::is_empty")]
+    pub base_pod_template: PodTemplate,
+    /// The queues this agent serves, by ClearML queue name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub queues: BTreeMap<String, QueueValues>,
+
+    // --- settings the seeds do not name; defaults documented in the README ---
+    /// Image for tasks that name none, when the queue has no `defaultImage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_image: Option<String>,
+    /// Namespace for task pods (default: the agent's own namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_namespace: Option<String>,
+    /// The agent's ClearML worker id (default `k8s-agent:<namespace>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// Seconds between queue polls when there is no work (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_seconds: Option<f64>,
+    /// Seconds a pod may stay unschedulable before its task is failed (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_timeout_seconds: Option<u64>,
+    /// Seconds a succeeded pod is kept before deletion (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded_pod_ttl_seconds: Option<u64>,
+    /// Seconds a failed pod is kept before deletion, for inspection (default 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_pod_ttl_seconds: Option<u64>,
+}
+
+/// `agentk8sglue.queues.<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueValues {
+    /// Overrides merged onto `basePodTemplate` for this queue's pods.
+    #[serde(default, skip_serializing_if = "PodTemplate::is_empty")]
+    pub template_overrides: PodTemplate,
+    /// ClearML settings for this queue.
+    #[serde(default, skip_serializing_if = "QueueSettings::is_empty")]
+    pub queue_settings: QueueSettings,
+}
+
+/// `agentk8sglue.queues.<name>.queueSettings`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Most pods (Pending + Running) this queue may have at once; unset = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods: Option<u32>,
+    /// `CLEARML_WORKER_ID` of task pods, with `{task_id}`, `{project}`, `{task_name}`, `{queue}`,
+    /// `{pod_name}`, `{namespace}`, `{worker_id}` placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_worker_id_template: Option<String>,
+    /// GPUs per node for multi-node tasks, e.g. `[4, 2]`: pods of gcd(list) GPUs each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_node: Option<Vec<u32>>,
+    /// Image for this queue's tasks that name none (the task's own image wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_image: Option<String>,
+    /// Keep the image's entrypoint: no command or args are set (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_image_entrypoint: Option<bool>,
+}
+
+/// A pod template (`basePodTemplate` and each queue's `templateOverrides`): pod-level fields and
+/// the fields of the task container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodTemplate {
+    /// Pod labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Pod annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Task container env (merged by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+    /// Task container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Pod volumes (merged by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<Volume>>,
+    /// Task container volume mounts (merged by mountPath).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+    /// Volumes appended after `volumes` (lists from base and override are concatenated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_volumes: Option<Vec<Volume>>,
+    /// Mounts appended after `volumeMounts` (lists from base and override are concatenated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_volume_mounts: Option<Vec<VolumeMount>>,
+    /// Task container ports (merged by containerPort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<ContainerPort>>,
+    /// Init containers (merged by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_containers: Option<Vec<Container>>,
+    /// Node selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations (replaced as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Pod security context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// Task container security context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
+    /// Priority class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Scheduler name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: Option<String>,
+    /// Runtime class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// /etc/hosts entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_aliases: Option<Vec<HostAlias>>,
+    /// Image pull secrets (merged by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    /// Task container image pull policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// Service account for task pods (default: the namespace's `default`, without a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Mount the service account token into task pods (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: Option<bool>,
+    /// Grace period for task pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+impl PodTemplate {
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+impl QueueSettings {
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+// === parsing ===
+
+impl Values {
+    /// Parses and validates a values file in YAML.
+    pub fn from_yaml(text: &str) -> Result<Self, FieldError> {
+        if text.trim().is_empty() {
+            return Err(FieldError::new("", "the values document is empty"));
+        }
+        let doc: Value =
+            yaml::from_str(text).map_err(|e| FieldError::new("", format!("invalid YAML: {e}")))?;
+        Self::from_json(doc)
+    }
+
+    /// Parses and validates a values document already in JSON form.
+    pub fn from_json(doc: Value) -> Result<Self, FieldError> {
+        if doc.is_null() {
+            return Err(FieldError::new("", "the values document is empty"));
+        }
+        if !doc.is_object() {
+            return Err(FieldError::new("", "the values document must be a mapping"));
+        }
+        let doc = normalize(doc);
+        let values: Values = typed("", &doc)?;
+        check_roundtrip("", &doc, &values)?;
+        values.validate()?;
+        Ok(values)
+    }
+
+    /// Semantic checks beyond types: names, quantities, limits, placeholders.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let a = &self.agentk8sglue;
+        let root = "agentk8sglue";
+        if let Some(ns) = &a.task_namespace {
+            validate::dns_label(ns)
+                .map_err(|m| FieldError::new(format!("{root}.taskNamespace"), m))?;
+        }
+        if let Some(p) = a.poll_interval_seconds
+            && !(p.is_finite() && p > 0.0 && p <= 3600.0)
+        {
+            return Err(FieldError::new(
+                format!("{root}.pollIntervalSeconds"),
+                "must be a number of seconds greater than 0 and at most 3600",
+            ));
+        }
+        if let Some(image) = &a.default_image {
+            check_image(&format!("{root}.defaultImage"), image)?;
+        }
+        a.base_pod_template
+            .validate(&format!("{root}.basePodTemplate"))?;
+        for (name, queue) in &a.queues {
+            let path = format!("{root}.queues.{name}");
+            check_queue_name(&path, name)?;
+            queue
+                .template_overrides
+                .validate(&format!("{path}.templateOverrides"))?;
+            queue
+                .queue_settings
+                .validate(&format!("{path}.queueSettings"))?;
+        }
+        Ok(())
+    }
+
+    /// The values without credentials: what goes into the agent's ConfigMap.
+    pub fn without_secrets(&self) -> Values {
+        Values {
+            image_credentials: None,
+            clearml: None,
+            agentk8sglue: self.agentk8sglue.clone(),
+        }
+    }
+}
+
+impl QueueValues {
+    /// Parses and validates one queue entry (`{templateOverrides, queueSettings}`) given as JSON;
+    /// errors are reported under `agentk8sglue.queues.<name>`.
+    pub fn from_json(name: &str, doc: Value) -> Result<Self, FieldError> {
+        let path = format!("agentk8sglue.queues.{name}");
+        check_queue_name(&path, name)?;
+        let doc = normalize(if doc.is_null() {
+            Value::Object(Default::default())
+        } else {
+            doc
+        });
+        let queue: QueueValues = typed(&path, &doc)?;
+        check_roundtrip(&path, &doc, &queue)?;
+        queue
+            .template_overrides
+            .validate(&format!("{path}.templateOverrides"))?;
+        queue
+            .queue_settings
+            .validate(&format!("{path}.queueSettings"))?;
+        Ok(queue)
+    }
+}
+
+impl QueueSettings {
+    fn validate(&self, path: &str) -> Result<(), FieldError> {
+        if let Some(nodes) = &self.multi_node {
+            if nodes.is_empty() {
+                return Err(FieldError::new(
+                    format!("{path}.multiNode"),
+                    "must list the GPUs of at least one node",
+                ));
+            }
+            if let Some(i) = nodes.iter().position(|n| *n == 0) {
+                return Err(FieldError::new(
+                    format!("{path}.multiNode[{i}]"),
+                    "must be a positive number of GPUs",
+                ));
+            }
+        }
+        if let Some(template) = &self.custom_worker_id_template {
+            check_worker_id_template(&format!("{path}.customWorkerIdTemplate"), template)?;
+        }
+        if let Some(image) = &self.default_image {
+            check_image(&format!("{path}.defaultImage"), image)?;
+        }
+        Ok(())
+    }
+}
+
+impl PodTemplate {
+    fn validate(&self, path: &str) -> Result<(), FieldError> {
+        for (field, map) in [("labels", &self.labels), ("annotations", &self.annotations)] {
+            for (key, value) in map.iter().flatten() {
+                let at = format!("{path}.{field}.{key}");
+                validate::qualified_name(key).map_err(|m| FieldError::new(&at, m))?;
+                if field == "labels" {
+                    validate::label_value(value).map_err(|m| FieldError::new(&at, m))?;
+                }
+            }
+        }
+        for (key, _) in self.node_selector.iter().flatten() {
+            validate::qualified_name(key)
+                .map_err(|m| FieldError::new(format!("{path}.nodeSelector.{key}"), m))?;
+        }
+        for (i, env) in self.env.iter().flatten().enumerate() {
+            validate::env_name(&env.name)
+                .map_err(|m| FieldError::new(format!("{path}.env[{i}].name"), m))?;
+        }
+        unique_by(path, "env", self.env.as_deref(), |e| e.name.clone())?;
+        if let Some(resources) = &self.resources {
+            check_resources(&format!("{path}.resources"), resources)?;
+        }
+        for field in ["volumes", "extraVolumes"] {
+            let list = if field == "volumes" {
+                &self.volumes
+            } else {
+                &self.extra_volumes
+            };
+            for (i, volume) in list.iter().flatten().enumerate() {
+                let at = format!("{path}.{field}[{i}]");
+                validate::dns_label(&volume.name)
+                    .map_err(|m| FieldError::new(format!("{at}.name"), m))?;
+                if let Some(size) = volume
+                    .empty_dir
+                    .as_ref()
+                    .and_then(|d| d.size_limit.as_ref())
+                {
+                    validate::quantity(&size.0)
+                        .map_err(|m| FieldError::new(format!("{at}.emptyDir.sizeLimit"), m))?;
+                }
+            }
+            unique_by(path, field, list.as_deref(), |v| v.name.clone())?;
+        }
+        for field in ["volumeMounts", "extraVolumeMounts"] {
+            let list = if field == "volumeMounts" {
+                &self.volume_mounts
+            } else {
+                &self.extra_volume_mounts
+            };
+            for (i, mount) in list.iter().flatten().enumerate() {
+                if mount.mount_path.is_empty() {
+                    return Err(FieldError::new(
+                        format!("{path}.{field}[{i}].mountPath"),
+                        "must not be empty",
+                    ));
+                }
+            }
+            unique_by(path, field, list.as_deref(), |m| m.mount_path.clone())?;
+        }
+        unique_by(
+            path,
+            "imagePullSecrets",
+            self.image_pull_secrets.as_deref(),
+            |s| s.name.clone(),
+        )?;
+        unique_by(path, "ports", self.ports.as_deref(), |p| {
+            p.container_port.to_string()
+        })?;
+        if let Some(policy) = &self.image_pull_policy
+            && !matches!(policy.as_str(), "Always" | "IfNotPresent" | "Never")
+        {
+            return Err(FieldError::new(
+                format!("{path}.imagePullPolicy"),
+                format!("unsupported value {policy:?}: must be Always, IfNotPresent or Never"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_resources(path: &str, resources: &ResourceRequirements) -> Result<(), FieldError> {
+    for (field, map) in [
+        ("limits", &resources.limits),
+        ("requests", &resources.requests),
+    ] {
+        for (name, qty) in map.iter().flatten() {
+            let at = format!("{path}.{field}.{name}");
+            validate::qualified_name(name).map_err(|m| FieldError::new(&at, m))?;
+            validate::quantity(&qty.0).map_err(|m| FieldError::new(&at, m))?;
+        }
+    }
+    Ok(())
+}
+
+fn unique_by<T>(
+    path: &str,
+    field: &str,
+    list: Option<&[T]>,
+    key: impl Fn(&T) -> String,
+) -> Result<(), FieldError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, item) in list.unwrap_or_default().iter().enumerate() {
+        let k = key(item);
+        if !seen.insert(k.clone()) {
+            return Err(FieldError::new(
+                format!("{path}.{field}[{i}]"),
+                format!("duplicate entry {k:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_queue_name(path: &str, name: &str) -> Result<(), FieldError> {
+    if name.trim().chars().count() < 3 {
+        return Err(FieldError::new(
+            path,
+            "a ClearML queue name must have at least 3 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_image(path: &str, image: &str) -> Result<(), FieldError> {
+    if image.trim().is_empty() || image.contains(char::is_whitespace) {
+        Err(FieldError::new(
+            path,
+            format!("{image:?} is not an image reference"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks `{placeholder}` names; `{{` and `}}` are literal braces.
+pub(crate) fn check_worker_id_template(path: &str, template: &str) -> Result<(), FieldError> {
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            return Err(FieldError::new(
+                path,
+                "unmatched '}' (write '}}' for a literal brace)",
+            ));
+        }
+        let Some(end) = tail.find('}') else {
+            return Err(FieldError::new(
+                path,
+                "unclosed '{' (write '{{' for a literal brace)",
+            ));
+        };
+        let name = &tail[1..end];
+        if !WORKER_ID_PLACEHOLDERS.contains(&name) {
+            return Err(FieldError::new(
+                path,
+                format!(
+                    "unknown placeholder {{{name}}}; known: {}",
+                    WORKER_ID_PLACEHOLDERS
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        rest = &tail[end + 1..];
+    }
+    Ok(())
+}
+
+// === typed parse helpers ===
+
+/// Deserialises `doc` as `T`, reporting the failing field path.
+fn typed<T: DeserializeOwned>(base: &str, doc: &Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = join(base, if inner == "." { "" } else { &inner });
+        let message = e.inner().to_string();
+        // The path already ends with the unknown key; serde's list of expected keys is noise.
+        let message = if message.starts_with("unknown field `") {
+            "unknown key".to_string()
+        } else {
+            message
+        };
+        FieldError::new(path, message)
+    })
+}
+
+/// k8s-openapi types ignore unknown fields; anything present in `doc` but absent after a
+/// round-trip through the typed value was dropped, i.e. unknown.
+fn check_roundtrip<T: Serialize>(base: &str, doc: &Value, typed: &T) -> Result<(), FieldError> {
+    let back = serde_json::to_value(typed)
+        .map_err(|e| FieldError::new(base, format!("cannot re-encode: {e}")))?;
+    match find_dropped(doc, &back, base) {
+        Some(path) => Err(FieldError::new(path, "unknown key")),
+        None => Ok(()),
+    }
+}
+
+fn find_dropped(input: &Value, back: &Value, path: &str) -> Option<String> {
+    match (input, back) {
+        (Value::Object(a), Value::Object(b)) => a.iter().find_map(|(k, v)| {
+            let here = join(path, k);
+            match b.get(k) {
+                None if is_emptyish(v) => None,
+                None => Some(here),
+                Some(bv) => find_dropped(v, bv, &here),
+            }
+        }),
+        (Value::Array(a), Value::Array(b)) => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| find_dropped(x, y, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Values the typed form legitimately drops: `null`, and maps of nothing (`templateOverrides: {}`).
+fn is_emptyish(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().all(is_emptyish),
+        _ => false,
+    }
+}
+
+fn join(base: &str, key: &str) -> String {
+    match (base.is_empty(), key.is_empty()) {
+        (_, true) => base.to_string(),
+        (true, false) => key.to_string(),
+        (false, false) if key.starts_with('[') => format!("{base}{key}"),
+        (false, false) => format!("{base}.{key}"),
+    }
+}
+
+/// YAML writes quantities as numbers (`nvidia.com/gpu: 1`); the API server accepts both, while
+/// k8s-openapi's `Quantity` wants a string. Numbers in quantity positions become strings.
+fn normalize(mut doc: Value) -> Value {
+    fn walk(v: &mut Value, parent_key: Option<&str>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    let quantity_map = matches!(
+                        (parent_key, k.as_str()),
+                        (Some("resources"), "limits" | "requests")
+                    );
+                    if quantity_map && let Value::Object(q) = child {
+                        for qty in q.values_mut() {
+                            if let Value::Number(n) = qty {
+                                *qty = Value::String(n.to_string());
+                            }
+                        }
+                    }
+                    if k == "sizeLimit"
+                        && let Value::Number(n) = child
+                    {
+                        *child = Value::String(n.to_string());
+                    }
+                    walk(child, Some(k));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, parent_key)),
+            _ => {}
+        }
+    }
+    walk(&mut doc, None);
+    doc
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! Table-driven tests of the values schema: every seed example is accepted, and each kind of bad
+//! input is refused with the path of the offending field.
+
+use super::*;
+
+const FIXTURES: &[(&str, &str)] = &[
+    (
+        "gpu-queues.yaml",
+        include_str!("../../../tests/fixtures/gpu-queues.yaml"),
+    ),
+    (
+        "custom-pod-template.yaml",
+        include_str!("../../../tests/fixtures/custom-pod-template.yaml"),
+    ),
+    (
+        "gpus-with-shared-memory.yaml",
+        include_str!("../../../tests/fixtures/gpus-with-shared-memory.yaml"),
+    ),
+    (
+        "queue-settings.yaml",
+        include_str!("../../../tests/fixtures/queue-settings.yaml"),
+    ),
+    (
+        "clearml-agent-values.override.yaml",
+        include_str!("../../../tests/fixtures/clearml-agent-values.override.yaml"),
+    ),
+    (
+        "dashboard-report-max-gpu.yaml",
+        include_str!("../../../tests/fixtures/dashboard-report-max-gpu.yaml"),
+    ),
+];
+
+#[test]
+fn every_seed_example_is_accepted() {
+    for (name, text) in FIXTURES {
+        if let Err(e) = Values::from_yaml(text) {
+            panic!("{name} refused: {e}");
+        }
+    }
+}
+
+#[test]
+fn seed_examples_parse_to_the_documented_values() {
+    let v = Values::from_yaml(FIXTURES[3].1).expect("queue-settings");
+    let q = &v.agentk8sglue.queues["exampleQueue"].queue_settings;
+    assert_eq!(q.max_pods, Some(10));
+    assert_eq!(
+        q.custom_worker_id_template.as_deref(),
+        Some("k8s:myGroup:{task_id}")
+    );
+    assert_eq!(q.multi_node, Some(vec![4, 2]));
+    assert_eq!(q.default_image.as_deref(), Some("python:3.10"));
+    assert_eq!(q.use_image_entrypoint, Some(false));
+    assert!(v.agentk8sglue.create_queues);
+
+    let v = Values::from_yaml(FIXTURES[5].1).expect("dashboard");
+    assert_eq!(v.agentk8sglue.dashboard_report_max_gpu, Some(2));
+
+    let v = Values::from_yaml(FIXTURES[4].1).expect("override");
+    let creds = v.clearml.as_ref().expect("clearml section");
+    assert_eq!(creds.agentk8sglue_key.as_deref(), Some("<ACCESS_KEY>"));
+    assert!(v.without_secrets().clearml.is_none());
+    assert!(v.without_secrets().image_credentials.is_none());
+
+    let v = Values::from_yaml(FIXTURES[0].1).expect("gpu");
+    let limits = v.agentk8sglue.queues["1xGPU"]
+        .template_overrides
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .expect("limits");
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+}
+
+fn queue_doc(queue_body: &str) -> String {
+    format!("agentk8sglue:\n  queues:\n    green:\n{queue_body}")
+}
+
+#[test]
+fn bad_values_are_refused_with_the_field_path() {
+    let cases: &[(&str, String, &str, &str)] = &[
+        (
+            "unknown top-level key",
+            "agentk8sglue:\n  queus: {}\n".into(),
+            "agentk8sglue.queus",
+            "unknown key",
+        ),
+        (
+            "unknown root key",
+            "agentk8sglu: {}\n".into(),
+            "agentk8sglu",
+            "unknown key",
+        ),
+        (
+            "unknown key deep in resources",
+            queue_doc(
+                "      templateOverrides:\n        resources:\n          limitz:\n            cpu: 1\n",
+            ),
+            "agentk8sglue.queues.green.templateOverrides.resources.limitz",
+            "unknown key",
+        ),
+        (
+            "unknown key in an env entry",
+            queue_doc(
+                "      templateOverrides:\n        env:\n          - name: A\n            valu: x\n",
+            ),
+            "agentk8sglue.queues.green.templateOverrides.env[0].valu",
+            "unknown key",
+        ),
+        (
+            "invalid memory quantity",
+            queue_doc(
+                "      templateOverrides:\n        resources:\n          limits:\n            memory: 12 GiB\n",
+            ),
+            "agentk8sglue.queues.green.templateOverrides.resources.limits.memory",
+            "invalid quantity",
+        ),
+        (
+            "negative maxPods",
+            queue_doc("      queueSettings:\n        maxPods: -1\n"),
+            "agentk8sglue.queues.green.queueSettings.maxPods",
+            "invalid value",
+        ),
+        (
+            "fractional maxPods",
+            queue_doc("      queueSettings:\n        maxPods: 1.5\n"),
+            "agentk8sglue.queues.green.queueSettings.maxPods",
+            "invalid type",
+        ),
+        (
+            "invalid env name",
+            queue_doc(
+                "      templateOverrides:\n        env:\n          - name: 1BAD\n            value: x\n",
+            ),
+            "agentk8sglue.queues.green.templateOverrides.env[0].name",
+            "invalid environment variable name",
+        ),
+        (
+            "duplicate volume names",
+            queue_doc(
+                "      templateOverrides:\n        volumes:\n          - name: a\n            emptyDir: {}\n          - name: a\n            emptyDir: {}\n",
+            ),
+            "agentk8sglue.queues.green.templateOverrides.volumes[1]",
+            "duplicate",
+        ),
+        (
+            "multiNode with a zero entry",
+            queue_doc("      queueSettings:\n        multiNode: [4, 0]\n"),
+            "agentk8sglue.queues.green.queueSettings.multiNode[1]",
+            "positive",
+        ),
+        (
+            "multiNode with a negative entry",
+            queue_doc("      queueSettings:\n        multiNode: [4, -2]\n"),
+            "agentk8sglue.queues.green.queueSettings.multiNode[1]",
+            "invalid value",
+        ),
+        (
+            "unknown worker-id placeholder",
+            queue_doc("      queueSettings:\n        customWorkerIdTemplate: \"k8s:{taskid}\"\n"),
+            "agentk8sglue.queues.green.queueSettings.customWorkerIdTemplate",
+            "unknown placeholder {taskid}",
+        ),
+        (
+            "labels given as a list",
+            queue_doc("      templateOverrides:\n        labels: [a]\n"),
+            "agentk8sglue.queues.green.templateOverrides.labels",
+            "invalid type",
+        ),
+        (
+            "invalid label value",
+            queue_doc("      templateOverrides:\n        labels:\n          team: \"red team\"\n"),
+            "agentk8sglue.queues.green.templateOverrides.labels.team",
+            "invalid label value",
+        ),
+        (
+            "queue name too short",
+            "agentk8sglue:\n  queues:\n    ab: {}\n".into(),
+            "agentk8sglue.queues.ab",
+            "at least 3 characters",
+        ),
+        (
+            "YAML syntax error",
+            "agentk8sglue:\n  queues: [\n".into(),
+            "(root)",
+            "invalid YAML",
+        ),
+        ("empty file", "".into(), "(root)", "empty"),
+        ("a scalar document", "42\n".into(), "(root)", "mapping"),
+        (
+            "bad pull policy",
+            queue_doc("      templateOverrides:\n        imagePullPolicy: Sometimes\n"),
+            "agentk8sglue.queues.green.templateOverrides.imagePullPolicy",
+            "unsupported value",
+        ),
+        (
+            "bad sizeLimit",
+            queue_doc(
+                "      templateOverrides:\n        volumes:\n          - name: dshm\n            emptyDir:\n              sizeLimit: lots\n",
+            ),
+            "agentk8sglue.queues.green.templateOverrides.volumes[0].emptyDir.sizeLimit",
+            "invalid quantity",
+        ),
+    ];
+    for (what, doc, path, message) in cases {
+        match Values::from_yaml(doc) {
+            Ok(v) => panic!("{what}: accepted: {v:?}"),
+            Err(e) => {
+                assert_eq!(&e.path, path, "{what}: wrong path in {e}");
+                assert!(
+                    e.message.contains(message),
+                    "{what}: message {:?} lacks {message:?}",
+                    e.message
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn worker_id_templates_accept_known_placeholders_and_escaped_braces() {
+    for ok in [
+        "k8s:myGroup:{task_id}",
+        "{queue}-{project}-{task_name}",
+        "{{literal}}:{pod_name}",
+        "plain",
+    ] {
+        assert!(check_worker_id_template("p", ok).is_ok(), "{ok}");
+    }
+    for bad in ["{task_id", "x}", "{}", "{nope}"] {
+        assert!(check_worker_id_template("p", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_queue_entry_parses_on_its_own_with_its_full_path() {
+    let ok = QueueValues::from_json(
+        "green",
+        serde_json::json!({"queueSettings": {"maxPods": 3}}),
+    )
+    .expect("valid");
+    assert_eq!(ok.queue_settings.max_pods, Some(3));
+    let err = QueueValues::from_json(
+        "green",
+        serde_json::json!({"templateOverrides": {"resources": {"limits": {"memory": "2 GB"}}}}),
+    )
+    .expect_err("invalid");
+    assert_eq!(
+        err.path,
+        "agentk8sglue.queues.green.templateOverrides.resources.limits.memory"
+    );
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("kubectl-clearml {}", env!("CARGO_PKG_VERSION"));
+}
