@@ -6,10 +6,12 @@
 //!
 //! - [`values`]: the values schema (the only module that knows its keys) and its validation.
 //! - [`merge`]: pure merge of pod templates (base ⊕ queue overrides).
+//! - [`render`]: pure rendering of a task's pod(s) from the merged template and the task.
 //! - [`validate`]: Kubernetes syntax rules (quantities, names) shared by the schema and rendering.
 //! - [`yaml`]: the one wrapper around the YAML library.
 
 pub mod merge;
+pub mod render;
 pub mod validate;
 pub mod values;
 pub mod yaml;

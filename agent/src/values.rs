@@ -359,6 +359,17 @@ impl Values {
     }
 }
 
+impl AgentValues {
+    /// `basePodTemplate ⊕ templateOverrides` of queue `name`; `None` for a queue not configured.
+    pub fn queue_template(&self, name: &str) -> Option<Result<PodTemplate, FieldError>> {
+        let queue = self.queues.get(name)?;
+        Some(crate::merge::merge_templates(
+            &self.base_pod_template,
+            &queue.template_overrides,
+        ))
+    }
+}
+
 impl QueueValues {
     /// Parses and validates one queue entry (`{templateOverrides, queueSettings}`) given as JSON;
     /// errors are reported under `agentk8sglue.queues.<name>`.

@@ -1,0 +1,569 @@
+//! Pure rendering of a task's pod(s): `basePodTemplate ⊕ templateOverrides ⊕ queueSettings ⊕ the
+//! task's own container`. No I/O; everything the agent would create is decided here, so
+//! `kubectl clearml queues render` shows exactly what a launch creates.
+//!
+//! Precedence inside the container's env, lowest first: the queue's template env, then the task's
+//! `-e/--env` container arguments (an empty value never blanks a template value: the Python glue's
+//! helm-charts#263), then the variables the agent sets (ClearML endpoints, credentials from the
+//! Secret, task and worker ids, multi-node rank variables).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{
+        Container, EnvVar, EnvVarSource, Pod, PodSpec, ResourceRequirements, SecretKeySelector,
+        Service, ServicePort, ServiceSpec,
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+};
+use md5::{Digest, Md5};
+
+use crate::values::{DEFAULT_TASK_IMAGE, PodTemplate, QueueSettings};
+
+/// Label carrying the agent's identity (`agent-<md5(worker id)[..8]>`, the Python glue's scheme).
+pub const LABEL_AGENT: &str = "CLEARML";
+/// Label carrying the ClearML queue id.
+pub const LABEL_QUEUE_ID: &str = "clearml-agent-queue";
+/// Label carrying the (sanitised) ClearML queue name.
+pub const LABEL_QUEUE_NAME: &str = "clearml-agent-queue-name";
+/// Label carrying the ClearML task id.
+pub const LABEL_TASK_ID: &str = "clearml-task-id";
+/// Label carrying the rank of a multi-node pod.
+pub const LABEL_RANK: &str = "clearml-rank";
+/// `app.kubernetes.io/managed-by` value on everything the agent creates.
+pub const MANAGED_BY: &str = "clearml-k8s-agent";
+/// Annotation with the task's name.
+pub const ANNOTATION_TASK_NAME: &str = "clearml.ai/task-name";
+/// Annotation with the task's project.
+pub const ANNOTATION_PROJECT: &str = "clearml.ai/project";
+/// Annotation with the unsanitised queue name.
+pub const ANNOTATION_QUEUE_NAME: &str = "clearml.ai/queue-name";
+/// Pod names are this prefix and the task id (as the Python glue names them).
+pub const POD_PREFIX: &str = "clearml-id-";
+/// Name of the task container.
+pub const CONTAINER_NAME: &str = "task";
+/// Keys of the credentials Secret (the chart's names).
+pub const SECRET_KEY_ACCESS: &str = "agentk8sglue_key";
+/// See [`SECRET_KEY_ACCESS`].
+pub const SECRET_KEY_SECRET: &str = "agentk8sglue_secret";
+/// Port of the multi-node rendezvous.
+pub const MASTER_PORT: i32 = 29500;
+const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// Why a task cannot be rendered; the agent fails the task with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The task's `container.arguments` could not be split like a shell would.
+    #[error("task {task}: container.arguments: unbalanced quotes in {arguments:?}")]
+    Arguments { task: String, arguments: String },
+    /// A `-e NAME=VALUE` argument has an invalid name.
+    #[error("task {task}: container.arguments: {message}")]
+    EnvName { task: String, message: String },
+    /// The task id cannot be part of a pod name.
+    #[error("task id {task:?} cannot name a pod: {message}")]
+    TaskId { task: String, message: String },
+    /// Volumes and extraVolumes share a name, or a mount names no volume.
+    #[error("queue {queue}: {message}")]
+    Template { queue: String, message: String },
+}
+
+/// Settings of this agent that every pod carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentParams {
+    /// Namespace of task pods.
+    pub namespace: String,
+    /// The agent's ClearML worker id.
+    pub worker_id: String,
+    /// `CLEARML_API_HOST` for task pods.
+    pub api_server: Option<String>,
+    /// `CLEARML_WEB_HOST` for task pods.
+    pub web_server: Option<String>,
+    /// `CLEARML_FILES_HOST` for task pods.
+    pub files_server: Option<String>,
+    /// Secret (in the task namespace) holding the ClearML key pair.
+    pub credentials_secret: String,
+    /// Image for tasks and queues that name none.
+    pub default_image: Option<String>,
+}
+
+/// A queue as the renderer needs it: identity, merged template, settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueParams<'a> {
+    /// ClearML queue name.
+    pub name: &'a str,
+    /// ClearML queue id.
+    pub id: &'a str,
+    /// `basePodTemplate ⊕ templateOverrides`.
+    pub template: &'a PodTemplate,
+    /// `queueSettings`.
+    pub settings: &'a QueueSettings,
+}
+
+/// The parts of a ClearML task that shape its pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskParams {
+    /// Task id.
+    pub id: String,
+    /// Task name.
+    pub name: String,
+    /// Project name (or id when the name is unknown).
+    pub project: String,
+    /// `container.image` (empty = not set).
+    pub image: String,
+    /// `container.arguments`, one shell-style string.
+    pub arguments: String,
+    /// `container.setup_shell_script`.
+    pub setup_shell_script: String,
+}
+
+/// What one launch creates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// One pod, or one per rank for multi-node queues.
+    pub pods: Vec<Pod>,
+    /// The headless Service of a multi-node task's rank 0.
+    pub service: Option<Service>,
+    /// Container arguments that have no pod equivalent and were ignored.
+    pub warnings: Vec<String>,
+}
+
+/// `agent-<first 8 hex of md5(worker id)>`: the value of [`LABEL_AGENT`].
+pub fn agent_label(worker_id: &str) -> String {
+    let digest = Md5::digest(worker_id.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("agent-{hex}")
+}
+
+/// The pod name of a task (rank `None` for single-pod tasks).
+pub fn pod_name(task_id: &str, rank: Option<usize>) -> String {
+    match rank {
+        None => format!("{POD_PREFIX}{task_id}"),
+        Some(r) => format!("{POD_PREFIX}{task_id}-{r}"),
+    }
+}
+
+/// The task image by precedence: the task's own, the queue's `defaultImage`, the agent default.
+pub fn choose_image(task: &TaskParams, settings: &QueueSettings, agent: &AgentParams) -> String {
+    [
+        Some(task.image.trim()),
+        settings.default_image.as_deref(),
+        agent.default_image.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|i| !i.is_empty())
+    .unwrap_or(DEFAULT_TASK_IMAGE)
+    .to_string()
+}
+
+/// Fills a worker-id template (placeholders checked by the values schema; `{{`/`}}` are braces).
+pub fn fill_worker_id(template: &str, vars: &BTreeMap<&str, String>) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
+            let key = &tail[1..end];
+            match vars.get(key) {
+                Some(v) => out.push_str(v),
+                None => out.push_str(&tail[..=end]),
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `NAME=VALUE` pairs from a task's container arguments, and warnings for the arguments ignored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskEnv {
+    /// The pairs, in argument order.
+    pub vars: Vec<(String, String)>,
+    /// One line per ignored argument.
+    pub warnings: Vec<String>,
+}
+
+/// Splits `container.arguments` and keeps the `-e/--env NAME=VALUE` pairs; everything else is
+/// returned as a warning (a pod has no equivalent of `--ipc=host` and the like).
+pub fn task_env(task: &TaskParams) -> Result<TaskEnv, RenderError> {
+    let args = task.arguments.trim();
+    if args.is_empty() {
+        return Ok(TaskEnv::default());
+    }
+    let tokens = shlex::split(args).ok_or_else(|| RenderError::Arguments {
+        task: task.id.clone(),
+        arguments: task.arguments.clone(),
+    })?;
+    let mut env = Vec::new();
+    let mut warnings = Vec::new();
+    let mut it = tokens.into_iter();
+    while let Some(tok) = it.next() {
+        let pair = if tok == "-e" || tok == "--env" {
+            it.next()
+        } else if let Some(p) = tok
+            .strip_prefix("--env=")
+            .or_else(|| tok.strip_prefix("-e"))
+        {
+            Some(p.trim_start_matches('=').to_string())
+        } else {
+            warnings.push(format!(
+                "ignored container argument {tok:?} (no pod equivalent)"
+            ));
+            continue;
+        };
+        let Some(pair) = pair else {
+            warnings.push(format!("ignored {tok:?} without NAME=VALUE"));
+            continue;
+        };
+        let (name, value) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
+        crate::validate::env_name(name).map_err(|message| RenderError::EnvName {
+            task: task.id.clone(),
+            message,
+        })?;
+        env.push((name.to_string(), value.to_string()));
+    }
+    Ok(TaskEnv {
+        vars: env,
+        warnings,
+    })
+}
+
+/// The container command: install `clearml-agent` only if missing, run the task's setup script,
+/// then `exec` the agent so the container's exit code is the task's.
+pub fn bootstrap_script(setup_shell_script: &str) -> String {
+    let mut s = String::from(
+        "set -e\n\
+         PY=\"$(command -v python3 || command -v python || true)\"\n\
+         if [ -z \"$PY\" ]; then echo 'clearml bootstrap: the image has no python3' >&2; exit 127; fi\n\
+         if ! \"$PY\" -m clearml_agent --help >/dev/null 2>&1; then\n  \
+           \"$PY\" -m pip install --quiet --no-cache-dir clearml-agent\n\
+         fi\n",
+    );
+    if !setup_shell_script.trim().is_empty() {
+        s.push_str(setup_shell_script.trim_end());
+        s.push('\n');
+    }
+    s.push_str(
+        "exec \"$PY\" -m clearml_agent execute --full-monitoring --require-queue --id \"$CLEARML_TASK_ID\"\n",
+    );
+    s
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Splits a `multiNode` GPU list into pods of `gcd(list)` GPUs: returns (gpus per pod, pods).
+pub fn multi_node_layout(nodes: &[u32]) -> (u32, usize) {
+    let g = nodes.iter().copied().fold(0, gcd).max(1);
+    let pods = nodes.iter().map(|n| (n / g) as usize).sum();
+    (g, pods)
+}
+
+fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Puts `var` into `env`, replacing an entry of the same name in place.
+fn upsert(env: &mut Vec<EnvVar>, var: EnvVar) {
+    match env.iter_mut().find(|e| e.name == var.name) {
+        Some(e) => *e = var,
+        None => env.push(var),
+    }
+}
+
+/// Renders the pod(s) of one task launched from one queue.
+pub fn render(
+    agent: &AgentParams,
+    queue: &QueueParams<'_>,
+    task: &TaskParams,
+) -> Result<Rendered, RenderError> {
+    let task_id = task.id.as_str();
+    crate::validate::dns_label(&pod_name(task_id, Some(0))).map_err(|message| {
+        RenderError::TaskId {
+            task: task_id.into(),
+            message,
+        }
+    })?;
+    let TaskEnv {
+        vars: task_vars,
+        warnings,
+    } = task_env(task)?;
+    let t = queue.template;
+    let settings = queue.settings;
+
+    let mut volumes = t.volumes.clone().unwrap_or_default();
+    volumes.extend(t.extra_volumes.clone().unwrap_or_default());
+    let mut seen = std::collections::BTreeSet::new();
+    for v in &volumes {
+        if !seen.insert(v.name.as_str()) {
+            return Err(RenderError::Template {
+                queue: queue.name.into(),
+                message: format!(
+                    "volume {:?} is defined twice (volumes and extraVolumes)",
+                    v.name
+                ),
+            });
+        }
+    }
+    let mut mounts = t.volume_mounts.clone().unwrap_or_default();
+    mounts.extend(t.extra_volume_mounts.clone().unwrap_or_default());
+    if let Some(m) = mounts.iter().find(|m| !seen.contains(m.name.as_str())) {
+        return Err(RenderError::Template {
+            queue: queue.name.into(),
+            message: format!(
+                "volumeMount {:?} names no volume {:?}",
+                m.mount_path, m.name
+            ),
+        });
+    }
+
+    // env: template < task -e (non-empty, or new) < agent
+    let mut base_env = t.env.clone().unwrap_or_default();
+    for (name, value) in task_vars {
+        let exists = base_env.iter().any(|e| e.name == name);
+        if value.is_empty() && exists {
+            continue;
+        }
+        upsert(&mut base_env, env_value(&name, value));
+    }
+    for (name, value) in [
+        ("CLEARML_API_HOST", &agent.api_server),
+        ("CLEARML_WEB_HOST", &agent.web_server),
+        ("CLEARML_FILES_HOST", &agent.files_server),
+    ] {
+        if let Some(v) = value {
+            upsert(&mut base_env, env_value(name, v.clone()));
+        }
+    }
+    upsert(
+        &mut base_env,
+        env_secret(
+            "CLEARML_API_ACCESS_KEY",
+            &agent.credentials_secret,
+            SECRET_KEY_ACCESS,
+        ),
+    );
+    upsert(
+        &mut base_env,
+        env_secret(
+            "CLEARML_API_SECRET_KEY",
+            &agent.credentials_secret,
+            SECRET_KEY_SECRET,
+        ),
+    );
+    upsert(&mut base_env, env_value("CLEARML_TASK_ID", task_id));
+
+    let (gpus_per_pod, ranks) = match settings.multi_node.as_deref() {
+        Some(nodes) if !nodes.is_empty() => {
+            let (g, n) = multi_node_layout(nodes);
+            (Some(g), Some((n, nodes.iter().sum::<u32>())))
+        }
+        _ => (None, None),
+    };
+    let image = choose_image(task, settings, agent);
+    let use_entrypoint = settings.use_image_entrypoint.unwrap_or(false);
+    let template_id = settings
+        .custom_worker_id_template
+        .clone()
+        .unwrap_or_else(|| "{worker_id}:{task_id}".to_string());
+
+    let mut labels = t.labels.clone().unwrap_or_default();
+    labels.insert(LABEL_AGENT.into(), agent_label(&agent.worker_id));
+    labels.insert(
+        LABEL_QUEUE_ID.into(),
+        crate::validate::to_label_value(queue.id),
+    );
+    labels.insert(
+        LABEL_QUEUE_NAME.into(),
+        crate::validate::to_label_value(queue.name),
+    );
+    labels.insert(
+        LABEL_TASK_ID.into(),
+        crate::validate::to_label_value(task_id),
+    );
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    let mut annotations = t.annotations.clone().unwrap_or_default();
+    annotations.insert(ANNOTATION_TASK_NAME.into(), task.name.clone());
+    annotations.insert(ANNOTATION_PROJECT.into(), task.project.clone());
+    annotations.insert(ANNOTATION_QUEUE_NAME.into(), queue.name.into());
+
+    let mut resources = t.resources.clone().unwrap_or_default();
+    if let Some(g) = gpus_per_pod {
+        resources
+            .limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU_RESOURCE.into(), Quantity(g.to_string()));
+        if let Some(req) = resources
+            .requests
+            .as_mut()
+            .filter(|r| r.contains_key(GPU_RESOURCE))
+        {
+            req.insert(GPU_RESOURCE.into(), Quantity(g.to_string()));
+        }
+    }
+    let resources = (resources != ResourceRequirements::default()).then_some(resources);
+
+    let service_name = pod_name(task_id, None);
+    let rank_list: Vec<Option<usize>> = match ranks {
+        Some((n, _)) => (0..n).map(Some).collect(),
+        None => vec![None],
+    };
+    let mut pods = Vec::with_capacity(rank_list.len());
+    for rank in rank_list {
+        let name = pod_name(task_id, rank);
+        let mut env = base_env.clone();
+        let vars: BTreeMap<&str, String> = [
+            ("task_id", task_id.to_string()),
+            ("project", task.project.clone()),
+            ("task_name", task.name.clone()),
+            ("queue", queue.name.to_string()),
+            ("pod_name", name.clone()),
+            ("namespace", agent.namespace.clone()),
+            ("worker_id", agent.worker_id.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let mut worker_id = fill_worker_id(&template_id, &vars);
+        let mut pod_labels = labels.clone();
+        if let (Some(r), Some((n, world))) = (rank, ranks) {
+            if r > 0 {
+                worker_id = format!("{worker_id}:{r}");
+            }
+            pod_labels.insert(LABEL_RANK.into(), r.to_string());
+            for (k, v) in [
+                ("NODE_RANK", r.to_string()),
+                ("NUM_NODES", n.to_string()),
+                ("WORLD_SIZE", world.to_string()),
+                (
+                    "MASTER_ADDR",
+                    format!("{service_name}.{}.svc", agent.namespace),
+                ),
+                ("MASTER_PORT", MASTER_PORT.to_string()),
+                ("CLEARML_MULTI_NODE_SINGLE_TASK", "1".to_string()),
+            ] {
+                upsert(&mut env, env_value(k, v));
+            }
+        }
+        upsert(&mut env, env_value("CLEARML_WORKER_ID", worker_id));
+
+        let (command, args) = if use_entrypoint {
+            (None, None)
+        } else {
+            (
+                Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
+                Some(vec![bootstrap_script(&task.setup_shell_script)]),
+            )
+        };
+        let container = Container {
+            name: CONTAINER_NAME.into(),
+            image: Some(image.clone()),
+            image_pull_policy: t.image_pull_policy.clone(),
+            command,
+            args,
+            env: Some(env),
+            resources: resources.clone(),
+            volume_mounts: (!mounts.is_empty()).then(|| mounts.clone()),
+            ports: t.ports.clone(),
+            security_context: t.container_security_context.clone(),
+            ..Default::default()
+        };
+        pods.push(Pod {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(agent.namespace.clone()),
+                labels: Some(pod_labels),
+                annotations: Some(annotations.clone()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![container],
+                init_containers: t.init_containers.clone(),
+                restart_policy: Some("Never".into()),
+                volumes: (!volumes.is_empty()).then(|| volumes.clone()),
+                node_selector: t.node_selector.clone(),
+                tolerations: t.tolerations.clone(),
+                affinity: t.affinity.clone(),
+                security_context: t.pod_security_context.clone(),
+                priority_class_name: t.priority_class_name.clone(),
+                scheduler_name: t.scheduler_name.clone(),
+                runtime_class_name: t.runtime_class_name.clone(),
+                host_aliases: t.host_aliases.clone(),
+                image_pull_secrets: t.image_pull_secrets.clone(),
+                service_account_name: t.service_account_name.clone(),
+                automount_service_account_token: Some(
+                    t.automount_service_account_token.unwrap_or(false),
+                ),
+                termination_grace_period_seconds: t.termination_grace_period_seconds,
+                ..Default::default()
+            }),
+            status: None,
+        });
+    }
+
+    let service = ranks.map(|_| Service {
+        metadata: ObjectMeta {
+            name: Some(service_name),
+            namespace: Some(agent.namespace.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(
+                [
+                    (
+                        LABEL_TASK_ID.to_string(),
+                        crate::validate::to_label_value(task_id),
+                    ),
+                    (LABEL_RANK.to_string(), "0".to_string()),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            ports: Some(vec![ServicePort {
+                name: Some("rendezvous".into()),
+                port: MASTER_PORT,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    });
+    Ok(Rendered {
+        pods,
+        service,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests;
