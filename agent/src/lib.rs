@@ -4,12 +4,16 @@
 //! poll (ClearML queues) → decide → render (pod) → create → watch (pods) → report (ClearML)
 //! ```
 //!
+//! - [`clearml`]: the ClearML REST client.
 //! - [`values`]: the values schema (the only module that knows its keys) and its validation.
+//! - [`lifecycle`]: pure per-task decisions from pod states and ClearML status.
 //! - [`merge`]: pure merge of pod templates (base ⊕ queue overrides).
 //! - [`render`]: pure rendering of a task's pod(s) from the merged template and the task.
 //! - [`validate`]: Kubernetes syntax rules (quantities, names) shared by the schema and rendering.
 //! - [`yaml`]: the one wrapper around the YAML library.
 
+pub mod clearml;
+pub mod lifecycle;
 pub mod merge;
 pub mod render;
 pub mod validate;

@@ -1,0 +1,513 @@
+//! ClearML REST client: the only module that speaks HTTP to the ClearML API server.
+//!
+//! Every call is `POST {api}/v2.23/{service}.{action}` with a JSON body and a Bearer token from
+//! `auth.login` (Basic). A 401 triggers one re-login and a retry; transport errors, 5xx, 429 and
+//! 503 are retried with capped exponential backoff and jitter. Replies are unwrapped from the
+//! `{meta, data}` envelope; an error reply becomes [`Error::Api`] with its code and subcode.
+//! Credentials never appear in `Debug` output or errors.
+
+mod wire;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+
+pub use wire::{QueueDoc, QueueEntry, TaskContainer, TaskDoc};
+
+/// The API version pinned in request paths (the Python SDK's; every endpoint used exists there).
+pub const API_VERSION: &str = "2.23";
+
+/// ClearML subcodes the agent reacts to.
+pub mod subcode {
+    /// 400/701: unknown queue.
+    pub const INVALID_QUEUE_ID: u32 = 701;
+    /// 400/703: task not in that queue.
+    pub const TASK_NOT_QUEUED: u32 = 703;
+    /// 400/706: task already in that queue.
+    pub const TASK_ALREADY_QUEUED: u32 = 706;
+    /// 400/801: name already used.
+    pub const NOT_UNIQUE: u32 = 801;
+    /// 400/110: illegal status change.
+    pub const INVALID_TASK_STATUS: u32 = 110;
+    /// 400/101: unknown task.
+    pub const INVALID_TASK_ID: u32 = 101;
+}
+
+/// A failed ClearML call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No HTTP reply (connection refused or dropped, timeout, TLS).
+    #[error("ClearML {endpoint}: {detail}")]
+    Transport {
+        /// `service.action`.
+        endpoint: &'static str,
+        /// The transport error, without URLs' credentials.
+        detail: String,
+    },
+    /// The server answered with an error envelope.
+    #[error("ClearML {endpoint} returned {code}/{subcode}: {message}")]
+    Api {
+        /// `service.action`.
+        endpoint: &'static str,
+        /// HTTP status / `meta.result_code`.
+        code: u16,
+        /// `meta.result_subcode`.
+        subcode: u32,
+        /// `meta.result_msg`.
+        message: String,
+    },
+    /// The reply was not the envelope or data shape expected.
+    #[error("ClearML {endpoint}: unexpected reply: {detail}")]
+    Decode {
+        /// `service.action`.
+        endpoint: &'static str,
+        /// What did not fit.
+        detail: String,
+    },
+}
+
+/// Result of a ClearML call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Worth retrying: no reply, a 5xx, or 429.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Api { code, .. } => *code >= 500 || *code == 429,
+            Error::Decode { .. } => false,
+        }
+    }
+
+    /// An API error with this HTTP code and subcode.
+    pub fn is_api(&self, want_code: u16, want_subcode: u32) -> bool {
+        matches!(self, Error::Api { code, subcode, .. } if *code == want_code && *subcode == want_subcode)
+    }
+}
+
+/// An access key and secret; `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The access key (not secret on its own, but kept out of logs all the same).
+    pub access_key: String,
+    /// The secret key.
+    pub secret_key: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+/// Client tuning.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Attempts per call for retryable failures (1 = no retry).
+    pub attempts: u32,
+    /// First backoff; doubles per attempt up to `max_backoff`, with ±50% jitter.
+    pub initial_backoff: Duration,
+    /// Cap of the backoff.
+    pub max_backoff: Duration,
+    /// Verify the server's TLS certificate (default true).
+    pub verify_tls: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            verify_tls: true,
+        }
+    }
+}
+
+/// A pooled ClearML client; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    credentials: Credentials,
+    token: RwLock<Option<String>>,
+    options: ClientOptions,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// Receives the outcome of every HTTP attempt (for metrics and the degraded flag).
+pub trait CallObserver: Send + Sync {
+    /// One attempt of `endpoint` took `elapsed`; `ok` is false for transport errors and 5xx/429.
+    fn observe(&self, endpoint: &'static str, elapsed: Duration, ok: bool);
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the API server at `base` (e.g. `https://api.clear.ml`).
+    pub fn new(
+        base: &str,
+        credentials: Credentials,
+        options: ClientOptions,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .danger_accept_invalid_certs(!options.verify_tls)
+            .user_agent(concat!("clearml-k8s-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Transport {
+                endpoint: "client",
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: base.trim_end_matches('/').to_string(),
+                credentials,
+                token: RwLock::new(None),
+                options,
+                observer,
+            }),
+        })
+    }
+
+    /// The API server URL.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// Calls `endpoint` with `body`, retrying as the module docs say, and decodes `data`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        body: &Value,
+    ) -> Result<T> {
+        let data = self.call_value(endpoint, body).await?;
+        serde_json::from_value(data).map_err(|e| Error::Decode {
+            endpoint,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Like [`Client::call`], returning `data` as JSON.
+    pub async fn call_value(&self, endpoint: &'static str, body: &Value) -> Result<Value> {
+        let opts = &self.inner.options;
+        let mut relogged = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(endpoint, body).await {
+                Err(Error::Api { code: 401, .. }) if !relogged => {
+                    relogged = true;
+                    *self.inner.token.write().await = None;
+                    attempt -= 1;
+                }
+                Err(e) if e.is_retryable() && attempt < opts.attempts => {
+                    let delay = backoff(opts, attempt);
+                    tracing::debug!(endpoint, attempt, error = %e, ?delay, "retrying ClearML call");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn token(&self) -> Result<String> {
+        if let Some(t) = self.inner.token.read().await.as_ref() {
+            return Ok(t.clone());
+        }
+        let mut slot = self.inner.token.write().await;
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let c = &self.inner.credentials;
+        let req = self
+            .inner
+            .http
+            .post(format!("{}/auth.login", self.inner.base))
+            .basic_auth(&c.access_key, Some(&c.secret_key));
+        let data = self.send("auth.login", req).await?;
+        let token = data
+            .get("token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Decode {
+                endpoint: "auth.login",
+                detail: "no data.token".into(),
+            })?
+            .to_string();
+        *slot = Some(token.clone());
+        Ok(token)
+    }
+
+    async fn attempt(&self, endpoint: &'static str, body: &Value) -> Result<Value> {
+        let token = self.token().await?;
+        let req = self
+            .inner
+            .http
+            .post(format!("{}/v{API_VERSION}/{endpoint}", self.inner.base))
+            .bearer_auth(token)
+            .json(body);
+        self.send(endpoint, req).await
+    }
+
+    /// Sends one request and unwraps the envelope.
+    async fn send(&self, endpoint: &'static str, req: reqwest::RequestBuilder) -> Result<Value> {
+        let started = std::time::Instant::now();
+        let result = self.send_inner(endpoint, req).await;
+        if let Some(obs) = &self.inner.observer {
+            let ok = !matches!(&result, Err(e) if e.is_retryable());
+            obs.observe(endpoint, started.elapsed(), ok);
+        }
+        result
+    }
+
+    async fn send_inner(
+        &self,
+        endpoint: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Value> {
+        let transport = |e: reqwest::Error| Error::Transport {
+            endpoint,
+            detail: e.without_url().to_string(),
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        wire::unwrap_envelope(endpoint, status, &bytes)
+    }
+
+    /// Logs in now (to fail fast on bad credentials at start-up).
+    pub async fn login(&self) -> Result<()> {
+        *self.inner.token.write().await = None;
+        self.token().await.map(|_| ())
+    }
+
+    /// Expires the cached token so the next call logs in again.
+    pub async fn forget_token(&self) {
+        *self.inner.token.write().await = None;
+    }
+}
+
+fn backoff(opts: &ClientOptions, attempt: u32) -> Duration {
+    let exp = opts
+        .initial_backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(opts.max_backoff);
+    let jitter = 0.5 + rand::random::<f64>();
+    exp.mul_f64(jitter).min(opts.max_backoff)
+}
+
+// === endpoints ===
+
+impl Client {
+    /// Queues with exactly these names (one `queues.get_all` with an anchored regex).
+    pub async fn queues_by_name(&self, names: &[String]) -> Result<Vec<QueueDoc>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let alternatives: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
+        let body = json!({
+            "name": format!("^({})$", alternatives.join("|")),
+            "only_fields": ["id", "name"],
+            "search_hidden": true,
+        });
+        let data: wire::Queues = self.call("queues.get_all", &body).await?;
+        Ok(data
+            .queues
+            .into_iter()
+            .filter(|q| names.contains(&q.name))
+            .collect())
+    }
+
+    /// The queues with these ids and up to `max_entries` head entries each (one call per tick).
+    pub async fn queue_entries(&self, ids: &[String], max_entries: usize) -> Result<Vec<QueueDoc>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = json!({
+            "id": ids,
+            "only_fields": ["id", "name", "entries"],
+            "max_task_entries": max_entries,
+            "search_hidden": true,
+        });
+        let data: wire::Queues = self.call("queues.get_all", &body).await?;
+        Ok(data.queues)
+    }
+
+    /// Creates a queue; returns its id.
+    pub async fn create_queue(&self, name: &str, system_tags: &[&str]) -> Result<String> {
+        let body = json!({"name": name, "system_tags": system_tags});
+        let data: wire::Created = self.call("queues.create", &body).await?;
+        Ok(data.id)
+    }
+
+    /// Number of entries in a queue.
+    pub async fn queue_length(&self, queue: &str) -> Result<u64> {
+        let data: Value = self
+            .call("queues.get_num_entries", &json!({"queue": queue}))
+            .await?;
+        data.get("num")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::Decode {
+                endpoint: "queues.get_num_entries",
+                detail: "no data.num".into(),
+            })
+    }
+
+    /// Tasks by id with the given fields (missing ids are simply absent).
+    pub async fn tasks(&self, ids: &[String], only_fields: &[&str]) -> Result<Vec<TaskDoc>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = json!({"id": ids, "only_fields": only_fields, "search_hidden": true});
+        let data: wire::Tasks = self.call("tasks.get_all", &body).await?;
+        Ok(data.tasks)
+    }
+
+    /// Moves a queued task into `queue` (the server removes it from every other queue in the same
+    /// call). A task already in `queue` (a retry after a lost reply) is success.
+    pub async fn enqueue(
+        &self,
+        task: &str,
+        queue: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<()> {
+        let body = json!({
+            "task": task, "queue": queue,
+            "status_reason": reason, "status_message": message,
+        });
+        match self.call_value("tasks.enqueue", &body).await {
+            Err(e) if e.is_api(400, subcode::TASK_ALREADY_QUEUED) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Removes a task from a queue; a task no longer there is success.
+    pub async fn remove_from_queue(&self, queue: &str, task: &str) -> Result<()> {
+        let body = json!({"queue": queue, "task": task});
+        match self.call_value("queues.remove_task", &body).await {
+            Err(e) if e.is_api(400, subcode::TASK_NOT_QUEUED) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Marks a task failed (forced: from any status) with a reason shown in the UI.
+    pub async fn fail_task(&self, task: &str, reason: &str, message: &str) -> Result<()> {
+        let body = json!({
+            "task": task, "force": true,
+            "status_reason": reason, "status_message": message,
+        });
+        self.call_value("tasks.failed", &body).await.map(|_| ())
+    }
+
+    /// Writes a task's status message (e.g. why its pod is pending).
+    pub async fn set_status_message(&self, task: &str, message: &str) -> Result<()> {
+        let body = json!({"task": task, "status_message": message});
+        self.call_value("tasks.update", &body).await.map(|_| ())
+    }
+
+    /// Registers the agent as a worker listening on `queues`.
+    pub async fn register_worker(
+        &self,
+        worker: &str,
+        queues: &[String],
+        timeout_secs: u64,
+    ) -> Result<()> {
+        let body = json!({"worker": worker, "queues": queues, "timeout": timeout_secs});
+        self.call_value("workers.register", &body).await.map(|_| ())
+    }
+
+    /// Periodic worker status report.
+    pub async fn status_report(&self, worker: &str, queues: &[String]) -> Result<()> {
+        let body = json!({
+            "worker": worker,
+            "timestamp": chrono_millis(),
+            "queues": queues,
+        });
+        self.call_value("workers.status_report", &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Unregisters the worker (on shutdown).
+    pub async fn unregister_worker(&self, worker: &str) -> Result<()> {
+        self.call_value("workers.unregister", &json!({"worker": worker}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Orchestration-dashboard report of the GPUs this agent offers.
+    pub async fn cluster_report(
+        &self,
+        worker: &str,
+        key: &str,
+        max_gpus: u32,
+        interval_secs: u64,
+    ) -> Result<()> {
+        let body = json!({
+            "worker": worker,
+            "key": key,
+            "partial": false,
+            "timestamp": chrono_millis(),
+            "timeout": 2 * interval_secs,
+            "resource_groups": [],
+            "properties": {"max_gpus": max_gpus},
+        });
+        self.call_value("workers.cluster_report", &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Adds log lines to tasks' consoles (one json-lines batch; `(task, level, message)`).
+    pub async fn log_events(&self, worker: &str, lines: &[(String, &str, String)]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let now = chrono_millis();
+        let mut body = String::new();
+        for (task, level, msg) in lines {
+            let ev = json!({"type": "log", "task": task, "level": level, "worker": worker,
+                            "msg": msg, "timestamp": now});
+            body.push_str(&ev.to_string());
+            body.push('\n');
+        }
+        let token = self.token().await?;
+        let req = self
+            .inner
+            .http
+            .post(format!(
+                "{}/v{API_VERSION}/events.add_batch",
+                self.inner.base
+            ))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json-lines")
+            .body(body);
+        // Best effort: a lost log line is not worth a retry loop.
+        let result = self.send("events.add_batch", req).await;
+        result.map(|_| ())
+    }
+}
+
+fn chrono_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
