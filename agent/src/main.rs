@@ -1,3 +1,4 @@
-fn main() {
-    println!("clearml-k8s-agent {}", clearml_agent::VERSION);
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    clearml_agent::Args::parse_and_run().await
 }

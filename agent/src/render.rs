@@ -36,6 +36,8 @@ pub const MANAGED_BY: &str = "clearml-k8s-agent";
 pub const ANNOTATION_TASK_NAME: &str = "clearml.ai/task-name";
 /// Annotation with the task's project.
 pub const ANNOTATION_PROJECT: &str = "clearml.ai/project";
+/// Annotation with the launch id (see [`TaskParams::launch_id`]).
+pub const ANNOTATION_LAUNCH: &str = "clearml.ai/launch";
 /// Annotation with the unsanitised queue name.
 pub const ANNOTATION_QUEUE_NAME: &str = "clearml.ai/queue-name";
 /// Pod names are this prefix and the task id (as the Python glue names them).
@@ -114,6 +116,9 @@ pub struct TaskParams {
     pub arguments: String,
     /// `container.setup_shell_script`.
     pub setup_shell_script: String,
+    /// Identifies this launch of the task (the pending-queue entry's `added` time), so a pod left
+    /// from an earlier run of the same task is told apart from this run's.
+    pub launch_id: String,
 }
 
 /// What one launch creates.
@@ -414,6 +419,9 @@ pub fn render(
     annotations.insert(ANNOTATION_TASK_NAME.into(), task.name.clone());
     annotations.insert(ANNOTATION_PROJECT.into(), task.project.clone());
     annotations.insert(ANNOTATION_QUEUE_NAME.into(), queue.name.into());
+    if !task.launch_id.is_empty() {
+        annotations.insert(ANNOTATION_LAUNCH.into(), task.launch_id.clone());
+    }
 
     let mut resources = t.resources.clone().unwrap_or_default();
     if let Some(g) = gpus_per_pod {

@@ -1,0 +1,180 @@
+//! Command-line flags (with environment fallbacks) and [`Args::run`], the one place that builds
+//! every component: config → clients → pod watch → dispatcher, reports and admin server.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clearml::{Client, ClientOptions, Credentials},
+    config::AgentConfig,
+    dispatch::Dispatcher,
+    health::Health,
+    k8s::{self, Kube},
+    metrics::{ClearmlObserver, Metrics},
+    render::{self, AgentParams},
+    runtime::{self, LogFormat},
+    values::Values,
+};
+
+/// The ClearML agent for Kubernetes: turns queued ClearML tasks into pods.
+#[derive(Debug, Parser)]
+#[command(name = "clearml-k8s-agent", version)]
+pub struct Args {
+    /// Values file (the agent's ConfigMap, mounted).
+    #[arg(
+        long,
+        env = "CLEARML_AGENT_CONFIG",
+        default_value = "/etc/clearml-agent/values.yaml"
+    )]
+    pub config: PathBuf,
+    /// The agent's namespace (task pods go here unless `taskNamespace` says otherwise).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "clearml")]
+    pub namespace: String,
+    /// ClearML access key.
+    #[arg(long, env = "CLEARML_API_ACCESS_KEY", hide_env_values = true)]
+    pub access_key: String,
+    /// ClearML secret key.
+    #[arg(long, env = "CLEARML_API_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: String,
+    /// ClearML API server (default: the values' `apiServerUrlReference`).
+    #[arg(long, env = "CLEARML_API_HOST")]
+    pub api_server: Option<String>,
+    /// Secret holding the key pair in the task namespace (task pods read it through secretKeyRef).
+    #[arg(
+        long,
+        env = "CLEARML_AGENT_CREDENTIALS_SECRET",
+        default_value = "clearml-agent-credentials"
+    )]
+    pub credentials_secret: String,
+    /// Skip TLS certificate checks of the ClearML server (self-signed servers only).
+    #[arg(long, env = "CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "CLEARML_AGENT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "CLEARML_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// Parses the process arguments and runs the agent until SIGTERM.
+    pub async fn parse_and_run() -> anyhow::Result<()> {
+        Self::parse().run().await
+    }
+
+    /// Runs the agent until SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Args {
+            config,
+            namespace,
+            access_key,
+            secret_key,
+            api_server,
+            credentials_secret,
+            insecure_skip_tls_verify,
+            http_addr,
+            log_format,
+        } = self;
+        runtime::init_logging(log_format);
+        // NB: rustls needs one process-wide crypto provider; kube and reqwest both use ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let text = std::fs::read_to_string(&config)
+            .with_context(|| format!("cannot read config {}", config.display()))?;
+        let values = Values::from_yaml(&text)
+            .with_context(|| format!("invalid config {}", config.display()))?;
+        let cfg = AgentConfig::from_values(&values, &namespace)
+            .with_context(|| format!("invalid config {}", config.display()))?;
+        let a = &values.agentk8sglue;
+        let Some(api) = api_server.or_else(|| a.api_server_url_reference.clone()) else {
+            bail!(
+                "no ClearML API server: set agentk8sglue.apiServerUrlReference or CLEARML_API_HOST"
+            );
+        };
+        if !(api.starts_with("http://") || api.starts_with("https://")) {
+            bail!("agentk8sglue.apiServerUrlReference: {api:?} is not an http(s) URL");
+        }
+
+        let shutdown = CancellationToken::new();
+        runtime::cancel_on_signal(shutdown.clone());
+        let metrics = Metrics::new();
+        let health = Arc::new(Health::default());
+        let admin =
+            runtime::serve_admin(http_addr, health.clone(), metrics.clone(), shutdown.clone())
+                .await
+                .with_context(|| format!("cannot listen on {http_addr}"))?;
+        tracing::info!(%admin, "admin endpoints up");
+
+        let observer = Arc::new(ClearmlObserver(metrics.clone(), health.clone()));
+        let options = ClientOptions {
+            verify_tls: !insecure_skip_tls_verify,
+            ..Default::default()
+        };
+        let clearml = Client::new(
+            &api,
+            Credentials {
+                access_key,
+                secret_key,
+            },
+            options,
+            Some(observer),
+        )?;
+        clearml.login().await.context("cannot log in to ClearML")?;
+
+        let kube_client = kube::Client::try_default()
+            .await
+            .context("cannot build a Kubernetes client")?;
+        let changed = Arc::new(Notify::new());
+        let selector = format!(
+            "{}={}",
+            render::LABEL_AGENT,
+            render::agent_label(&cfg.worker_id)
+        );
+        let pods = k8s::watch_pods(
+            kube_client.clone(),
+            &cfg.task_namespace,
+            &selector,
+            changed.clone(),
+        );
+        let kube = Kube::new(kube_client, &cfg.task_namespace);
+        let agent = AgentParams {
+            namespace: cfg.task_namespace.clone(),
+            worker_id: cfg.worker_id.clone(),
+            api_server: Some(api.clone()),
+            web_server: a.web_server_url_reference.clone(),
+            files_server: a.file_server_url_reference.clone(),
+            credentials_secret,
+            default_image: a.default_image.clone(),
+        };
+        let worker = cfg.worker_id.clone();
+        let max_gpus = cfg.report_max_gpus;
+        let dispatcher = Dispatcher::start(
+            clearml.clone(),
+            kube,
+            pods,
+            changed,
+            cfg,
+            agent,
+            metrics,
+            health,
+        )
+        .await
+        .context("cannot start dispatching")?;
+        let reports = tokio::spawn(runtime::report_loop(
+            clearml,
+            worker,
+            dispatcher.queue_ids(),
+            max_gpus,
+            shutdown.clone(),
+        ));
+        dispatcher.run(shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = reports.await;
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! The agent's runtime configuration: the values document resolved into what the dispatcher needs
+//! (merged per-queue templates, timeouts, identities), with the defaults the README documents.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::{
+    lifecycle::Timeouts,
+    merge::merge_templates,
+    values::{FieldError, PodTemplate, QueueSettings, Values},
+};
+
+/// Default seconds between polls when idle.
+pub const DEFAULT_POLL_INTERVAL: f64 = 1.0;
+/// Default pending (unschedulable) timeout.
+pub const DEFAULT_PENDING_TIMEOUT: u64 = 600;
+/// Default TTL of succeeded pods.
+pub const DEFAULT_SUCCEEDED_TTL: u64 = 300;
+/// Default TTL of failed pods (kept longer, for inspection).
+pub const DEFAULT_FAILED_TTL: u64 = 86_400;
+/// Name of the ClearML queue launched tasks wait in until their pod starts (the glue's name).
+pub const PENDING_QUEUE: &str = "k8s_scheduler";
+
+/// One served queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    /// `basePodTemplate ⊕ templateOverrides`.
+    pub template: PodTemplate,
+    /// `queueSettings`.
+    pub settings: QueueSettings,
+}
+
+/// Everything the dispatcher reads from the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// The values (without credentials), as loaded.
+    pub values: Values,
+    /// Served queues by name.
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// Namespace of task pods.
+    pub task_namespace: String,
+    /// The agent's ClearML worker id.
+    pub worker_id: String,
+    /// Poll interval when idle.
+    pub poll_interval: Duration,
+    /// Lifecycle timeouts.
+    pub timeouts: Timeouts,
+    /// Create missing queues at start.
+    pub create_queues: bool,
+    /// GPUs reported to the dashboard, if any.
+    pub report_max_gpus: Option<u32>,
+}
+
+impl AgentConfig {
+    /// Resolves `values` for an agent running in `agent_namespace`. Credentials in the document
+    /// are refused: they belong in the Secret.
+    pub fn from_values(values: &Values, agent_namespace: &str) -> Result<Self, FieldError> {
+        if let Some(c) = &values.clearml
+            && (c.agentk8sglue_key.is_some() || c.agentk8sglue_secret.is_some())
+        {
+            return Err(FieldError::new(
+                "clearml",
+                "credentials must not be in the agent's config; they come from the Secret (CLEARML_API_ACCESS_KEY / CLEARML_API_SECRET_KEY)",
+            ));
+        }
+        let a = &values.agentk8sglue;
+        let mut queues = BTreeMap::new();
+        for (name, q) in &a.queues {
+            let template = merge_templates(&a.base_pod_template, &q.template_overrides)
+                .map_err(|e| FieldError::new(format!("agentk8sglue.queues.{name}"), e.message))?;
+            queues.insert(
+                name.clone(),
+                QueueConfig {
+                    template,
+                    settings: q.queue_settings.clone(),
+                },
+            );
+        }
+        let task_namespace = a
+            .task_namespace
+            .clone()
+            .unwrap_or_else(|| agent_namespace.to_string());
+        Ok(Self {
+            values: values.without_secrets(),
+            queues,
+            worker_id: a
+                .worker_id
+                .clone()
+                .unwrap_or_else(|| format!("k8s-agent:{task_namespace}")),
+            task_namespace,
+            poll_interval: Duration::from_secs_f64(
+                a.poll_interval_seconds.unwrap_or(DEFAULT_POLL_INTERVAL),
+            ),
+            timeouts: Timeouts {
+                pending: Duration::from_secs(
+                    a.pending_timeout_seconds.unwrap_or(DEFAULT_PENDING_TIMEOUT),
+                ),
+                succeeded_ttl: Duration::from_secs(
+                    a.succeeded_pod_ttl_seconds.unwrap_or(DEFAULT_SUCCEEDED_TTL),
+                ),
+                failed_ttl: Duration::from_secs(
+                    a.failed_pod_ttl_seconds.unwrap_or(DEFAULT_FAILED_TTL),
+                ),
+            },
+            create_queues: a.create_queues,
+            report_max_gpus: a.dashboard_report_max_gpu,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let v = Values::from_yaml("agentk8sglue:\n  queues:\n    red: {}\n").expect("values");
+        let c = AgentConfig::from_values(&v, "ml").expect("config");
+        assert_eq!(c.task_namespace, "ml");
+        assert_eq!(c.worker_id, "k8s-agent:ml");
+        assert_eq!(c.poll_interval, Duration::from_secs(1));
+        assert_eq!(
+            c.timeouts.failed_ttl,
+            Duration::from_secs(DEFAULT_FAILED_TTL)
+        );
+        assert!(c.queues.contains_key("red"));
+
+        let with_secret = Values::from_yaml(include_str!(
+            "../../tests/fixtures/clearml-agent-values.override.yaml"
+        ))
+        .expect("values");
+        let e = AgentConfig::from_values(&with_secret, "ml").expect_err("secrets refused");
+        assert_eq!(e.path, "clearml");
+        assert!(AgentConfig::from_values(&with_secret.without_secrets(), "ml").is_ok());
+    }
+}

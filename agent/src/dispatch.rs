@@ -1,0 +1,918 @@
+//! The data path, top-down: poll → decide → render → create, then watch → decide → report.
+//!
+//! ```text
+//!  ClearML queues ──queues.get_all (one call)──▶ schedule::decide ──tasks.enqueue(k8s_scheduler)──▶
+//!  pending queue ──render::render──▶ create pods ──watch──▶ lifecycle::decide ──▶ tasks.failed / update
+//! ```
+//!
+//! Crash safety: a task is never out of a ClearML queue until its pod runs. Taking a task is one
+//! atomic `tasks.enqueue` into the pending queue (the server removes it from its own queue in the
+//! same call) whose status message records the origin queue; every tick launches the pending
+//! tasks that have no pod for their current launch, so a launch cut short by a crash is finished by
+//! the next agent. Pod names are deterministic and a pod's `clearml.ai/launch` annotation names the
+//! pending entry it serves, so a retry finds (and adopts) its own pod instead of making a second.
+//! The in-pod `clearml-agent execute --require-queue` dequeues the task when it starts.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clearml::{self, Client, TaskDoc},
+    config::{AgentConfig, PENDING_QUEUE},
+    health::Health,
+    k8s::{Created, Kube, PodStore},
+    lifecycle::{self, PodState, TaskStatus, Verdict},
+    metrics::{Metrics, PodLabels, QueueLabels},
+    render::{self, AgentParams, QueueParams, TaskParams},
+    schedule::{self, QueueWork},
+};
+
+/// `status_reason` of tasks waiting in the pending queue (the Python glue's, so the UI reads the
+/// same).
+pub const PENDING_REASON: &str = "k8s pending scheduler";
+/// Most tasks taken per tick (bounds the size of each ClearML request).
+const BATCH: usize = 500;
+/// Concurrent launches within a tick.
+const LAUNCH_CONCURRENCY: usize = 32;
+/// How often task statuses are re-read to notice aborts.
+const STATUS_REFRESH: Duration = Duration::from_secs(2);
+/// Poll interval while there is work (tasks were taken on the last tick).
+const BUSY_POLL: Duration = Duration::from_millis(100);
+/// ClearML caps `get_all` results per call.
+const GET_ALL_CHUNK: usize = 500;
+
+/// The status message a moved task carries; [`origin_from_message`] reads the queue id back.
+pub fn pending_message(queue_name: &str, queue_id: &str) -> String {
+    format!("launching from queue {queue_name} [{queue_id}]")
+}
+
+/// The origin queue id from a [`pending_message`].
+pub fn origin_from_message(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("launching from queue ")?;
+    let start = rest.rfind('[')?;
+    rest[start + 1..].strip_suffix(']')
+}
+
+/// A served queue, resolved in ClearML.
+#[derive(Debug, Clone)]
+struct Served {
+    name: String,
+    id: String,
+}
+
+/// Identity and dependencies of the dispatcher.
+pub struct Dispatcher {
+    clearml: Client,
+    kube: Kube,
+    pods: PodStore,
+    changed: Arc<Notify>,
+    cfg: AgentConfig,
+    agent: AgentParams,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    served: Vec<Served>,
+    pending_queue: String,
+    /// Origin queue id of tasks this process moved to the pending queue.
+    origin: HashMap<String, String>,
+    /// Tasks whose pods this process created or adopted, with the launch id they serve.
+    launched: HashMap<String, String>,
+    /// Tasks whose pods this process is deleting.
+    deleting: HashSet<String>,
+    /// Last status message written per task.
+    explained: HashMap<String, String>,
+    /// Task statuses and when they were read.
+    statuses: HashMap<String, String>,
+    statuses_read: Option<Instant>,
+    projects: HashMap<String, String>,
+    offset: usize,
+}
+
+/// Outcome of one launch attempt, applied to the dispatcher's state after the concurrent batch.
+enum Launch {
+    Created {
+        task: String,
+        launch_id: String,
+        queue: String,
+    },
+    Adopted {
+        task: String,
+        launch_id: String,
+    },
+    Retry {
+        task: String,
+        why: String,
+    },
+    Failed {
+        task: String,
+        reason: String,
+        category: &'static str,
+    },
+    Skipped,
+}
+
+impl Dispatcher {
+    /// Resolves (and with `createQueues`, creates) the served queues and the pending queue, and
+    /// registers the worker.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        clearml: Client,
+        kube: Kube,
+        pods: PodStore,
+        changed: Arc<Notify>,
+        cfg: AgentConfig,
+        agent: AgentParams,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Self, clearml::Error> {
+        let mut names: Vec<String> = cfg.queues.keys().cloned().collect();
+        names.push(PENDING_QUEUE.to_string());
+        let found = clearml.queues_by_name(&names).await?;
+        let mut by_name: HashMap<String, String> =
+            found.into_iter().map(|q| (q.name, q.id)).collect();
+        if !by_name.contains_key(PENDING_QUEUE) {
+            let id = create_queue(&clearml, PENDING_QUEUE, &["k8s-glue"]).await?;
+            by_name.insert(PENDING_QUEUE.to_string(), id);
+        }
+        let mut served = Vec::new();
+        for name in cfg.queues.keys() {
+            match by_name.get(name) {
+                Some(id) => served.push(Served {
+                    name: name.clone(),
+                    id: id.clone(),
+                }),
+                None if cfg.create_queues => {
+                    let id = create_queue(&clearml, name, &[]).await?;
+                    tracing::info!(queue = %name, %id, "created ClearML queue");
+                    served.push(Served {
+                        name: name.clone(),
+                        id,
+                    });
+                }
+                None => {
+                    tracing::warn!(queue = %name, "queue does not exist in ClearML and createQueues is off; not served")
+                }
+            }
+        }
+        let pending_queue = by_name.get(PENDING_QUEUE).cloned().unwrap_or_default();
+        let ids: Vec<String> = served.iter().map(|s| s.id.clone()).collect();
+        clearml.register_worker(&cfg.worker_id, &ids, 600).await?;
+        tracing::info!(worker = %cfg.worker_id, queues = served.len(), "registered with ClearML");
+        Ok(Self {
+            clearml,
+            kube,
+            pods,
+            changed,
+            cfg,
+            agent,
+            metrics,
+            health,
+            served,
+            pending_queue,
+            origin: HashMap::new(),
+            launched: HashMap::new(),
+            deleting: HashSet::new(),
+            explained: HashMap::new(),
+            statuses: HashMap::new(),
+            statuses_read: None,
+            projects: HashMap::new(),
+            offset: 0,
+        })
+    }
+
+    /// Ids of the served queues.
+    pub fn queue_ids(&self) -> Vec<String> {
+        self.served.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Runs until `shutdown`: a tick finishes its launches before the loop ends (drain).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if tokio::select! {
+            _ = shutdown.cancelled() => true,
+            r = self.pods.wait_until_ready() => r.is_err(),
+        } {
+            return;
+        }
+        self.health.set_ready(true);
+        tracing::info!(
+            pods = self.pods.state().len(),
+            "pod cache warm; dispatching"
+        );
+        let mut next_poll = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_poll {
+                let busy = match self.tick().await {
+                    Ok(n) => {
+                        self.health.set_last_error(None);
+                        n > 0
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch tick failed");
+                        self.health.set_last_error(Some(e.to_string()));
+                        false
+                    }
+                };
+                next_poll = Instant::now()
+                    + if busy {
+                        BUSY_POLL
+                    } else {
+                        self.cfg.poll_interval
+                    };
+            }
+            self.reconcile().await;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep_until(next_poll.min(Instant::now() + STATUS_REFRESH).into()) => {}
+            }
+        }
+        self.health.set_ready(false);
+        if let Err(error) = self.clearml.unregister_worker(&self.cfg.worker_id).await {
+            tracing::warn!(%error, "cannot unregister the worker");
+        }
+        tracing::info!("dispatcher stopped");
+    }
+
+    /// Pods of the store grouped by task id.
+    fn pods_by_task(&self) -> BTreeMap<String, Vec<Arc<Pod>>> {
+        let mut out: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+        for pod in self.pods.state() {
+            if let Some(task) = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(render::LABEL_TASK_ID))
+            {
+                out.entry(task.clone()).or_default().push(pod.clone());
+            }
+        }
+        out
+    }
+
+    /// One dispatch pass; returns how many tasks were taken from served queues.
+    async fn tick(&mut self) -> Result<usize, clearml::Error> {
+        let mut ids = self.queue_ids();
+        ids.push(self.pending_queue.clone());
+        let docs = self.clearml.queue_entries(&ids, BATCH).await?;
+        let by_task = self.pods_by_task();
+        self.update_pod_gauges(&by_task);
+
+        // live pods per queue id, plus pending tasks without a pod yet (in flight)
+        let mut used: HashMap<String, usize> = HashMap::new();
+        for pods in by_task.values() {
+            for pod in pods {
+                if !lifecycle::classify(pod).is_finished()
+                    && let Some(q) = pod
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(render::LABEL_QUEUE_ID))
+                {
+                    *used.entry(q.clone()).or_default() += 1;
+                }
+            }
+        }
+        let pending = docs.iter().find(|d| d.id == self.pending_queue);
+        let mut to_launch: Vec<(String, String)> = Vec::new(); // (task, launch id)
+        for entry in pending.map(|d| d.entries.as_slice()).unwrap_or_default() {
+            let launch_id = entry.added.clone().unwrap_or_default();
+            let pods = by_task
+                .get(&entry.task)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let current = pods
+                .iter()
+                .any(|p| launch_of(p) == Some(launch_id.as_str()));
+            if current || self.launched.get(&entry.task) == Some(&launch_id) {
+                continue;
+            }
+            if !pods.is_empty() {
+                // Pods of an earlier run of this task (re-enqueued): remove them first.
+                self.delete_task_pods(&entry.task, pods, true).await;
+                continue;
+            }
+            if let Some(origin) = self.origin.get(&entry.task) {
+                *used.entry(origin.clone()).or_default() += 1;
+            }
+            to_launch.push((entry.task.clone(), launch_id));
+        }
+
+        // decide
+        let waiting: Vec<Vec<String>> = self
+            .served
+            .iter()
+            .map(|s| {
+                docs.iter()
+                    .find(|d| d.id == s.id)
+                    .map(|d| d.entries.iter().map(|e| e.task.clone()).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let work: Vec<QueueWork<'_>> = self
+            .served
+            .iter()
+            .zip(&waiting)
+            .map(|(s, w)| QueueWork {
+                waiting: w,
+                free: self
+                    .cfg
+                    .queues
+                    .get(&s.name)
+                    .and_then(|q| q.settings.max_pods)
+                    .map(|m| (m as usize).saturating_sub(used.get(&s.id).copied().unwrap_or(0))),
+            })
+            .collect();
+        let picks = schedule::decide(&work, BATCH.saturating_sub(to_launch.len()), self.offset);
+        self.offset = self.offset.wrapping_add(1);
+
+        // move the picks into the pending queue (atomic per task)
+        let moved = stream::iter(picks)
+            .map(|(qi, task)| {
+                let s = &self.served[qi];
+                let clearml = &self.clearml;
+                let pending = &self.pending_queue;
+                async move {
+                    let r = clearml
+                        .enqueue(
+                            &task,
+                            pending,
+                            PENDING_REASON,
+                            &pending_message(&s.name, &s.id),
+                        )
+                        .await;
+                    (task, s.id.clone(), r)
+                }
+            })
+            .buffer_unordered(LAUNCH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut taken = 0;
+        for (task, queue, result) in moved {
+            match result {
+                Ok(()) => {
+                    taken += 1;
+                    self.origin.insert(task.clone(), queue);
+                }
+                Err(e) => {
+                    tracing::warn!(%task, error = %e, "cannot move task to the pending queue; it stays in its queue");
+                }
+            }
+        }
+        // launch what is pending: the tasks just moved get their entry's id on the next read, so
+        // read the pending queue's entries again only when something was moved
+        if taken > 0 {
+            let again = self
+                .clearml
+                .queue_entries(std::slice::from_ref(&self.pending_queue), BATCH)
+                .await?;
+            let known: HashSet<String> = to_launch.iter().map(|(t, _)| t.clone()).collect();
+            for entry in again.iter().flat_map(|d| d.entries.iter()) {
+                if !known.contains(&entry.task)
+                    && !self.launched.contains_key(&entry.task)
+                    && !by_task.contains_key(&entry.task)
+                {
+                    to_launch.push((entry.task.clone(), entry.added.clone().unwrap_or_default()));
+                }
+            }
+        }
+        self.launch(to_launch).await?;
+        Ok(taken)
+    }
+
+    /// Renders and creates the pods of pending tasks.
+    async fn launch(&mut self, tasks: Vec<(String, String)>) -> Result<(), clearml::Error> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = tasks.iter().map(|(t, _)| t.clone()).collect();
+        let mut docs: HashMap<String, TaskDoc> = HashMap::new();
+        for chunk in ids.chunks(GET_ALL_CHUNK) {
+            let fields = [
+                "id",
+                "name",
+                "project",
+                "status",
+                "status_message",
+                "container",
+                "execution.queue",
+            ];
+            for d in self.clearml.tasks(chunk, &fields).await? {
+                docs.insert(d.id.clone(), d);
+            }
+        }
+        self.resolve_projects(docs.values()).await;
+
+        let this = &*self;
+        let outcomes = stream::iter(tasks)
+            .map(|(task, launch_id)| {
+                let doc = docs.get(&task).cloned();
+                async move { this.launch_one(task, launch_id, doc).await }
+            })
+            .buffer_unordered(LAUNCH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut logs = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Launch::Created {
+                    task,
+                    launch_id,
+                    queue,
+                } => {
+                    self.metrics
+                        .tasks_dispatched
+                        .get_or_create(&QueueLabels {
+                            queue: queue.clone(),
+                        })
+                        .inc();
+                    logs.push((
+                        task.clone(),
+                        "INFO",
+                        format!(
+                            "k8s agent {}: pod created from queue {queue}",
+                            self.cfg.worker_id
+                        ),
+                    ));
+                    self.origin.remove(&task);
+                    self.launched.insert(task, launch_id);
+                }
+                Launch::Adopted { task, launch_id } => {
+                    self.origin.remove(&task);
+                    self.launched.insert(task, launch_id);
+                }
+                Launch::Retry { task, why } => tracing::info!(%task, %why, "launch deferred"),
+                Launch::Failed {
+                    task,
+                    reason,
+                    category,
+                } => {
+                    self.metrics.task_failed(category);
+                    self.fail(&task, &reason).await;
+                    logs.push((task, "ERROR", reason));
+                }
+                Launch::Skipped => {}
+            }
+        }
+        if let Err(error) = self.clearml.log_events(&self.cfg.worker_id, &logs).await {
+            tracing::debug!(%error, "cannot write task log lines");
+        }
+        Ok(())
+    }
+
+    async fn launch_one(&self, task: String, launch_id: String, doc: Option<TaskDoc>) -> Launch {
+        let Some(doc) = doc else {
+            // deleted in ClearML: drop its entry
+            let _ = self
+                .clearml
+                .remove_from_queue(&self.pending_queue, &task)
+                .await;
+            return Launch::Skipped;
+        };
+        if doc.status.as_deref() != Some("queued") {
+            tracing::info!(%task, status = ?doc.status, "pending task is no longer queued; not launching");
+            let _ = self
+                .clearml
+                .remove_from_queue(&self.pending_queue, &task)
+                .await;
+            return Launch::Skipped;
+        }
+        let origin = self.origin.get(&task).cloned().or_else(|| {
+            doc.status_message
+                .as_deref()
+                .and_then(origin_from_message)
+                .map(str::to_string)
+        });
+        let Some(origin) = origin else {
+            return Launch::Failed {
+                task,
+                reason: "k8s agent: cannot tell which queue this pending task came from; enqueue it again".into(),
+                category: "LostOrigin",
+            };
+        };
+        let Some(served) = self.served.iter().find(|s| s.id == origin) else {
+            // the queue is no longer served: give the task back to it, in front
+            let _ = self.clearml.enqueue(&task, &origin, "", "").await;
+            return Launch::Skipped;
+        };
+        let Some(qcfg) = self.cfg.queues.get(&served.name) else {
+            return Launch::Skipped;
+        };
+        let container = doc.container.clone().unwrap_or_default();
+        let project = doc.project.clone().unwrap_or_default();
+        let params = TaskParams {
+            id: task.clone(),
+            name: doc.name.clone().unwrap_or_default(),
+            project: self.projects.get(&project).cloned().unwrap_or(project),
+            image: container.image.unwrap_or_default(),
+            arguments: container.arguments.unwrap_or_default(),
+            setup_shell_script: container.setup_shell_script.unwrap_or_default(),
+            launch_id: launch_id.clone(),
+        };
+        let queue = QueueParams {
+            name: &served.name,
+            id: &served.id,
+            template: &qcfg.template,
+            settings: &qcfg.settings,
+        };
+        let rendered = match render::render(&self.agent, &queue, &params) {
+            Ok(r) => r,
+            Err(e) => {
+                return Launch::Failed {
+                    task,
+                    reason: format!("k8s agent: {e}"),
+                    category: "Render",
+                };
+            }
+        };
+        for w in &rendered.warnings {
+            tracing::info!(%task, warning = %w, "task container argument ignored");
+        }
+        if let Some(svc) = &rendered.service
+            && let Err(e) = self.kube.create_service(svc).await
+        {
+            return if e.is_permanent() {
+                Launch::Failed {
+                    task,
+                    reason: format!("k8s agent: {e}"),
+                    category: "Create",
+                }
+            } else {
+                Launch::Retry {
+                    task,
+                    why: e.to_string(),
+                }
+            };
+        }
+        let mut adopted = true;
+        for pod in &rendered.pods {
+            let started = Instant::now();
+            let result = self.kube.create_pod(pod).await;
+            self.metrics
+                .kube_latency
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(Created::New) => adopted = false,
+                Ok(Created::Exists(existing)) => {
+                    let same_task = existing
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(render::LABEL_TASK_ID))
+                        .is_some_and(|t| *t == task);
+                    if !same_task {
+                        return Launch::Failed {
+                            task,
+                            reason: format!(
+                                "k8s agent: a pod named {} already exists and belongs to something else",
+                                existing.metadata.name.clone().unwrap_or_default()
+                            ),
+                            category: "NameTaken",
+                        };
+                    }
+                    if launch_of(&existing) != Some(launch_id.as_str()) {
+                        // left from an earlier run: removed by the next tick, then launched
+                        return Launch::Retry {
+                            task,
+                            why: "a pod of an earlier run still exists".into(),
+                        };
+                    }
+                }
+                Err(e) if e.is_permanent() => {
+                    return Launch::Failed {
+                        task,
+                        reason: format!("k8s agent: the pod was refused: {}", e.message()),
+                        category: "Create",
+                    };
+                }
+                Err(e) => {
+                    return Launch::Retry {
+                        task,
+                        why: e.to_string(),
+                    };
+                }
+            }
+        }
+        if adopted {
+            Launch::Adopted { task, launch_id }
+        } else {
+            Launch::Created {
+                task,
+                launch_id,
+                queue: served.name.clone(),
+            }
+        }
+    }
+
+    async fn resolve_projects<'a>(&mut self, docs: impl Iterator<Item = &'a TaskDoc>) {
+        let unknown: Vec<String> = docs
+            .filter_map(|d| d.project.clone())
+            .filter(|p| !p.is_empty() && !self.projects.contains_key(p))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let body = json!({"id": unknown, "only_fields": ["id", "name"], "search_hidden": true});
+        match self.clearml.call_value("projects.get_all", &body).await {
+            Ok(data) => {
+                for p in data
+                    .get("projects")
+                    .and_then(|p| p.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(id), Some(name)) = (
+                        p.get("id").and_then(|v| v.as_str()),
+                        p.get("name").and_then(|v| v.as_str()),
+                    ) {
+                        self.projects.insert(id.to_string(), name.to_string());
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "cannot resolve project names"),
+        }
+    }
+
+    /// Removes a task from the pending queue and fails it; its live pods are deleted (finished
+    /// ones are kept for their TTL).
+    async fn fail(&mut self, task: &str, reason: &str) {
+        tracing::warn!(%task, %reason, "failing task");
+        if let Err(error) = self
+            .clearml
+            .remove_from_queue(&self.pending_queue, task)
+            .await
+        {
+            tracing::warn!(%task, %error, "cannot remove task from the pending queue");
+        }
+        if let Err(error) = self
+            .clearml
+            .fail_task(task, reason, "Changed by k8s agent")
+            .await
+        {
+            tracing::warn!(%task, %error, "cannot fail task");
+        }
+        self.statuses.insert(task.to_string(), "failed".into());
+        let by_task = self.pods_by_task();
+        if let Some(pods) = by_task.get(task) {
+            self.delete_task_pods(task, pods, false).await;
+        }
+        self.launched.remove(task);
+    }
+
+    /// Deletes a task's pods (`all`: finished ones too) and its rendezvous Service.
+    async fn delete_task_pods(&mut self, task: &str, pods: &[Arc<Pod>], all: bool) {
+        self.deleting.insert(task.to_string());
+        let mut multi = false;
+        for pod in pods {
+            let state = lifecycle::classify(pod);
+            multi |= pod
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(render::LABEL_RANK));
+            if state == PodState::Terminating || (!all && state.is_finished()) {
+                continue;
+            }
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            if let Err(error) = self.kube.delete_pod(&name).await {
+                tracing::warn!(%task, pod = %name, %error, "cannot delete pod");
+            }
+        }
+        if multi
+            && all
+            && let Err(error) = self
+                .kube
+                .delete_service(&render::pod_name(task, None))
+                .await
+        {
+            tracing::warn!(%task, %error, "cannot delete rendezvous service");
+        }
+    }
+
+    /// Reads the ClearML status of `tasks` if the cached copy is stale.
+    async fn refresh_statuses(&mut self, tasks: &[String]) -> bool {
+        if self
+            .statuses_read
+            .is_some_and(|t| t.elapsed() < STATUS_REFRESH)
+        {
+            return true;
+        }
+        let mut fresh = HashMap::new();
+        for chunk in tasks.chunks(GET_ALL_CHUNK) {
+            match self.clearml.tasks(chunk, &["id", "status"]).await {
+                Ok(docs) => fresh.extend(docs.into_iter().filter_map(|d| Some((d.id, d.status?)))),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read task statuses");
+                    return false;
+                }
+            }
+        }
+        self.statuses = fresh;
+        self.statuses_read = Some(Instant::now());
+        true
+    }
+
+    /// Applies the lifecycle verdict of every task with pods, and notices pods deleted by others.
+    async fn reconcile(&mut self) {
+        let by_task = self.pods_by_task();
+        let mut ids: Vec<String> = by_task.keys().cloned().collect();
+        ids.extend(
+            self.launched
+                .keys()
+                .filter(|t| !by_task.contains_key(*t))
+                .cloned(),
+        );
+        if ids.is_empty() {
+            return;
+        }
+        let known = self.refresh_statuses(&ids).await;
+        let now = Timestamp::now();
+        for (task, pods) in &by_task {
+            let status = match (known, self.statuses.get(task)) {
+                (false, _) => TaskStatus::Unknown,
+                (true, Some(s)) => TaskStatus::Known(s.as_str()),
+                (true, None) => TaskStatus::Missing,
+            };
+            let names: Vec<String> = pods
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap_or_default())
+                .collect();
+            let states: Vec<(&str, PodState)> = names
+                .iter()
+                .map(String::as_str)
+                .zip(pods.iter().map(|p| lifecycle::classify(p)))
+                .collect();
+            match lifecycle::decide(&states, status, now, &self.cfg.timeouts) {
+                Verdict::Wait => {}
+                Verdict::Explain(msg) => {
+                    if self.explained.get(task) != Some(&msg) {
+                        let text = format!("K8S pending: {msg}");
+                        match self.clearml.set_status_message(task, &text).await {
+                            Ok(()) => {
+                                self.explained.insert(task.clone(), msg);
+                            }
+                            Err(error) => {
+                                tracing::warn!(%task, %error, "cannot write pending reason")
+                            }
+                        }
+                    }
+                }
+                Verdict::Fail(reason) => {
+                    self.metrics.task_failed(category_of(&reason));
+                    let reason = format!("k8s agent: {reason}");
+                    let _ = self
+                        .clearml
+                        .log_events(
+                            &self.cfg.worker_id,
+                            &[(task.clone(), "ERROR", reason.clone())],
+                        )
+                        .await;
+                    self.fail(task, &reason).await;
+                }
+                Verdict::Withdraw(why) => {
+                    tracing::info!(%task, %why, "deleting pods of withdrawn task");
+                    self.delete_task_pods(task, pods, false).await;
+                    self.launched.remove(task);
+                }
+                Verdict::Cleanup => {
+                    self.delete_task_pods(task, pods, true).await;
+                    self.launched.remove(task);
+                }
+            }
+        }
+        // launched tasks whose pods vanished without us deleting them
+        let vanished: Vec<String> = self
+            .launched
+            .keys()
+            .filter(|t| !by_task.contains_key(*t) && !self.deleting.contains(*t))
+            .cloned()
+            .collect();
+        for task in vanished {
+            self.launched.remove(&task);
+            let active = known
+                && TaskStatus::Known(self.statuses.get(&task).map(String::as_str).unwrap_or(""))
+                    .is_active();
+            if active {
+                self.metrics.task_failed("PodDeleted");
+                self.fail(
+                    &task,
+                    "k8s agent: the task's pod was deleted outside the agent",
+                )
+                .await;
+            }
+        }
+        self.deleting.retain(|t| by_task.contains_key(t));
+        self.explained.retain(|t, _| by_task.contains_key(t));
+    }
+
+    fn update_pod_gauges(&self, by_task: &BTreeMap<String, Vec<Arc<Pod>>>) {
+        self.metrics.pods.clear();
+        for pod in by_task.values().flatten() {
+            let queue = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(render::ANNOTATION_QUEUE_NAME))
+                .cloned()
+                .unwrap_or_default();
+            let phase = match lifecycle::classify(pod) {
+                PodState::Pending { .. } => "Pending",
+                PodState::Running => "Running",
+                PodState::Succeeded { .. } => "Succeeded",
+                PodState::Failed { .. } => "Failed",
+                PodState::Terminating => "Terminating",
+            };
+            self.metrics
+                .pods
+                .get_or_create(&PodLabels {
+                    queue,
+                    phase: phase.into(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// The launch id a pod serves.
+fn launch_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(render::ANNOTATION_LAUNCH)
+        .map(String::as_str)
+}
+
+/// Metric category of a failure reason.
+fn category_of(reason: &str) -> &'static str {
+    for (needle, category) in [
+        ("ImagePull", "ImagePull"),
+        ("ErrImage", "ImagePull"),
+        ("InvalidImageName", "ImagePull"),
+        ("CreateContainer", "ContainerConfig"),
+        ("OOMKilled", "OOMKilled"),
+        ("unschedulable", "Unschedulable"),
+        ("Evicted", "Evicted"),
+        ("without starting", "NotStarted"),
+        ("failed:", "PodFailed"),
+    ] {
+        if reason.contains(needle) {
+            return category;
+        }
+    }
+    "Other"
+}
+
+async fn create_queue(
+    clearml: &Client,
+    name: &str,
+    tags: &[&str],
+) -> Result<String, clearml::Error> {
+    match clearml.create_queue(name, tags).await {
+        Ok(id) => Ok(id),
+        // created concurrently by someone else: read it back
+        Err(e) if e.is_api(400, clearml::subcode::NOT_UNIQUE) => {
+            let found = clearml.queues_by_name(&[name.to_string()]).await?;
+            found.into_iter().next().map(|q| q.id).ok_or(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_roundtrips_through_the_status_message() {
+        for (name, id) in [("red", "abc123"), ("my [weird] queue", "f00")] {
+            assert_eq!(origin_from_message(&pending_message(name, id)), Some(id));
+        }
+        assert_eq!(origin_from_message("K8S pending: x"), None);
+        assert_eq!(origin_from_message(""), None);
+    }
+
+    #[test]
+    fn failure_categories() {
+        assert_eq!(category_of("pod p: ImagePullBackOff: x"), "ImagePull");
+        assert_eq!(
+            category_of("pod p failed: OOMKilled (exit code 137)"),
+            "OOMKilled"
+        );
+        assert_eq!(category_of("pod p unschedulable for 700s"), "Unschedulable");
+        assert_eq!(
+            category_of("pod p failed: Error (exit code 1)"),
+            "PodFailed"
+        );
+    }
+}

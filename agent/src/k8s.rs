@@ -1,0 +1,190 @@
+//! Kubernetes side of the agent: creating and deleting task pods and Services, and the pod watch
+//! (kube's runtime watcher feeding a reflector store) that every decision reads from.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use tokio::sync::Notify;
+
+/// The field manager name on every object the agent writes.
+pub const FIELD_MANAGER: &str = "clearml-k8s-agent";
+
+/// A failed Kubernetes call, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} {kind} {namespace}/{name}: {source}")]
+pub struct Error {
+    action: &'static str,
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    #[source]
+    source: kube::Error,
+}
+
+impl Error {
+    /// The API server's Status reason (`AlreadyExists`, `Invalid`, …), if it answered.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.source {
+            kube::Error::Api(s) => Some(s.reason.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The API server's message, or the transport error.
+    pub fn message(&self) -> String {
+        match &self.source {
+            kube::Error::Api(s) => s.message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// True for answers that will not change on retry (Invalid, Forbidden, BadRequest…).
+    pub fn is_permanent(&self) -> bool {
+        matches!(&self.source, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 404 | 409 | 422))
+    }
+}
+
+/// Outcome of a create.
+#[derive(Debug)]
+pub enum Created<K> {
+    /// Created now.
+    New,
+    /// An object of that name already exists (returned as it is).
+    Exists(Box<K>),
+}
+
+/// Pod and Service operations in the task namespace.
+#[derive(Clone)]
+pub struct Kube {
+    namespace: String,
+    pods: Api<Pod>,
+    services: Api<Service>,
+}
+
+impl Kube {
+    /// Operations in `namespace`.
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            pods: Api::namespaced(client.clone(), namespace),
+            services: Api::namespaced(client, namespace),
+        }
+    }
+
+    fn err(
+        &self,
+        action: &'static str,
+        kind: &'static str,
+        name: &str,
+        source: kube::Error,
+    ) -> Error {
+        Error {
+            action,
+            kind,
+            namespace: self.namespace.clone(),
+            name: name.to_string(),
+            source,
+        }
+    }
+
+    /// Creates a pod; an existing one of the same name is returned for the caller to judge.
+    pub async fn create_pod(&self, pod: &Pod) -> Result<Created<Pod>, Error> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match self.pods.create(&pp, pod).await {
+            Ok(_) => Ok(Created::New),
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
+                let existing = self
+                    .pods
+                    .get(&name)
+                    .await
+                    .map_err(|e| self.err("read", "pod", &name, e))?;
+                Ok(Created::Exists(Box::new(existing)))
+            }
+            Err(e) => Err(self.err("create", "pod", &name, e)),
+        }
+    }
+
+    /// Validates a pod with a server-side dry run (nothing is created).
+    pub async fn dry_run_pod(&self, pod: &Pod) -> Result<(), Error> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            dry_run: true,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        match self.pods.create(&pp, pod).await {
+            Ok(_) => Ok(()),
+            // a pod of that name exists: the dry run validated everything else
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(self.err("validate", "pod", &name, e)),
+        }
+    }
+
+    /// Deletes a pod (graceful); one already gone is success.
+    pub async fn delete_pod(&self, name: &str) -> Result<(), Error> {
+        match self.pods.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.err("delete", "pod", name, e)),
+        }
+    }
+
+    /// Creates a Service; an existing one of that name is success.
+    pub async fn create_service(&self, svc: &Service) -> Result<(), Error> {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match self.services.create(&pp, svc).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(self.err("create", "service", &name, e)),
+        }
+    }
+
+    /// Deletes a Service; one already gone is success.
+    pub async fn delete_service(&self, name: &str) -> Result<(), Error> {
+        match self.services.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.err("delete", "service", name, e)),
+        }
+    }
+}
+
+/// The agent's pods, kept current by a watch.
+pub type PodStore = reflector::Store<Pod>;
+
+/// Starts watching the pods matching `selector` in `namespace`; `changed` is notified on every
+/// event. The watch retries with kube's default backoff, relisting after 410 Gone, for ever.
+pub fn watch_pods(
+    client: Client,
+    namespace: &str,
+    selector: &str,
+    changed: Arc<Notify>,
+) -> PodStore {
+    let api: Api<Pod> = Api::namespaced(client, namespace);
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(selector);
+    let stream = reflector(writer, watcher(api, config)).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(error) => tracing::warn!(%error, "pod watch error; retrying"),
+            }
+        }
+    });
+    reader
+}
