@@ -753,7 +753,23 @@ impl Dispatcher {
                 .map(String::as_str)
                 .zip(pods.iter().map(|p| lifecycle::classify(p)))
                 .collect();
-            match lifecycle::decide(&states, status, now, &self.cfg.timeouts) {
+            let mut verdict = lifecycle::decide(&states, status, now, &self.cfg.timeouts);
+            if matches!(verdict, Verdict::Fail(_) | Verdict::Withdraw(_)) {
+                // NB: the cached status may be up to STATUS_REFRESH old (the task may have just
+                // completed); confirm with a fresh read before anything destructive.
+                let fresh = match self.clearml.tasks(std::slice::from_ref(task), &["id", "status"]).await {
+                    Ok(docs) => match docs.into_iter().next().and_then(|d| d.status) {
+                        Some(s) => {
+                            self.statuses.insert(task.clone(), s);
+                            TaskStatus::Known(self.statuses.get(task).map(String::as_str).unwrap_or_default())
+                        }
+                        None => TaskStatus::Missing,
+                    },
+                    Err(_) => TaskStatus::Unknown,
+                };
+                verdict = lifecycle::decide(&states, fresh, now, &self.cfg.timeouts);
+            }
+            match verdict {
                 Verdict::Wait => {}
                 Verdict::Explain(msg) => {
                     if self.explained.get(task) != Some(&msg) {

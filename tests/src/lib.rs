@@ -7,7 +7,11 @@
 //! - [`clearml`]: the ClearML API server subset (envelope, auth, queues, tasks, workers, events).
 //! - [`k8s`]: the Kubernetes API server subset (discovery, CRUD, patch, watch, Status errors).
 //! - [`serve`]: runs an axum router on an ephemeral loopback port with graceful shutdown.
+//! - [`sim`]: plays scheduler, kubelet and the in-pod clearml-agent for the agent's pods.
+//! - [`agent`]: runs the real agent binary against the doubles.
 
+pub mod agent;
 pub mod clearml;
 pub mod k8s;
 pub mod serve;
+pub mod sim;

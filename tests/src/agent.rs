@@ -1,0 +1,176 @@
+//! Runs the real agent binary as a child process against the doubles, exactly as it runs in a
+//! cluster: a values file, `KUBECONFIG`, ClearML credentials in the environment.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// Path of the `clearml-k8s-agent` binary of this build profile, (re)built once per test
+/// process so a test never runs a stale agent.
+pub fn agent_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_agent().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_agent() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/clearml-k8s-agent
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target directory")?;
+    let bin = dir.join("clearml-k8s-agent");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "-p", "clearml-agent", "--bin", "clearml-k8s-agent"]);
+    if dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).status()?;
+    if !status.success() || !bin.exists() {
+        bail!("cannot build the agent binary ({status})");
+    }
+    Ok(bin)
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// How to start an agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The values document (YAML).
+    pub values: String,
+    /// ClearML API URL.
+    pub clearml_url: String,
+    /// ClearML credentials.
+    pub credentials: (String, String),
+    /// Kubeconfig file.
+    pub kubeconfig: PathBuf,
+    /// The agent's namespace.
+    pub namespace: String,
+    /// Directory for the values file and logs.
+    pub dir: PathBuf,
+}
+
+/// A running agent process; killed on drop.
+pub struct AgentProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>` of `/healthz`, `/readyz`, `/metrics`.
+    pub admin_url: String,
+    /// The agent's log file (stderr).
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts the agent and waits (up to `timeout`) until `/readyz` answers 200.
+    pub async fn start(spec: &AgentSpec, timeout: Duration) -> anyhow::Result<Self> {
+        let values = spec.dir.join("values.yaml");
+        std::fs::write(&values, &spec.values)?;
+        let port = free_port()?;
+        let log = spec.dir.join(format!("agent-{port}.log"));
+        let stderr = std::fs::File::create(&log)?;
+        let child = Command::new(agent_binary()?)
+            .env("CLEARML_AGENT_CONFIG", &values)
+            .env("POD_NAMESPACE", &spec.namespace)
+            .env("CLEARML_API_HOST", &spec.clearml_url)
+            .env("CLEARML_API_ACCESS_KEY", &spec.credentials.0)
+            .env("CLEARML_API_SECRET_KEY", &spec.credentials.1)
+            .env("KUBECONFIG", &spec.kubeconfig)
+            .env("CLEARML_AGENT_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "RUST_LOG",
+                std::env::var("AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("cannot start the agent")?;
+        let mut agent = Self {
+            child,
+            admin_url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        agent.wait_ready(timeout).await?;
+        Ok(agent)
+    }
+
+    /// Waits until `/readyz` answers 200 (or the process exits, or `timeout` passes).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let url = format!("{}/readyz", self.admin_url);
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "agent exited ({status}) before becoming ready:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(true) = http_ok(&url).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("agent not ready within {timeout:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no drain, no unregister.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the process to exit (up to `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("agent did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        http_get(&format!("{}/metrics", self.admin_url)).await
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn http_ok(url: &str) -> anyhow::Result<bool> {
+    Ok(reqwest::get(url).await?.status().is_success())
+}
+
+async fn http_get(url: &str) -> anyhow::Result<String> {
+    Ok(reqwest::get(url).await?.error_for_status()?.text().await?)
+}

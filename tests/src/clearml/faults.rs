@@ -1,0 +1,203 @@
+//! Test controls that the real server does not have: injected failures (5xx envelopes, delays,
+//! connections closed without a reply, endpoints switched off), token expiry/revocation on demand,
+//! and the request log tests use to count calls per endpoint.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::Shared;
+use super::error::ApiError;
+
+/// Endpoint name that matches every endpoint in fault rules.
+pub const ANY_ENDPOINT: &str = "*";
+
+/// What the transport must do with a call, decided before the handler runs.
+#[derive(Debug, Clone)]
+pub(crate) enum Injected {
+    /// Serve normally.
+    None,
+    /// Reply with this error envelope.
+    Fail(ApiError),
+    /// Close the connection without any HTTP reply.
+    Drop,
+}
+
+/// The pending fault rules.
+#[derive(Debug, Default)]
+pub(crate) struct FaultPlan {
+    failures: HashMap<String, VecDeque<ApiError>>,
+    drops: HashMap<String, usize>,
+    delays: HashMap<String, Duration>,
+    disabled: HashSet<String>,
+}
+
+impl FaultPlan {
+    /// The delay to apply to a call of `endpoint`.
+    pub(crate) fn delay(&self, endpoint: &str) -> Option<Duration> {
+        self.delays
+            .get(endpoint)
+            .or_else(|| self.delays.get(ANY_ENDPOINT))
+            .copied()
+    }
+
+    /// Whether the endpoint was switched off (served as unknown, 404).
+    pub(crate) fn is_disabled(&self, endpoint: &str) -> bool {
+        self.disabled.contains(endpoint)
+    }
+
+    /// Consumes the next drop or failure rule for `endpoint`, if any.
+    pub(crate) fn take(&mut self, endpoint: &str) -> Injected {
+        for key in [endpoint, ANY_ENDPOINT] {
+            if let Some(n) = self.drops.get_mut(key)
+                && *n > 0
+            {
+                *n -= 1;
+                return Injected::Drop;
+            }
+            if let Some(err) = self.failures.get_mut(key).and_then(VecDeque::pop_front) {
+                return Injected::Fail(err);
+            }
+        }
+        Injected::None
+    }
+}
+
+/// Handle for injecting faults into a running double.
+#[derive(Clone)]
+pub struct Faults {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Faults {
+    /// The next `n` calls of `endpoint` (`"*"` = any) get a 500/0 envelope.
+    pub fn fail_next(&self, endpoint: &str, n: usize) {
+        let err = ApiError::raw(500, 0, "General server error (injected fault)");
+        self.fail_next_with(endpoint, n, err);
+    }
+
+    /// The next `n` calls of `endpoint` (`"*"` = any) get this error envelope (e.g. a 503).
+    pub fn fail_next_with(&self, endpoint: &str, n: usize, error: ApiError) {
+        let mut plan = self.shared.faults.lock();
+        let queue = plan.failures.entry(endpoint.to_string()).or_default();
+        queue.extend(std::iter::repeat_n(error, n));
+    }
+
+    /// The next `n` calls of `endpoint` (`"*"` = any) have their connection closed without a reply.
+    pub fn drop_next(&self, endpoint: &str, n: usize) {
+        *self
+            .shared
+            .faults
+            .lock()
+            .drops
+            .entry(endpoint.to_string())
+            .or_default() += n;
+    }
+
+    /// Every call of `endpoint` (`"*"` = any) waits `delay` before being served, until cleared.
+    pub fn set_delay(&self, endpoint: &str, delay: Duration) {
+        self.shared
+            .faults
+            .lock()
+            .delays
+            .insert(endpoint.to_string(), delay);
+    }
+
+    /// Removes the delay of `endpoint`.
+    pub fn clear_delay(&self, endpoint: &str) {
+        self.shared.faults.lock().delays.remove(endpoint);
+    }
+
+    /// Serves `endpoint` as unknown (404), like a server that lacks it (e.g. the open-source server
+    /// and `workers.cluster_report`).
+    pub fn disable_endpoint(&self, endpoint: &str) {
+        self.shared
+            .faults
+            .lock()
+            .disabled
+            .insert(endpoint.to_string());
+    }
+
+    /// Re-enables an endpoint switched off with [`Faults::disable_endpoint`].
+    pub fn enable_endpoint(&self, endpoint: &str) {
+        self.shared.faults.lock().disabled.remove(endpoint);
+    }
+
+    /// Every token issued so far is treated as expired (401/30 `Signature has expired`).
+    pub fn expire_tokens(&self) {
+        let mut store = self.shared.store.lock();
+        let issued = store.tokens.issued.clone();
+        store.tokens.expired.extend(issued);
+    }
+
+    /// Every token issued so far is treated as revoked (401/30 `revoked token`).
+    pub fn revoke_tokens(&self) {
+        let mut store = self.shared.store.lock();
+        let issued = store.tokens.issued.clone();
+        store.tokens.revoked.extend(issued);
+    }
+
+    /// Removes every pending failure, drop, delay and disabled endpoint.
+    pub fn clear(&self) {
+        *self.shared.faults.lock() = FaultPlan::default();
+    }
+}
+
+/// One served request, as logged by the double.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `service.action` (empty for a malformed path).
+    pub endpoint: String,
+    /// Request path.
+    pub path: String,
+    /// Version from the path (`None` when the path had none).
+    pub path_version: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// When the request arrived (wall clock).
+    pub at: DateTime<Utc>,
+    /// `meta.result_code` (0 when the connection was dropped by a fault).
+    pub result_code: u16,
+    /// `meta.result_subcode`.
+    pub result_subcode: u32,
+}
+
+/// Handle on the request log.
+#[derive(Clone)]
+pub struct Requests {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Requests {
+    /// Every logged request, oldest first.
+    pub fn all(&self) -> Vec<RequestRecord> {
+        self.shared.log.lock().clone()
+    }
+
+    /// How many requests named `endpoint` arrived (whatever their outcome).
+    pub fn calls(&self, endpoint: &str) -> usize {
+        self.shared
+            .log
+            .lock()
+            .iter()
+            .filter(|r| r.endpoint == endpoint)
+            .count()
+    }
+
+    /// How many requests named `endpoint` got `result_code`.
+    pub fn calls_with_code(&self, endpoint: &str, result_code: u16) -> usize {
+        self.shared
+            .log
+            .lock()
+            .iter()
+            .filter(|r| r.endpoint == endpoint && r.result_code == result_code)
+            .count()
+    }
+
+    /// Forgets every logged request.
+    pub fn clear(&self) {
+        self.shared.log.lock().clear();
+    }
+}

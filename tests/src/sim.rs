@@ -1,0 +1,236 @@
+//! A cluster simulator for end-to-end tests, the benchmark and the demo: it plays the scheduler,
+//! the kubelet and the in-pod `clearml-agent execute --require-queue` for every pod the agent
+//! creates in one namespace of the Kubernetes double, talking to the ClearML double the way the
+//! real in-pod agent does (`tasks.dequeue` with `new_status: in_progress`, `tasks.started`, then
+//! `tasks.completed`; an abort is noticed and the task left alone).
+//!
+//! What a pod does is chosen from its image, so a test picks a behaviour by setting the task's
+//! `container.image`:
+//!
+//! | image | behaviour |
+//! |---|---|
+//! | `sim/pull-error` | waits in `ErrImagePull` |
+//! | `sim/config-error` | waits in `CreateContainerConfigError` |
+//! | `sim/unschedulable` | `PodScheduled=False/Unschedulable` |
+//! | `sim/oom` | starts the task, then is OOM-killed (exit 137) |
+//! | `sim/exit-N` | starts the task, then exits with code N |
+//! | `sim/hang` | starts the task and keeps running |
+//! | `sim/no-start` | exits 0 without running the task |
+//! | anything else | starts the task, runs `run_for`, completes it, exits 0 |
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::{clearml::ClearmlDouble, k8s::KubeDouble};
+
+/// What one simulated pod does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Start the task, run, complete it, exit 0.
+    Succeed,
+    /// Start the task, then exit with this code (`Error`).
+    Exit(i32),
+    /// Start the task, then OOM-killed.
+    Oom,
+    /// Start the task and keep running.
+    Hang,
+    /// Exit 0 without touching the task.
+    NoStart,
+    /// Container waits with this reason and message.
+    Waiting(String, String),
+    /// Unschedulable with this message.
+    Unschedulable(String),
+}
+
+impl Behaviour {
+    /// The behaviour a pod's image asks for (see the module table).
+    pub fn from_image(image: &str) -> Self {
+        match image {
+            "sim/pull-error" => Behaviour::Waiting(
+                "ErrImagePull".into(),
+                "rpc error: code = NotFound desc = failed to pull and unpack image \"sim/pull-error\": not found".into(),
+            ),
+            "sim/config-error" => {
+                Behaviour::Waiting("CreateContainerConfigError".into(), "secret \"missing\" not found".into())
+            }
+            "sim/unschedulable" => Behaviour::Unschedulable(
+                "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.".into(),
+            ),
+            "sim/oom" => Behaviour::Oom,
+            "sim/hang" => Behaviour::Hang,
+            "sim/no-start" => Behaviour::NoStart,
+            other => match other.strip_prefix("sim/exit-").and_then(|c| c.parse().ok()) {
+                Some(code) => Behaviour::Exit(code),
+                None => Behaviour::Succeed,
+            },
+        }
+    }
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Namespace whose pods are simulated.
+    pub namespace: String,
+    /// Time from pod creation to Running.
+    pub start_delay: Duration,
+    /// Time a `Succeed` task runs.
+    pub run_for: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            namespace: "clearml".into(),
+            start_delay: Duration::from_millis(20),
+            run_for: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A running simulator; dropping it stops it.
+pub struct Simulator {
+    join: JoinHandle<()>,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.join.abort();
+    }
+}
+
+impl Simulator {
+    /// Starts simulating every pod that appears in `options.namespace`.
+    pub fn start(kube: Arc<KubeDouble>, clearml: Arc<ClearmlDouble>, options: SimOptions) -> Self {
+        let join = tokio::spawn(async move {
+            let mut seen: HashSet<String> = HashSet::new();
+            loop {
+                let ns = options.namespace.clone();
+                let fresh = kube
+                    .wait_for(Duration::from_secs(24 * 3600), |view| {
+                        let pods: Vec<Value> = view
+                            .list("pods", Some(&ns))
+                            .into_iter()
+                            .filter(|p| !seen.contains(uid(p)))
+                            .cloned()
+                            .collect();
+                        (!pods.is_empty()).then_some(pods)
+                    })
+                    .await;
+                let Ok(fresh) = fresh else { continue };
+                for pod in fresh {
+                    seen.insert(uid(&pod).to_string());
+                    let (kube, clearml, opts) = (kube.clone(), clearml.clone(), options.clone());
+                    tokio::spawn(async move { run_pod(&kube, &clearml, &opts, &pod).await });
+                }
+            }
+        });
+        Self { join }
+    }
+}
+
+fn uid(pod: &Value) -> &str {
+    pod.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn label<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
+    pod.pointer("/metadata/labels")
+        .and_then(|l| l.get(key))
+        .and_then(Value::as_str)
+}
+
+/// The in-pod agent's start: dequeue from the pending queue (abort if not queued), then started.
+fn start_task(clearml: &ClearmlDouble, task: &str) -> bool {
+    let dequeued = clearml.call(
+        "tasks.dequeue",
+        json!({"task": task, "new_status": "in_progress"}),
+    );
+    let updated = dequeued
+        .as_ref()
+        .ok()
+        .and_then(|d| d.get("updated"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if updated < 1 {
+        return false;
+    }
+    clearml
+        .call(
+            "tasks.started",
+            json!({"task": task, "force": true, "status_reason": "starting execution soon"}),
+        )
+        .is_ok()
+}
+
+async fn run_pod(kube: &KubeDouble, clearml: &ClearmlDouble, opts: &SimOptions, pod: &Value) {
+    let ns = opts.namespace.as_str();
+    let Some(name) = pod.pointer("/metadata/name").and_then(Value::as_str) else {
+        return;
+    };
+    let image = pod
+        .pointer("/spec/containers/0/image")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let task = label(pod, "clearml-task-id")
+        .unwrap_or_default()
+        .to_string();
+    // Multi-node: only rank 0 drives the ClearML task.
+    let drives_task = !task.is_empty() && label(pod, "clearml-rank").is_none_or(|r| r == "0");
+    tokio::time::sleep(opts.start_delay).await;
+    let behaviour = Behaviour::from_image(image);
+    let result = match &behaviour {
+        Behaviour::Waiting(reason, message) => kube.set_pod_waiting(ns, name, reason, message),
+        Behaviour::Unschedulable(message) => kube.set_pod_unschedulable(ns, name, message),
+        Behaviour::NoStart => match kube.set_pod_running(ns, name) {
+            Ok(()) => kube.set_pod_succeeded(ns, name),
+            Err(e) => Err(e),
+        },
+        Behaviour::Succeed | Behaviour::Exit(_) | Behaviour::Oom | Behaviour::Hang => {
+            if kube.set_pod_running(ns, name).is_err() {
+                return; // deleted meanwhile
+            }
+            if drives_task && !start_task(clearml, &task) {
+                // `--require-queue`: "Execution required enqueued task, but task … is not queued"
+                let _ = kube.set_pod_failed(ns, name, 1, "Error");
+                return;
+            }
+            match behaviour {
+                Behaviour::Hang => return,
+                Behaviour::Oom => kube.set_pod_oom_killed(ns, name),
+                Behaviour::Exit(code) => {
+                    if drives_task {
+                        let _ = clearml.call(
+                            "tasks.failed",
+                            json!({"task": task, "force": true, "status_reason": format!("worker execution exit code {code}")}),
+                        );
+                    }
+                    kube.set_pod_failed(ns, name, code, "Error")
+                }
+                _ => {
+                    tokio::time::sleep(opts.run_for).await;
+                    if drives_task {
+                        let status = clearml.task(&task).and_then(|t| t.get("status").cloned());
+                        if status.as_ref().and_then(Value::as_str) == Some("in_progress") {
+                            let _ = clearml.call(
+                                "tasks.completed",
+                                json!({"task": task, "status_reason": "worker execution done"}),
+                            );
+                        }
+                    }
+                    kube.set_pod_succeeded(ns, name)
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(
+            pod = name,
+            ?error,
+            "simulated pod gone before its next state"
+        );
+    }
+}
