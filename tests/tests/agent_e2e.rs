@@ -539,3 +539,57 @@ async fn idle_load_is_bounded_with_100_queues() {
         "idle polling too chatty: {per_sec:.2} calls/s"
     );
 }
+
+/// `dashboardReportMaxGpu` reaches ClearML, the worker is registered while running and
+/// unregistered on SIGTERM, and `/metrics` counts what was dispatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_metrics_and_clean_shutdown() {
+    let env = Env::new(SimOptions::default()).await;
+    let mut values = fixture("dashboard-report-max-gpu.yaml");
+    values.push_str("  createQueues: true\n  queues:\n    metered: {}\n");
+    let mut agent = env.agent(&values).await;
+    let worker = "k8s-agent:clearml";
+    let has_worker = |env: &Env| {
+        env.clearml
+            .workers()
+            .iter()
+            .any(|w| w.get("id").and_then(Value::as_str) == Some(worker))
+    };
+    assert!(
+        has_worker(&env),
+        "worker registered: {:#?}",
+        env.clearml.workers()
+    );
+    let task = env.enqueue("metered-task", "metered", "");
+    env.task_status(&task, "completed").await;
+
+    let deadline = Instant::now() + WAIT;
+    while !env
+        .clearml
+        .cluster_reports()
+        .iter()
+        .any(|r| r.body.pointer("/properties/max_gpus") == Some(&json!(2)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no cluster report with max_gpus 2: {:?}",
+            env.clearml.cluster_reports()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = agent.metrics().await.expect("metrics");
+    assert!(
+        metrics.contains("clearml_agent_tasks_dispatched_total{queue=\"metered\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clearml_agent_clearml_request_duration_seconds"),
+        "{metrics}"
+    );
+
+    let status = agent
+        .terminate(Duration::from_secs(20))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(!has_worker(&env), "worker unregistered on shutdown");
+}
