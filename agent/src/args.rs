@@ -5,13 +5,16 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tokio::sync::Notify;
+use kube::Api;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     clearml::{Client, ClientOptions, Credentials},
     config::AgentConfig,
-    dispatch::Dispatcher,
+    config_store::ConfigStore,
+    dispatch::{Dispatcher, SharedSnapshot},
+    grpc::{self, Control},
     health::Health,
     k8s::{self, Kube},
     metrics::{ClearmlObserver, Metrics},
@@ -31,6 +34,10 @@ pub struct Args {
         default_value = "/etc/clearml-agent/values.yaml"
     )]
     pub config: PathBuf,
+    /// ConfigMap (in the agent's namespace) holding the values under `values.yaml`; when set, it
+    /// is read instead of `--config` and watched, so changes apply without a restart.
+    #[arg(long, env = "CLEARML_AGENT_CONFIG_MAP")]
+    pub config_map: Option<String>,
     /// The agent's namespace (task pods go here unless `taskNamespace` says otherwise).
     #[arg(long, env = "POD_NAMESPACE", default_value = "clearml")]
     pub namespace: String,
@@ -56,6 +63,13 @@ pub struct Args {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "CLEARML_AGENT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// Address of the gRPC control API (loopback by default: reached through port-forward).
+    #[arg(
+        long,
+        env = "CLEARML_AGENT_GRPC_ADDR",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub grpc_addr: SocketAddr,
     /// Log format.
     #[arg(long, env = "CLEARML_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -71,6 +85,7 @@ impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
         let Args {
             config,
+            config_map,
             namespace,
             access_key,
             secret_key,
@@ -78,18 +93,38 @@ impl Args {
             credentials_secret,
             insecure_skip_tls_verify,
             http_addr,
+            grpc_addr,
             log_format,
         } = self;
         runtime::init_logging(log_format);
         // NB: rustls needs one process-wide crypto provider; kube and reqwest both use ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
 
-        let text = std::fs::read_to_string(&config)
-            .with_context(|| format!("cannot read config {}", config.display()))?;
-        let values = Values::from_yaml(&text)
-            .with_context(|| format!("invalid config {}", config.display()))?;
+        let kube_client = kube::Client::try_default()
+            .await
+            .context("cannot build a Kubernetes client")?;
+        // The values: from the ConfigMap (watched, so edits apply live) or from a file.
+        let store = config_map.map(|name| ConfigStore::new(kube_client.clone(), &namespace, &name));
+        let (values, source) = match &store {
+            Some(store) => {
+                let (values, _) = store.read().await.with_context(|| {
+                    format!(
+                        "cannot load the values from ConfigMap {namespace}/{}",
+                        store.name()
+                    )
+                })?;
+                (values, format!("ConfigMap {namespace}/{}", store.name()))
+            }
+            None => {
+                let text = std::fs::read_to_string(&config)
+                    .with_context(|| format!("cannot read config {}", config.display()))?;
+                let values = Values::from_yaml(&text)
+                    .with_context(|| format!("invalid config {}", config.display()))?;
+                (values, config.display().to_string())
+            }
+        };
         let cfg = AgentConfig::from_values(&values, &namespace)
-            .with_context(|| format!("invalid config {}", config.display()))?;
+            .with_context(|| format!("invalid config in {source}"))?;
         let a = &values.agentk8sglue;
         let Some(api) = api_server.or_else(|| a.api_server_url_reference.clone()) else {
             bail!(
@@ -126,9 +161,11 @@ impl Args {
         )?;
         clearml.login().await.context("cannot log in to ClearML")?;
 
-        let kube_client = kube::Client::try_default()
-            .await
-            .context("cannot build a Kubernetes client")?;
+        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+        let config_error = Arc::new(std::sync::Mutex::new(None));
+        if let Some(store) = &store {
+            store.spawn_watch(namespace.clone(), cfg_tx, config_error.clone());
+        }
         let changed = Arc::new(Notify::new());
         let selector = format!(
             "{}={}",
@@ -141,7 +178,7 @@ impl Args {
             &selector,
             changed.clone(),
         );
-        let kube = Kube::new(kube_client, &cfg.task_namespace);
+        let kube = Kube::new(kube_client.clone(), &cfg.task_namespace);
         let agent = AgentParams {
             namespace: cfg.task_namespace.clone(),
             worker_id: cfg.worker_id.clone(),
@@ -151,25 +188,39 @@ impl Args {
             credentials_secret,
             default_image: a.default_image.clone(),
         };
-        let worker = cfg.worker_id.clone();
-        let max_gpus = cfg.report_max_gpus;
+        let snapshot = SharedSnapshot::default();
+        let control = Arc::new(Control {
+            store,
+            cfg_rx: cfg_rx.clone(),
+            config_error,
+            snapshot: snapshot.clone(),
+            pods: pods.clone(),
+            clearml: clearml.clone(),
+            kube: kube.clone(),
+            events: Api::namespaced(kube_client, &cfg.task_namespace),
+            agent: agent.clone(),
+            health: health.clone(),
+        });
         let dispatcher = Dispatcher::start(
             clearml.clone(),
             kube,
             pods,
             changed,
-            cfg,
+            cfg_rx.clone(),
             agent,
             metrics,
             health,
+            snapshot.clone(),
         )
         .await
         .context("cannot start dispatching")?;
+        let grpc = grpc::serve(control, grpc_addr, shutdown.clone())
+            .with_context(|| format!("cannot listen on {grpc_addr}"))?;
+        tracing::info!(%grpc, "control API up");
         let reports = tokio::spawn(runtime::report_loop(
             clearml,
-            worker,
-            dispatcher.queue_ids(),
-            max_gpus,
+            cfg_rx,
+            snapshot,
             shutdown.clone(),
         ));
         dispatcher.run(shutdown.clone()).await;

@@ -21,8 +21,9 @@ use std::{
 
 use futures::{StreamExt, stream};
 use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+use parking_lot::RwLock;
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -63,11 +64,29 @@ pub fn origin_from_message(message: &str) -> Option<&str> {
 }
 
 /// A served queue, resolved in ClearML.
-#[derive(Debug, Clone)]
-struct Served {
-    name: String,
-    id: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// Queue name.
+    pub name: String,
+    /// Queue id.
+    pub id: String,
 }
+
+/// What the last tick saw, for the control API: served queues and the head of each queue.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Served queues, in config order.
+    pub served: Vec<Served>,
+    /// Task ids waiting in each served queue (by queue id; at most one batch each).
+    pub waiting: HashMap<String, Vec<String>>,
+    /// Task ids in the pending queue.
+    pub pending: Vec<String>,
+    /// Pending queue id.
+    pub pending_queue: String,
+}
+
+/// Shared [`Snapshot`].
+pub type SharedSnapshot = Arc<RwLock<Snapshot>>;
 
 /// Identity and dependencies of the dispatcher.
 pub struct Dispatcher {
@@ -76,6 +95,8 @@ pub struct Dispatcher {
     pods: PodStore,
     changed: Arc<Notify>,
     cfg: AgentConfig,
+    cfg_rx: watch::Receiver<Arc<AgentConfig>>,
+    snapshot: SharedSnapshot,
     agent: AgentParams,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -128,50 +149,30 @@ impl Dispatcher {
         kube: Kube,
         pods: PodStore,
         changed: Arc<Notify>,
-        cfg: AgentConfig,
+        cfg_rx: watch::Receiver<Arc<AgentConfig>>,
         agent: AgentParams,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        snapshot: SharedSnapshot,
     ) -> Result<Self, clearml::Error> {
-        let mut names: Vec<String> = cfg.queues.keys().cloned().collect();
-        names.push(PENDING_QUEUE.to_string());
-        let found = clearml.queues_by_name(&names).await?;
-        let mut by_name: HashMap<String, String> =
-            found.into_iter().map(|q| (q.name, q.id)).collect();
-        if !by_name.contains_key(PENDING_QUEUE) {
-            let id = create_queue(&clearml, PENDING_QUEUE, &["k8s-glue"]).await?;
-            by_name.insert(PENDING_QUEUE.to_string(), id);
-        }
-        let mut served = Vec::new();
-        for name in cfg.queues.keys() {
-            match by_name.get(name) {
-                Some(id) => served.push(Served {
-                    name: name.clone(),
-                    id: id.clone(),
-                }),
-                None if cfg.create_queues => {
-                    let id = create_queue(&clearml, name, &[]).await?;
-                    tracing::info!(queue = %name, %id, "created ClearML queue");
-                    served.push(Served {
-                        name: name.clone(),
-                        id,
-                    });
-                }
-                None => {
-                    tracing::warn!(queue = %name, "queue does not exist in ClearML and createQueues is off; not served")
-                }
-            }
-        }
-        let pending_queue = by_name.get(PENDING_QUEUE).cloned().unwrap_or_default();
+        let cfg = (**cfg_rx.borrow()).clone();
+        let (served, pending_queue) = resolve_queues(&clearml, &cfg).await?;
         let ids: Vec<String> = served.iter().map(|s| s.id.clone()).collect();
         clearml.register_worker(&cfg.worker_id, &ids, 600).await?;
         tracing::info!(worker = %cfg.worker_id, queues = served.len(), "registered with ClearML");
+        {
+            let mut snap = snapshot.write();
+            snap.served = served.clone();
+            snap.pending_queue = pending_queue.clone();
+        }
         Ok(Self {
             clearml,
             kube,
             pods,
             changed,
             cfg,
+            cfg_rx,
+            snapshot,
             agent,
             metrics,
             health,
@@ -186,6 +187,31 @@ impl Dispatcher {
             projects: HashMap::new(),
             offset: 0,
         })
+    }
+
+    /// Applies a new config from the ConfigMap: re-resolves (and creates) queues and re-registers.
+    /// Identity settings (task namespace, worker id) need a restart and are kept.
+    async fn apply_config(&mut self, new: Arc<AgentConfig>) -> Result<(), clearml::Error> {
+        let mut cfg = (*new).clone();
+        if cfg.task_namespace != self.cfg.task_namespace || cfg.worker_id != self.cfg.worker_id {
+            tracing::warn!("taskNamespace and workerId changes take effect after a restart");
+            cfg.task_namespace = self.cfg.task_namespace.clone();
+            cfg.worker_id = self.cfg.worker_id.clone();
+        }
+        let (served, pending) = resolve_queues(&self.clearml, &cfg).await?;
+        let ids: Vec<String> = served.iter().map(|s| s.id.clone()).collect();
+        self.clearml
+            .register_worker(&cfg.worker_id, &ids, 600)
+            .await?;
+        tracing::info!(queues = served.len(), "config applied");
+        self.served = served;
+        self.pending_queue = pending;
+        self.agent.default_image = cfg.values.agentk8sglue.default_image.clone();
+        self.cfg = cfg;
+        let mut snap = self.snapshot.write();
+        snap.served = self.served.clone();
+        snap.pending_queue = self.pending_queue.clone();
+        Ok(())
     }
 
     /// Ids of the served queues.
@@ -208,6 +234,14 @@ impl Dispatcher {
         );
         let mut next_poll = Instant::now();
         loop {
+            if self.cfg_rx.has_changed().unwrap_or(false) {
+                let new = self.cfg_rx.borrow_and_update().clone();
+                if let Err(error) = self.apply_config(new).await {
+                    tracing::warn!(%error, "cannot apply the new config yet; retrying");
+                    self.cfg_rx.mark_changed();
+                }
+                next_poll = Instant::now();
+            }
             let now = Instant::now();
             if now >= next_poll {
                 let busy = match self.tick().await {
@@ -233,6 +267,8 @@ impl Dispatcher {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = self.changed.notified() => {}
+                // NB: changed() marks the version seen; mark it again for the check at the top
+                _ = self.cfg_rx.changed() => self.cfg_rx.mark_changed(),
                 _ = tokio::time::sleep_until(next_poll.min(Instant::now() + STATUS_REFRESH).into()) => {}
             }
         }
@@ -332,6 +368,18 @@ impl Dispatcher {
                     .map(|m| (m as usize).saturating_sub(used.get(&s.id).copied().unwrap_or(0))),
             })
             .collect();
+        {
+            let mut snap = self.snapshot.write();
+            snap.waiting = self
+                .served
+                .iter()
+                .zip(&waiting)
+                .map(|(s, w)| (s.id.clone(), w.clone()))
+                .collect();
+            snap.pending = pending
+                .map(|d| d.entries.iter().map(|e| e.task.clone()).collect())
+                .unwrap_or_default();
+        }
         let picks = schedule::decide(&work, BATCH.saturating_sub(to_launch.len()), self.offset);
         self.offset = self.offset.wrapping_add(1);
 
@@ -757,11 +805,20 @@ impl Dispatcher {
             if matches!(verdict, Verdict::Fail(_) | Verdict::Withdraw(_)) {
                 // NB: the cached status may be up to STATUS_REFRESH old (the task may have just
                 // completed); confirm with a fresh read before anything destructive.
-                let fresh = match self.clearml.tasks(std::slice::from_ref(task), &["id", "status"]).await {
+                let fresh = match self
+                    .clearml
+                    .tasks(std::slice::from_ref(task), &["id", "status"])
+                    .await
+                {
                     Ok(docs) => match docs.into_iter().next().and_then(|d| d.status) {
                         Some(s) => {
                             self.statuses.insert(task.clone(), s);
-                            TaskStatus::Known(self.statuses.get(task).map(String::as_str).unwrap_or_default())
+                            TaskStatus::Known(
+                                self.statuses
+                                    .get(task)
+                                    .map(String::as_str)
+                                    .unwrap_or_default(),
+                            )
                         }
                         None => TaskStatus::Missing,
                     },
@@ -889,7 +946,46 @@ fn category_of(reason: &str) -> &'static str {
     "Other"
 }
 
-async fn create_queue(
+/// Resolves the configured queues (creating missing ones with `createQueues`) and the pending
+/// queue (always created when missing, hidden with the `k8s-glue` system tag).
+async fn resolve_queues(
+    clearml: &Client,
+    cfg: &AgentConfig,
+) -> Result<(Vec<Served>, String), clearml::Error> {
+    let mut names: Vec<String> = cfg.queues.keys().cloned().collect();
+    names.push(PENDING_QUEUE.to_string());
+    let found = clearml.queues_by_name(&names).await?;
+    let mut by_name: HashMap<String, String> = found.into_iter().map(|q| (q.name, q.id)).collect();
+    if !by_name.contains_key(PENDING_QUEUE) {
+        let id = create_queue(clearml, PENDING_QUEUE, &["k8s-glue"]).await?;
+        by_name.insert(PENDING_QUEUE.to_string(), id);
+    }
+    let mut served = Vec::new();
+    for name in cfg.queues.keys() {
+        match by_name.get(name) {
+            Some(id) => served.push(Served {
+                name: name.clone(),
+                id: id.clone(),
+            }),
+            None if cfg.create_queues => {
+                let id = create_queue(clearml, name, &[]).await?;
+                tracing::info!(queue = %name, %id, "created ClearML queue");
+                served.push(Served {
+                    name: name.clone(),
+                    id,
+                });
+            }
+            None => {
+                tracing::warn!(queue = %name, "queue does not exist in ClearML and createQueues is off; not served")
+            }
+        }
+    }
+    let pending = by_name.get(PENDING_QUEUE).cloned().unwrap_or_default();
+    Ok((served, pending))
+}
+
+/// Creates a queue, or reads back the id of one created concurrently.
+pub async fn create_queue(
     clearml: &Client,
     name: &str,
     tags: &[&str],

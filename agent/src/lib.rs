@@ -7,6 +7,7 @@
 //! - [`args`]: flags, and `Args::run`, which builds every component.
 //! - [`values`]: the values schema (the only module that knows its keys) and its validation.
 //! - [`config`]: the values resolved into the dispatcher's settings, with documented defaults.
+//! - [`config_store`]: the agent's ConfigMap (source of truth), conditional writes and watch.
 //! - [`clearml`]: the ClearML REST client.
 //! - [`schedule`]: pure fair choice of the tasks to launch this tick.
 //! - [`merge`]: pure merge of pod templates (base ⊕ queue overrides).
@@ -14,6 +15,7 @@
 //! - [`k8s`]: pod and Service writes, and the pod watch.
 //! - [`lifecycle`]: pure per-task decisions from pod states and ClearML status.
 //! - [`dispatch`]: the data path loop that runs all of the above.
+//! - [`grpc`]: the control API served to `kubectl clearml`.
 //! - [`runtime`], [`health`], [`metrics`]: admin server, reports, signals, readiness, Prometheus.
 //! - [`validate`]: Kubernetes syntax rules (quantities, names) shared by the schema and rendering.
 //! - [`yaml`]: the one wrapper around the YAML library.
@@ -21,7 +23,9 @@
 pub mod args;
 pub mod clearml;
 pub mod config;
+pub mod config_store;
 pub mod dispatch;
+pub mod grpc;
 pub mod health;
 pub mod k8s;
 pub mod lifecycle;

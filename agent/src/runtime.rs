@@ -6,7 +6,12 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use tokio_util::sync::CancellationToken;
 
-use crate::{clearml::Client, health::Health, metrics::Metrics};
+use tokio::sync::watch;
+
+use crate::{
+    clearml::Client, config::AgentConfig, dispatch::SharedSnapshot, health::Health,
+    metrics::Metrics,
+};
 
 /// Worker status report period (the Python agent's default).
 pub const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(30);
@@ -62,29 +67,33 @@ pub async fn serve_admin(
     Ok(bound)
 }
 
-/// Sends `workers.status_report` every [`STATUS_REPORT_INTERVAL`] and, when `max_gpus` is set,
-/// `workers.cluster_report` every [`CLUSTER_REPORT_INTERVAL`], until `shutdown`.
+/// Sends `workers.status_report` every [`STATUS_REPORT_INTERVAL`] and, while the config sets
+/// `dashboardReportMaxGpu`, `workers.cluster_report` every [`CLUSTER_REPORT_INTERVAL`] (a change
+/// is reported at once), until `shutdown`.
 pub async fn report_loop(
     clearml: Client,
-    worker: String,
-    queues: Vec<String>,
-    max_gpus: Option<u32>,
+    mut cfg_rx: watch::Receiver<Arc<AgentConfig>>,
+    snapshot: SharedSnapshot,
     shutdown: CancellationToken,
 ) {
     let mut status = tokio::time::interval(STATUS_REPORT_INTERVAL);
     let mut cluster = tokio::time::interval(CLUSTER_REPORT_INTERVAL);
-    let key = worker.split(':').next().unwrap_or(&worker).to_string();
     let mut cluster_supported = true;
     loop {
+        let cfg = cfg_rx.borrow_and_update().clone();
+        let worker = cfg.worker_id.clone();
+        let key = worker.split(':').next().unwrap_or(&worker).to_string();
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = cfg_rx.changed() => cluster.reset_immediately(),
             _ = status.tick() => {
+                let queues: Vec<String> = snapshot.read().served.iter().map(|s| s.id.clone()).collect();
                 if let Err(error) = clearml.status_report(&worker, &queues).await {
                     tracing::warn!(%error, "worker status report failed");
                 }
             }
-            _ = cluster.tick(), if max_gpus.is_some() && cluster_supported => {
-                let gpus = max_gpus.unwrap_or_default();
+            _ = cluster.tick(), if cfg.report_max_gpus.is_some() && cluster_supported => {
+                let gpus = cfg.report_max_gpus.unwrap_or_default();
                 match clearml.cluster_report(&worker, &key, gpus, CLUSTER_REPORT_INTERVAL.as_secs()).await {
                     Ok(()) => tracing::debug!(gpus, "dashboard GPU report sent"),
                     Err(e) if e.is_api(404, 0) => {

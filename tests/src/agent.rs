@@ -30,11 +30,20 @@ fn build_agent() -> anyhow::Result<PathBuf> {
         .context("test binary has no target directory")?;
     let bin = dir.join("clearml-k8s-agent");
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "-p", "clearml-agent", "--bin", "clearml-k8s-agent"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "clearml-agent",
+        "--bin",
+        "clearml-k8s-agent",
+    ]);
     if dir.ends_with("release") {
         cmd.arg("--release");
     }
-    let status = cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).status()?;
+    let status = cmd
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .status()?;
     if !status.success() || !bin.exists() {
         bail!("cannot build the agent binary ({status})");
     }
@@ -61,6 +70,8 @@ pub struct AgentSpec {
     pub namespace: String,
     /// Directory for the values file and logs.
     pub dir: PathBuf,
+    /// Read the values from this ConfigMap (in `namespace`) instead of the file.
+    pub config_map: Option<String>,
 }
 
 /// A running agent process; killed on drop.
@@ -70,6 +81,8 @@ pub struct AgentProcess {
     pub admin_url: String,
     /// The agent's log file (stderr).
     pub log: PathBuf,
+    /// `http://127.0.0.1:<port>` of the gRPC control API.
+    pub grpc_url: String,
 }
 
 impl AgentProcess {
@@ -78,9 +91,14 @@ impl AgentProcess {
         let values = spec.dir.join("values.yaml");
         std::fs::write(&values, &spec.values)?;
         let port = free_port()?;
+        let grpc_port = free_port()?;
         let log = spec.dir.join(format!("agent-{port}.log"));
         let stderr = std::fs::File::create(&log)?;
-        let child = Command::new(agent_binary()?)
+        let mut cmd = Command::new(agent_binary()?);
+        if let Some(cm) = &spec.config_map {
+            cmd.env("CLEARML_AGENT_CONFIG_MAP", cm);
+        }
+        let child = cmd
             .env("CLEARML_AGENT_CONFIG", &values)
             .env("POD_NAMESPACE", &spec.namespace)
             .env("CLEARML_API_HOST", &spec.clearml_url)
@@ -88,6 +106,7 @@ impl AgentProcess {
             .env("CLEARML_API_SECRET_KEY", &spec.credentials.1)
             .env("KUBECONFIG", &spec.kubeconfig)
             .env("CLEARML_AGENT_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("CLEARML_AGENT_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             .env(
                 "RUST_LOG",
                 std::env::var("AGENT_LOG").unwrap_or_else(|_| "info".into()),
@@ -100,6 +119,7 @@ impl AgentProcess {
             child,
             admin_url: format!("http://127.0.0.1:{port}"),
             log,
+            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
         };
         agent.wait_ready(timeout).await?;
         Ok(agent)

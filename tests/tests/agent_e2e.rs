@@ -17,6 +17,9 @@ use clearml_e2e::{
 };
 use serde_json::{Value, json};
 
+#[path = "agent_e2e/control.rs"]
+mod control;
+
 const NS: &str = "clearml";
 const READY: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(30);
@@ -67,6 +70,7 @@ impl Env {
             kubeconfig: self.kubeconfig.clone(),
             namespace: NS.into(),
             dir: self.dir.path().to_path_buf(),
+            config_map: None,
         }
     }
 
