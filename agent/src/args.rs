@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{Context, bail};
 use clap::Parser;
 use kube::Api;
+use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +71,16 @@ pub struct Args {
         default_value = "127.0.0.1:9090"
     )]
     pub grpc_addr: SocketAddr,
+    /// Lease (in the agent's namespace) that elects the one replica that dispatches.
+    #[arg(
+        long,
+        env = "CLEARML_AGENT_LEASE_NAME",
+        default_value = "clearml-agent"
+    )]
+    pub lease_name: String,
+    /// This replica's identity in the lease (default: the host name, i.e. the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Log format.
     #[arg(long, env = "CLEARML_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -94,6 +105,8 @@ impl Args {
             insecure_skip_tls_verify,
             http_addr,
             grpc_addr,
+            lease_name,
+            identity,
             log_format,
         } = self;
         runtime::init_logging(log_format);
@@ -188,6 +201,21 @@ impl Args {
             credentials_secret,
             default_image: a.default_image.clone(),
         };
+        // Only the lease holder dispatches; every replica watches and serves the control API.
+        let identity = identity.unwrap_or_else(hostname);
+        let lease = LeaseManagerBuilder::new(kube_client.clone(), &lease_name)
+            .with_namespace(&namespace)
+            .with_identity(&identity)
+            .with_duration(LEASE_DURATION_SECS)
+            .with_grace(LEASE_GRACE_SECS)
+            .with_field_manager(crate::k8s::FIELD_MANAGER)
+            .build()
+            .await
+            .with_context(|| {
+                format!("cannot set up leader election on Lease {namespace}/{lease_name}")
+            })?;
+        let (leader_rx, lease_task) = lease.watch().await;
+        tracing::info!(%identity, lease = %lease_name, "leader election started");
         let snapshot = SharedSnapshot::default();
         let control = Arc::new(Control {
             store,
@@ -200,6 +228,7 @@ impl Args {
             events: Api::namespaced(kube_client, &cfg.task_namespace),
             agent: agent.clone(),
             health: health.clone(),
+            leader_rx: leader_rx.clone(),
         });
         let dispatcher = Dispatcher::start(
             clearml.clone(),
@@ -211,6 +240,7 @@ impl Args {
             metrics,
             health,
             snapshot.clone(),
+            leader_rx.clone(),
         )
         .await
         .context("cannot start dispatching")?;
@@ -221,11 +251,33 @@ impl Args {
             clearml,
             cfg_rx,
             snapshot,
+            leader_rx.clone(),
             shutdown.clone(),
         ));
         dispatcher.run(shutdown.clone()).await;
         shutdown.cancel();
         let _ = reports.await;
+        // Every receiver gone: the lease task releases the lease so another replica takes over now.
+        drop(leader_rx);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), lease_task).await {
+            Ok(Ok(Ok(_))) => tracing::info!("lease released"),
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "cannot release the lease"),
+            Ok(Err(error)) => tracing::warn!(%error, "lease task failed"),
+            Err(_) => tracing::warn!("lease release timed out"),
+        }
         Ok(())
     }
+}
+
+/// Seconds a lease is valid without renewal: how long a dead leader blocks dispatching.
+const LEASE_DURATION_SECS: u64 = 15;
+/// Seconds before expiry at which the holder renews.
+const LEASE_GRACE_SECS: u64 = 5;
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "clearml-agent".into())
 }

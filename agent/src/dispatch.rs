@@ -96,6 +96,7 @@ pub struct Dispatcher {
     changed: Arc<Notify>,
     cfg: AgentConfig,
     cfg_rx: watch::Receiver<Arc<AgentConfig>>,
+    leader_rx: watch::Receiver<bool>,
     snapshot: SharedSnapshot,
     agent: AgentParams,
     metrics: Arc<Metrics>,
@@ -154,6 +155,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         snapshot: SharedSnapshot,
+        leader_rx: watch::Receiver<bool>,
     ) -> Result<Self, clearml::Error> {
         let cfg = (**cfg_rx.borrow()).clone();
         let (served, pending_queue) = resolve_queues(&clearml, &cfg).await?;
@@ -172,6 +174,7 @@ impl Dispatcher {
             changed,
             cfg,
             cfg_rx,
+            leader_rx,
             snapshot,
             agent,
             metrics,
@@ -234,6 +237,22 @@ impl Dispatcher {
         );
         let mut next_poll = Instant::now();
         loop {
+            // Side effects only while holding the lease; a follower keeps its caches warm.
+            if !*self.leader_rx.borrow_and_update() {
+                tracing::info!("not the leader; waiting for the lease");
+                self.launched.clear();
+                self.origin.clear();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    r = self.leader_rx.changed() => if r.is_err() { break },
+                }
+                if *self.leader_rx.borrow() {
+                    tracing::info!("acquired the lease; dispatching");
+                    next_poll = Instant::now();
+                }
+                continue;
+            }
             if self.cfg_rx.has_changed().unwrap_or(false) {
                 let new = self.cfg_rx.borrow_and_update().clone();
                 if let Err(error) = self.apply_config(new).await {
@@ -267,13 +286,19 @@ impl Dispatcher {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = self.changed.notified() => {}
+                r = self.leader_rx.changed() => if r.is_err() {
+                    tracing::error!("leader election stopped; no longer dispatching");
+                    break;
+                },
                 // NB: changed() marks the version seen; mark it again for the check at the top
                 _ = self.cfg_rx.changed() => self.cfg_rx.mark_changed(),
                 _ = tokio::time::sleep_until(next_poll.min(Instant::now() + STATUS_REFRESH).into()) => {}
             }
         }
         self.health.set_ready(false);
-        if let Err(error) = self.clearml.unregister_worker(&self.cfg.worker_id).await {
+        if *self.leader_rx.borrow()
+            && let Err(error) = self.clearml.unregister_worker(&self.cfg.worker_id).await
+        {
             tracing::warn!(%error, "cannot unregister the worker");
         }
         tracing::info!("dispatcher stopped");

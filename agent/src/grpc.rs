@@ -68,6 +68,8 @@ pub struct Control {
     pub agent: AgentParams,
     /// Readiness and ClearML connectivity.
     pub health: Arc<Health>,
+    /// Whether this replica holds the lease.
+    pub leader_rx: watch::Receiver<bool>,
 }
 
 /// Serves the control API and gRPC health on `addr` until `shutdown`; returns the bound address.
@@ -475,7 +477,7 @@ impl AgentService for ControlService {
         }
         Ok(Response::new(pb::GetStatusResponse {
             version: crate::VERSION.into(),
-            leader: true,
+            leader: *c.leader_rx.borrow(),
             clearml: Some(pb::ClearmlConnection {
                 state: state as i32,
                 api_server: c.clearml.base_url().to_string(),

@@ -74,6 +74,7 @@ pub async fn report_loop(
     clearml: Client,
     mut cfg_rx: watch::Receiver<Arc<AgentConfig>>,
     snapshot: SharedSnapshot,
+    mut leader_rx: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
     let mut status = tokio::time::interval(STATUS_REPORT_INTERVAL);
@@ -86,13 +87,20 @@ pub async fn report_loop(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = cfg_rx.changed() => cluster.reset_immediately(),
-            _ = status.tick() => {
+            r = leader_rx.changed() => {
+                if r.is_err() {
+                    return; // the lease task is gone: the process is shutting down
+                }
+                status.reset_immediately();
+                cluster.reset_immediately();
+            }
+            _ = status.tick(), if *leader_rx.borrow() => {
                 let queues: Vec<String> = snapshot.read().served.iter().map(|s| s.id.clone()).collect();
                 if let Err(error) = clearml.status_report(&worker, &queues).await {
                     tracing::warn!(%error, "worker status report failed");
                 }
             }
-            _ = cluster.tick(), if cfg.report_max_gpus.is_some() && cluster_supported => {
+            _ = cluster.tick(), if cfg.report_max_gpus.is_some() && cluster_supported && *leader_rx.borrow() => {
                 let gpus = cfg.report_max_gpus.unwrap_or_default();
                 match clearml.cluster_report(&worker, &key, gpus, CLUSTER_REPORT_INTERVAL.as_secs()).await {
                     Ok(()) => tracing::debug!(gpus, "dashboard GPU report sent"),

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{
-    api::pods_id,
+    deletion::pods_id,
     resources::def,
     state::{Shared, now},
     status::ApiError,

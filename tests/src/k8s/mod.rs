@@ -15,6 +15,7 @@
 mod api;
 mod apply;
 mod defaults;
+mod deletion;
 pub mod discovery;
 mod faults;
 pub mod kubeconfig;
@@ -392,7 +393,8 @@ impl KubeDouble {
     }
 
     /// While held, graceful pod deletions and namespace cleanups wait (objects stay marked
-    /// with `deletionTimestamp`); releasing runs everything that queued up.
+    /// with `deletionTimestamp`); releasing completes the held pod deletions before returning
+    /// and starts the held namespace cleanups.
     pub async fn hold_deletions(&self, hold: bool) {
         let released = {
             let mut settings = self.shared.settings.lock();
@@ -404,7 +406,16 @@ impl KubeDouble {
             }
         };
         for pending in released {
-            self.shared.complete(pending).await;
+            match pending {
+                Pending::Pod(..) => self.shared.complete(pending).await,
+                // Namespace cleanup may wait on finalizers: run it in the background.
+                Pending::Namespace(_) => {
+                    let shared = self.shared.clone();
+                    self.shared
+                        .rt
+                        .spawn(async move { shared.complete(pending).await });
+                }
+            }
         }
     }
 
@@ -485,6 +496,27 @@ impl KubeDouble {
     /// Forgets the request log.
     pub fn clear_requests(&self) {
         self.shared.requests.lock().clear();
+    }
+
+    /// Waits until a request matching `pred` has been answered (watches are logged when their
+    /// stream starts); returns the first such record.
+    pub async fn wait_for_request(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&RequestRecord) -> bool,
+    ) -> Result<RequestRecord, WaitTimeout> {
+        let mut changes = self.shared.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            if let Some(r) = self.shared.requests.lock().iter().find(|r| pred(r)) {
+                return Ok(r.clone());
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(WaitTimeout(timeout)),
+            }
+        }
     }
 
     /// How many requests had `verb` on `resource` (`pods`, `pods/status`).

@@ -184,6 +184,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         status = record.status, "kube double request"
     );
     shared.requests.lock().push(record);
+    shared.poke();
     response
 }
 
@@ -381,11 +382,27 @@ fn decode_object(headers: &HeaderMap, bytes: &[u8], res: &ResourceDef) -> Result
     })
 }
 
+/// List items as the real server encodes typed lists: without their own `kind` and
+/// `apiVersion` (only the list carries them).
 struct ItemsRef<'a>(&'a [Arc<Value>]);
+
+struct Untyped<'a>(&'a Value);
 
 impl Serialize for ItemsRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|a| &**a))
+        s.collect_seq(self.0.iter().map(|a| Untyped(a)))
+    }
+}
+
+impl Serialize for Untyped<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(m) => s.collect_map(
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "kind" && k.as_str() != "apiVersion"),
+            ),
+            other => other.serialize(s),
+        }
     }
 }
 
