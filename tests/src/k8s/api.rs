@@ -565,12 +565,13 @@ impl Shared {
                 // The real server merges the applied config into the live object before checking
                 // the name, so an apply without metadata.name updates an existing object (as
                 // kube-lease-manager's lease renewals do); only a create needs the name.
-                if old.is_some() && meta_str(&applied, "name").is_empty() {
-                    if let Some(m) = applied.as_object_mut() {
-                        let meta = m.entry("metadata").or_insert_with(|| json!({}));
-                        if let Some(meta) = meta.as_object_mut() {
-                            meta.insert("name".into(), json!(name));
-                        }
+                if old.is_some()
+                    && meta_str(&applied, "name").is_empty()
+                    && let Some(m) = applied.as_object_mut()
+                {
+                    let meta = m.entry("metadata").or_insert_with(|| json!({}));
+                    if let Some(meta) = meta.as_object_mut() {
+                        meta.insert("name".into(), json!(name));
                     }
                 }
                 check_name(&applied, name)?;
