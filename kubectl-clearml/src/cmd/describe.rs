@@ -1,0 +1,292 @@
+//! `kubectl clearml describe task ID`: DescribeTask → the task, why it is pending (first, where
+//! it cannot be missed), its pods with node, reason and exit code, and recent events.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+use clearml_agent_proto::v1::{DescribeTaskRequest, Event, PodDetail, TaskDetail};
+use serde::Serialize;
+
+use super::{
+    age, rpc_error,
+    tasks::{TaskView, to_view as task_view},
+    to_time,
+};
+use crate::{
+    connect::Ctx,
+    output::{self, Tabular, or_none, write_columns},
+};
+
+/// Runs `describe task`.
+pub async fn run(id: &str, ctx: &Ctx) -> anyhow::Result<()> {
+    let mut agent = ctx.agent().await?;
+    let detail = agent
+        .describe_task(DescribeTaskRequest { id: id.to_string() })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    output::print(&to_view(detail, Utc::now()), ctx.global.output)?;
+    Ok(())
+}
+
+/// A task in detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskDetailView {
+    /// The task.
+    pub task: Option<TaskView>,
+    /// Its pods.
+    pub pods: Vec<PodView>,
+    /// Recent Kubernetes events of its pods.
+    pub events: Vec<EventView>,
+    /// When it was read (for ages).
+    #[serde(skip)]
+    pub now: DateTime<Utc>,
+}
+
+/// One pod of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodView {
+    /// Pod name.
+    pub name: String,
+    /// Rank (multi-node), 0 otherwise.
+    pub rank: u32,
+    /// Pod phase.
+    pub phase: String,
+    /// Node it runs on.
+    pub node: String,
+    /// Container or scheduler reason.
+    pub reason: String,
+    /// Its message.
+    pub message: String,
+    /// Exit code of the task container, once terminated.
+    pub exit_code: Option<i32>,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventView {
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Reason.
+    pub reason: String,
+    /// The object it is about.
+    pub object: String,
+    /// Message.
+    pub message: String,
+    /// How often it happened.
+    pub count: u32,
+    /// Last time.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Converts the proto answer.
+pub fn to_view(d: TaskDetail, now: DateTime<Utc>) -> TaskDetailView {
+    TaskDetailView {
+        task: d.task.map(task_view),
+        pods: d.pods.into_iter().map(pod_view).collect(),
+        events: d.events.into_iter().map(event_view).collect(),
+        now,
+    }
+}
+
+fn pod_view(p: PodDetail) -> PodView {
+    PodView {
+        name: p.name,
+        rank: p.rank,
+        phase: p.phase,
+        node: p.node,
+        reason: p.reason,
+        message: p.message,
+        exit_code: p.exit_code,
+    }
+}
+
+fn event_view(e: Event) -> EventView {
+    EventView {
+        last_seen: to_time(e.last_seen.as_ref()),
+        type_: e.r#type,
+        reason: e.reason,
+        object: e.object,
+        message: e.message,
+        count: e.count,
+    }
+}
+
+impl Tabular for TaskDetailView {
+    fn write_table(&self, wide: bool, out: &mut dyn Write) -> io::Result<()> {
+        if let Some(t) = &self.task {
+            if !t.pending_reason.is_empty() {
+                writeln!(out, "PENDING:  {}", t.pending_reason)?;
+                writeln!(out)?;
+            }
+            for (label, value) in [
+                ("ID:", t.id.clone()),
+                ("Name:", or_none(&t.name)),
+                ("Queue:", t.queue.clone()),
+                ("Phase:", t.phase.clone()),
+                ("Age:", age(t.created, self.now)),
+            ] {
+                writeln!(out, "{label:<10}{value}")?;
+            }
+        }
+        writeln!(out)?;
+        if self.pods.is_empty() {
+            writeln!(out, "Pods:     <none>")?;
+        } else {
+            writeln!(out, "Pods:")?;
+            let mut headers = vec!["NAME", "RANK", "PHASE", "NODE", "EXIT", "REASON"];
+            if wide {
+                headers.push("MESSAGE");
+            }
+            let rows: Vec<Vec<String>> = self
+                .pods
+                .iter()
+                .map(|p| {
+                    let mut row = vec![
+                        p.name.clone(),
+                        p.rank.to_string(),
+                        p.phase.clone(),
+                        or_none(&p.node),
+                        p.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+                        or_none(&p.reason),
+                    ];
+                    if wide {
+                        row.push(or_none(&p.message));
+                    }
+                    row
+                })
+                .collect();
+            write_indented(&headers, &rows, out)?;
+            if !wide {
+                for p in self.pods.iter().filter(|p| !p.message.is_empty()) {
+                    writeln!(out, "  {}: {}", p.name, p.message)?;
+                }
+            }
+        }
+        writeln!(out)?;
+        if self.events.is_empty() {
+            return writeln!(out, "Events:   <none>");
+        }
+        writeln!(out, "Events:")?;
+        let rows: Vec<Vec<String>> = self
+            .events
+            .iter()
+            .map(|e| {
+                let seen = age(e.last_seen, self.now);
+                let seen = if e.count > 1 {
+                    format!("{seen} (x{})", e.count)
+                } else {
+                    seen
+                };
+                vec![
+                    e.type_.clone(),
+                    e.reason.clone(),
+                    seen,
+                    e.object.clone(),
+                    e.message.clone(),
+                ]
+            })
+            .collect();
+        write_indented(&["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], &rows, out)
+    }
+}
+
+/// A table indented by two spaces under its section title.
+fn write_indented(headers: &[&str], rows: &[Vec<String>], out: &mut dyn Write) -> io::Result<()> {
+    let mut buf = Vec::new();
+    write_columns(headers, rows, &mut buf)?;
+    for line in String::from_utf8_lossy(&buf).lines() {
+        writeln!(out, "  {line}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clearml_agent_proto::v1::TaskSummary;
+
+    use super::*;
+    use crate::output::OutputFormat;
+
+    fn detail() -> TaskDetailView {
+        to_view(
+            TaskDetail {
+                task: Some(TaskSummary {
+                    id: "abc".into(),
+                    name: "train".into(),
+                    queue: "gpu".into(),
+                    phase: "Pending".into(),
+                    pods: vec!["clearml-id-abc".into()],
+                    pending_reason: "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+                        .into(),
+                    created: Some(prost_types::Timestamp {
+                        seconds: 0,
+                        nanos: 0,
+                    }),
+                }),
+                pods: vec![PodDetail {
+                    name: "clearml-id-abc".into(),
+                    phase: "Pending".into(),
+                    node: String::new(),
+                    reason: "Unschedulable".into(),
+                    message: "0/2 nodes are available".into(),
+                    exit_code: None,
+                    rank: 0,
+                }],
+                events: vec![Event {
+                    reason: "FailedScheduling".into(),
+                    message: "0/2 nodes are available".into(),
+                    r#type: "Warning".into(),
+                    object: "pod/clearml-id-abc".into(),
+                    last_seen: Some(prost_types::Timestamp {
+                        seconds: 30,
+                        nanos: 0,
+                    }),
+                    count: 3,
+                }],
+            },
+            DateTime::from_timestamp(90, 0).expect("time"),
+        )
+    }
+
+    #[test]
+    fn describe_puts_the_pending_reason_first() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&detail(), OutputFormat::Table, &mut out, &mut err).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.starts_with(
+                "PENDING:  0/2 nodes are available: 2 Insufficient nvidia.com/gpu.\n\nID:       abc\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  NAME             RANK   PHASE     NODE     EXIT   REASON\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  clearml-id-abc   0      Pending   <none>   -      Unschedulable\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Warning   FailedScheduling   60s (x3)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn describe_json_keeps_exit_codes_and_event_type() {
+        let mut d = detail();
+        d.pods[0].exit_code = Some(137);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&d, OutputFormat::Json, &mut out, &mut err).expect("render");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["pods"][0]["exit_code"], 137);
+        assert_eq!(v["events"][0]["type"], "Warning");
+        assert_eq!(
+            v["task"]["pending_reason"],
+            "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+        );
+    }
+}

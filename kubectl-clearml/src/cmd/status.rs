@@ -1,0 +1,209 @@
+//! `kubectl clearml status`: GetStatus → agent version, leadership, ClearML connectivity, GPU
+//! reporting and per-queue load.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+use clearml_agent_proto::v1::{GetStatusRequest, GetStatusResponse, clearml_connection::State};
+use serde::Serialize;
+
+use super::{
+    age,
+    queues::{QueueSummaryView, summary_headers, summary_row, to_summary},
+    rpc_error, to_time,
+};
+use crate::{
+    connect::Ctx,
+    output::{self, Tabular, write_columns},
+};
+
+/// Runs `status`.
+pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut agent = ctx.agent().await?;
+    let resp = agent
+        .get_status(GetStatusRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    output::print(&to_view(resp, Utc::now()), ctx.global.output)?;
+    Ok(())
+}
+
+/// The agent's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusView {
+    /// Agent version.
+    pub version: String,
+    /// Whether this replica dispatches.
+    pub leader: bool,
+    /// The agent's namespace.
+    pub namespace: String,
+    /// The agent's ClearML worker id.
+    pub worker_id: String,
+    /// ClearML connectivity.
+    pub clearml: ClearmlView,
+    /// GPUs reported to the dashboard; `None` when reporting is off.
+    pub gpu_reporting_max_gpus: Option<u32>,
+    /// Per-queue load.
+    pub queues: Vec<QueueSummaryView>,
+    /// When the status was read (for ages in the table).
+    #[serde(skip)]
+    pub now: DateTime<Utc>,
+}
+
+/// ClearML connectivity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClearmlView {
+    /// `ok`, `degraded`, `down` or `unknown`.
+    pub state: String,
+    /// The API server URL.
+    pub api_server: String,
+    /// The last error, empty when healthy.
+    pub last_error: String,
+    /// The last successful call.
+    pub last_success: Option<DateTime<Utc>>,
+}
+
+/// Converts the proto answer.
+pub fn to_view(resp: GetStatusResponse, now: DateTime<Utc>) -> StatusView {
+    let clearml = resp.clearml.unwrap_or_default();
+    let state = match State::try_from(clearml.state).unwrap_or(State::Unspecified) {
+        State::Ok => "ok",
+        State::Degraded => "degraded",
+        State::Down => "down",
+        State::Unspecified => "unknown",
+    };
+    StatusView {
+        version: resp.version,
+        leader: resp.leader,
+        namespace: resp.namespace,
+        worker_id: resp.worker_id,
+        clearml: ClearmlView {
+            state: state.into(),
+            api_server: clearml.api_server,
+            last_error: clearml.last_error,
+            last_success: to_time(clearml.last_success.as_ref()),
+        },
+        gpu_reporting_max_gpus: resp.gpu_reporting.and_then(|g| g.max_gpus),
+        queues: resp.queues.into_iter().map(to_summary).collect(),
+        now,
+    }
+}
+
+impl Tabular for StatusView {
+    fn write_table(&self, _wide: bool, out: &mut dyn Write) -> io::Result<()> {
+        let role = if self.leader { "leader" } else { "standby" };
+        let gpu = match self.gpu_reporting_max_gpus {
+            Some(n) => format!("{n} GPUs"),
+            None => "off".into(),
+        };
+        let mut clearml = format!(
+            "{} {}",
+            self.clearml.state.to_uppercase(),
+            self.clearml.api_server
+        );
+        if self.clearml.last_success.is_some() {
+            clearml.push_str(&format!(
+                " (last success {} ago)",
+                age(self.clearml.last_success, self.now)
+            ));
+        }
+        let mut lines = vec![
+            ("Agent:", format!("{} ({role})", self.version)),
+            ("Namespace:", self.namespace.clone()),
+            ("Worker ID:", self.worker_id.clone()),
+            ("ClearML:", clearml),
+        ];
+        if !self.clearml.last_error.is_empty() {
+            lines.push(("Last error:", self.clearml.last_error.clone()));
+        }
+        lines.push(("GPU report:", gpu));
+        for (label, value) in lines {
+            writeln!(out, "{label:<12}{value}")?;
+        }
+        writeln!(out)?;
+        if self.queues.is_empty() {
+            return writeln!(out, "No queues configured.");
+        }
+        let rows: Vec<Vec<String>> = self.queues.iter().map(summary_row).collect();
+        write_columns(&summary_headers(), &rows, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clearml_agent_proto::v1::{ClearmlConnection, GpuReporting, QueueSummary};
+
+    use super::*;
+    use crate::output::OutputFormat;
+
+    fn sample() -> StatusView {
+        let now = DateTime::from_timestamp(1_700_000_100, 0).expect("time");
+        to_view(
+            GetStatusResponse {
+                version: "0.1.0".into(),
+                leader: true,
+                clearml: Some(ClearmlConnection {
+                    state: State::Degraded as i32,
+                    api_server: "https://api.example".into(),
+                    last_error: "timeout".into(),
+                    last_success: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_058,
+                        nanos: 0,
+                    }),
+                }),
+                queues: vec![QueueSummary {
+                    name: "gpu".into(),
+                    id: "q1".into(),
+                    waiting: 5,
+                    pods_pending: 1,
+                    pods_running: 3,
+                    max_pods: Some(4),
+                    gpus_requested: 8,
+                }],
+                gpu_reporting: Some(GpuReporting { max_gpus: Some(16) }),
+                namespace: "clearml".into(),
+                worker_id: "k8s-agent:clearml".into(),
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn status_table_leads_with_health_then_queue_load() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&sample(), OutputFormat::Table, &mut out, &mut err).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            text,
+            "Agent:      0.1.0 (leader)\n\
+             Namespace:  clearml\n\
+             Worker ID:  k8s-agent:clearml\n\
+             ClearML:    DEGRADED https://api.example (last success 42s ago)\n\
+             Last error: timeout\n\
+             GPU report: 16 GPUs\n\
+             \n\
+             NAME   WAITING   PENDING   RUNNING   MAX PODS   GPUS\n\
+             gpu    5         1         3         4          8\n"
+        );
+    }
+
+    #[test]
+    fn status_json_is_stable_snake_case() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&sample(), OutputFormat::Json, &mut out, &mut err).expect("render");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["clearml"]["state"], "degraded");
+        assert_eq!(v["clearml"]["last_success"], "2023-11-14T22:14:18Z");
+        assert_eq!(v["gpu_reporting_max_gpus"], 16);
+        assert_eq!(v["queues"][0]["pods_running"], 3);
+        assert!(v.get("now").is_none());
+    }
+
+    #[test]
+    fn missing_fields_read_as_unknown_and_off() {
+        let v = to_view(GetStatusResponse::default(), Utc::now());
+        assert_eq!(v.clearml.state, "unknown");
+        assert_eq!(v.gpu_reporting_max_gpus, None);
+    }
+}

@@ -1,0 +1,306 @@
+//! What `install` reads: values files layered in order (later wins, maps merge deeply, lists and
+//! scalars are replaced, `null` deletes a key, as Helm does) and `--set a.b=c` on top, then one
+//! strict parse by the agent's own schema ([`Values::from_json`]), so the plugin and the agent
+//! accept and refuse the same documents with the same field paths.
+
+use std::{io::Read as _, path::Path};
+
+use clearml_agent::values::{FieldError, Values};
+use serde_json::{Map, Value};
+
+/// The values could not be read or are invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A file could not be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The file (`-` for stdin).
+        file: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not YAML or not a mapping.
+    #[error("{file}: {message}")]
+    File {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `--set` expression is malformed.
+    #[error("--set {expr:?}: {message}")]
+    Set {
+        /// The expression as given.
+        expr: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Neither files nor `--set` were given.
+    #[error("no values: pass -f values.yaml (and/or --set key=value)")]
+    Empty,
+    /// The merged document does not fit the schema; `path` names the field.
+    #[error("invalid values: {0}")]
+    Invalid(FieldError),
+}
+
+// NB: not `#[from]`, which would also make the FieldError the `source` and print it twice.
+impl From<FieldError> for InputError {
+    fn from(e: FieldError) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+/// Reads, merges and validates the values of `install`.
+pub fn load(files: &[impl AsRef<Path>], sets: &[String]) -> Result<Values, InputError> {
+    let mut texts = Vec::with_capacity(files.len());
+    for file in files {
+        let path = file.as_ref();
+        let name = path.display().to_string();
+        let text = if name == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|source| InputError::Read {
+                    file: name.clone(),
+                    source,
+                })?;
+            s
+        } else {
+            std::fs::read_to_string(path).map_err(|source| InputError::Read {
+                file: name.clone(),
+                source,
+            })?
+        };
+        texts.push((name, text));
+    }
+    let doc = merge_inputs(&texts, sets)?;
+    Ok(Values::from_json(doc)?)
+}
+
+/// Merges file contents (name, text) in order, then the `--set` expressions: the document the
+/// schema will parse.
+pub fn merge_inputs(texts: &[(String, String)], sets: &[String]) -> Result<Value, InputError> {
+    if texts.is_empty() && sets.is_empty() {
+        return Err(InputError::Empty);
+    }
+    let mut doc = Value::Object(Map::new());
+    for (file, text) in texts {
+        let layer: Value = clearml_agent::yaml::from_str(text).map_err(|e| InputError::File {
+            file: file.clone(),
+            message: format!("invalid YAML: {e}"),
+        })?;
+        match layer {
+            Value::Null => {} // an empty file changes nothing
+            Value::Object(_) => merge(&mut doc, layer),
+            _ => {
+                return Err(InputError::File {
+                    file: file.clone(),
+                    message: "a values file must be a mapping".into(),
+                });
+            }
+        }
+    }
+    for expr in sets {
+        let (path, value) = parse_set(expr)?;
+        let mut layer = value;
+        for key in path.into_iter().rev() {
+            layer = Value::Object(Map::from_iter([(key, layer)]));
+        }
+        merge(&mut doc, layer);
+    }
+    Ok(doc)
+}
+
+/// Deep merge of `overlay` onto `base`: maps merge key by key, anything else replaces, and a
+/// `null` in the overlay deletes the key.
+pub fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (key, value) in o {
+                if value.is_null() {
+                    b.remove(&key);
+                } else if let Some(slot) = b.get_mut(&key) {
+                    merge(slot, value);
+                } else {
+                    let mut fresh = Value::Object(Map::new());
+                    merge(&mut fresh, value);
+                    b.insert(key, fresh);
+                }
+            }
+        }
+        (slot, value) => *slot = strip_nulls(value),
+    }
+}
+
+/// A replacing value keeps no `null` map entries (they mean "delete", and there is nothing below).
+fn strip_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// `a.b.c=VALUE` → (`[a, b, c]`, VALUE read as YAML). `\.` is a literal dot inside a key
+/// (`…limits.nvidia\.com/gpu=2`); an empty VALUE is the empty string; `null` deletes the key.
+pub fn parse_set(expr: &str) -> Result<(Vec<String>, Value), InputError> {
+    let err = |message: &str| InputError::Set {
+        expr: expr.to_string(),
+        message: message.to_string(),
+    };
+    let mut path = Vec::new();
+    let mut key = String::new();
+    let mut chars = expr.chars();
+    let value_text = loop {
+        match chars.next() {
+            None => return Err(err("expected PATH=VALUE")),
+            Some('\\') => match chars.next() {
+                Some(c @ ('.' | '=' | '\\')) => key.push(c),
+                _ => return Err(err("'\\' escapes only '.', '=' or '\\'")),
+            },
+            Some('.') => path.push(std::mem::take(&mut key)),
+            Some('=') => {
+                path.push(std::mem::take(&mut key));
+                break chars.as_str();
+            }
+            Some(c) => key.push(c),
+        }
+    };
+    if path.iter().any(String::is_empty) {
+        return Err(err("empty key in the path"));
+    }
+    let value = if value_text.is_empty() {
+        Value::String(String::new())
+    } else {
+        clearml_agent::yaml::from_str::<Value>(value_text)
+            .map_err(|e| err(&format!("the value is not valid YAML: {e}")))?
+    };
+    Ok((path, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn set(expr: &str) -> (Vec<String>, Value) {
+        parse_set(expr).expect("valid --set")
+    }
+
+    #[test]
+    fn set_values_are_read_as_yaml_scalars() {
+        let cases = [
+            ("a.b=true", vec!["a", "b"], json!(true)),
+            ("a=2", vec!["a"], json!(2)),
+            ("a=2Gi", vec!["a"], json!("2Gi")),
+            ("a=\"2\"", vec!["a"], json!("2")),
+            ("a=", vec!["a"], json!("")),
+            ("a=null", vec!["a"], json!(null)),
+            ("a=x=y", vec!["a"], json!("x=y")),
+            ("a=[4, 2]", vec!["a"], json!([4, 2])),
+            (
+                r"r.limits.nvidia\.com/gpu=1",
+                vec!["r", "limits", "nvidia.com/gpu"],
+                json!(1),
+            ),
+        ];
+        for (expr, path, value) in cases {
+            let (p, v) = set(expr);
+            assert_eq!(p, path, "{expr}");
+            assert_eq!(v, value, "{expr}");
+        }
+    }
+
+    #[test]
+    fn malformed_set_expressions_are_refused() {
+        for expr in ["novalue", "a..b=1", ".a=1", "a.=1", r"a\x=1", "=1"] {
+            assert!(parse_set(expr).is_err(), "{expr}");
+        }
+    }
+
+    #[test]
+    fn later_files_win_maps_merge_and_lists_are_replaced() {
+        let base = "agentk8sglue:\n  createQueues: true\n  basePodTemplate:\n    labels: {team: red, tier: a}\n    tolerations: [{key: x, operator: Exists}]\n";
+        let over = "agentk8sglue:\n  basePodTemplate:\n    labels: {team: blue}\n    tolerations: [{key: y, operator: Exists}]\n";
+        let doc = merge_inputs(
+            &[("base".into(), base.into()), ("over".into(), over.into())],
+            &[],
+        )
+        .expect("merge");
+        let tpl = &doc["agentk8sglue"]["basePodTemplate"];
+        assert_eq!(tpl["labels"], json!({"team": "blue", "tier": "a"}));
+        assert_eq!(
+            tpl["tolerations"],
+            json!([{"key": "y", "operator": "Exists"}])
+        );
+        assert_eq!(doc["agentk8sglue"]["createQueues"], json!(true));
+    }
+
+    #[test]
+    fn set_applies_after_every_file_and_null_deletes() {
+        let file = "agentk8sglue:\n  dashboardReportMaxGpu: 2\n  createQueues: true\n";
+        let doc = merge_inputs(
+            &[("f".into(), file.into())],
+            &[
+                "agentk8sglue.dashboardReportMaxGpu=8".into(),
+                "agentk8sglue.createQueues=null".into(),
+                "agentk8sglue.queues.gpu.queueSettings.maxPods=3".into(),
+            ],
+        )
+        .expect("merge");
+        assert_eq!(
+            doc,
+            json!({"agentk8sglue": {
+                "dashboardReportMaxGpu": 8,
+                "queues": {"gpu": {"queueSettings": {"maxPods": 3}}}
+            }})
+        );
+    }
+
+    #[test]
+    fn non_mapping_files_and_bad_yaml_name_the_file() {
+        let err = merge_inputs(&[("list.yaml".into(), "- a\n".into())], &[])
+            .expect_err("a list is not values");
+        assert!(err.to_string().starts_with("list.yaml: "), "{err}");
+        let err = merge_inputs(&[("bad.yaml".into(), "a: [\n".into())], &[]).expect_err("bad YAML");
+        assert!(
+            err.to_string().starts_with("bad.yaml: invalid YAML"),
+            "{err}"
+        );
+        assert!(matches!(merge_inputs(&[], &[]), Err(InputError::Empty)));
+    }
+
+    #[test]
+    fn every_seed_values_file_loads_unchanged() {
+        for file in crate::render::tests::fixture_files() {
+            load(&[&file], &[]).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        }
+    }
+
+    #[test]
+    fn schema_errors_carry_the_field_path() {
+        let cases = [
+            (
+                "agentk8sglue.queues.q1x.templateOverrides.resources.limits.memory=12 GiB",
+                "agentk8sglue.queues.q1x.templateOverrides.resources.limits.memory",
+            ),
+            (
+                "agentk8sglue.queues.q1x.templateOverrides.nodeSelector2.a=b",
+                "agentk8sglue.queues.q1x.templateOverrides.nodeSelector2",
+            ),
+        ];
+        for (expr, path) in cases {
+            let err = load(&[] as &[&Path], &[expr.to_string()]).expect_err(expr);
+            match err {
+                InputError::Invalid(e) => assert_eq!(e.path, path, "{expr}"),
+                other => panic!("{expr}: {other}"),
+            }
+        }
+    }
+}
