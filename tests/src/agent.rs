@@ -16,38 +16,45 @@ use anyhow::{Context, bail};
 pub fn agent_binary() -> anyhow::Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(|| build_agent().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| {
+            build_binary("clearml-agent", "clearml-k8s-agent").map_err(|e| format!("{e:#}"))
+        })
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-fn build_agent() -> anyhow::Result<PathBuf> {
+/// Path of the `kubectl-clearml` plugin binary, (re)built once per test process.
+pub fn plugin_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            build_binary("kubectl-clearml", "kubectl-clearml").map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Builds `bin` of `package` in this build profile and returns its path.
+fn build_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/clearml-k8s-agent
+    // target/<profile>/deps/<test> → target/<profile>/<bin>
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .context("test binary has no target directory")?;
-    let bin = dir.join("clearml-k8s-agent");
+    let path = dir.join(bin);
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "clearml-agent",
-        "--bin",
-        "clearml-k8s-agent",
-    ]);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin]);
     if dir.ends_with("release") {
         cmd.arg("--release");
     }
     let status = cmd
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()?;
-    if !status.success() || !bin.exists() {
-        bail!("cannot build the agent binary ({status})");
+    if !status.success() || !path.exists() {
+        bail!("cannot build {bin} ({status})");
     }
-    Ok(bin)
+    Ok(path)
 }
 
 /// A free loopback port (bound then released).

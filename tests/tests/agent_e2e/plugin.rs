@@ -1,0 +1,259 @@
+//! The `kubectl clearml` binary against the agent binary and both doubles: install, queue changes
+//! taking effect on the next task without a restart, refused bad patches changing nothing, GPU
+//! reporting, and status/describe showing why a task is pending.
+
+use std::process::Output;
+
+use clearml_e2e::agent::plugin_binary;
+
+use super::*;
+
+const CM: &str = "clearml-agent";
+
+struct Plugin<'a> {
+    env: &'a Env,
+    agent_addr: Option<String>,
+}
+
+impl Plugin<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = std::process::Command::new(plugin_binary().expect("plugin builds"));
+        cmd.arg("--kubeconfig")
+            .arg(&self.env.kubeconfig)
+            .args(["-n", NS]);
+        if let Some(addr) = &self.agent_addr {
+            cmd.args(["--agent-addr", addr]);
+        }
+        cmd.args(args)
+            .env("HOME", self.env.dir.path())
+            .output()
+            .expect("plugin runs")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl clearml {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs and expects failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "kubectl clearml {args:?} should fail"
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+}
+
+/// Installs with the plugin, then runs the agent the way the installed Deployment would.
+async fn installed<'a>(env: &'a Env, values: &str) -> (AgentProcess, Plugin<'a>) {
+    let (key, secret) = env.clearml.credentials();
+    let file = env.dir.path().join("install-values.yaml");
+    let doc = format!(
+        "clearml:\n  agentk8sglueKey: {key}\n  agentk8sglueSecret: {secret}\n{}",
+        values.replace(
+            "agentk8sglue:\n",
+            &format!(
+                "agentk8sglue:\n  apiServerUrlReference: {}\n",
+                env.clearml.url()
+            )
+        )
+    );
+    std::fs::write(&file, doc).expect("values file");
+    let plugin = Plugin {
+        env,
+        agent_addr: None,
+    };
+    plugin.ok(&["install", "-f", file.to_str().expect("utf-8 path")]);
+    // The Deployment's pod: credentials from the installed Secret, values from the ConfigMap.
+    let secret_obj = env
+        .kube
+        .get("secrets", NS, "clearml-agent-credentials")
+        .expect("secret installed");
+    assert!(secret_obj.pointer("/data/agentk8sglue_key").is_some());
+    let cm = env
+        .kube
+        .get("configmaps", NS, CM)
+        .expect("configmap installed");
+    let stored = s(&cm, "/data/values.yaml");
+    assert!(
+        !stored.contains(&secret),
+        "credentials never reach the ConfigMap"
+    );
+    let mut spec = env.spec("");
+    spec.config_map = Some(CM.into());
+    let agent = AgentProcess::start(&spec, READY)
+        .await
+        .expect("agent starts");
+    let addr = agent.grpc_url.trim_start_matches("http://").to_string();
+    (
+        agent,
+        Plugin {
+            env,
+            agent_addr: Some(addr),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_steers_the_agent_end_to_end() {
+    let env = Env::new(SimOptions::default()).await;
+    let (_agent, kc) = installed(
+        &env,
+        "agentk8sglue:\n  createQueues: true\n  queues:\n    base-queue: {}\n",
+    )
+    .await;
+
+    // queues add with flags → next task of that queue carries them
+    kc.ok(&[
+        "queues",
+        "add",
+        "flag-queue",
+        "--gpus",
+        "1",
+        "--label",
+        "team=a",
+        "--max-pods",
+        "2",
+    ]);
+    let t1 = env.enqueue("flag-task-1", "flag-queue", "");
+    let pod = env.pod(&t1).await;
+    assert_eq!(s(&pod, "/metadata/labels/team"), "a");
+    assert_eq!(
+        s(&pod, "/spec/containers/0/resources/limits/nvidia.com~1gpu"),
+        "1"
+    );
+
+    // queues patch → applies without a restart
+    kc.ok(&[
+        "queues",
+        "patch",
+        "flag-queue",
+        "--memory",
+        "2Gi",
+        "--env",
+        "FROM_PATCH=1",
+    ]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let t = env.enqueue("flag-task-2", "flag-queue", "");
+        let pod = env.pod(&t).await;
+        if s(&pod, "/spec/containers/0/resources/limits/memory") == "2Gi" {
+            assert_eq!(env_var(&pod, "FROM_PATCH"), Some("1"));
+            assert_eq!(
+                s(&pod, "/metadata/labels/team"),
+                "a",
+                "the patch kept the earlier label"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "patch never took effect");
+    }
+
+    // bad changes: refused, the field named, nothing changed
+    let before = env.kube.get("configmaps", NS, CM).expect("configmap");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["queues", "patch", "flag-queue", "--memory", "12 GiB"],
+            "templateOverrides.resources.limits.memory",
+        ),
+        (
+            &[
+                "queues",
+                "patch",
+                "flag-queue",
+                "--patch",
+                r#"{"templateOverrides": {"resourcez": {"a": 1}}}"#,
+            ],
+            "templateOverrides.resourcez",
+        ),
+        (
+            &[
+                "queues",
+                "patch",
+                "flag-queue",
+                "--patch",
+                r#"{"queueSettings": {"maxPods": -1}}"#,
+            ],
+            "queueSettings.maxPods",
+        ),
+        (
+            &["queues", "patch", "flag-queue", "--env", "1BAD=x"],
+            "1BAD",
+        ),
+    ];
+    for (args, field) in cases {
+        let err = kc.fails(args);
+        assert!(
+            err.contains(field),
+            "{args:?}: stderr lacks {field:?}: {err}"
+        );
+    }
+    assert_eq!(
+        env.kube.get("configmaps", NS, CM).expect("configmap"),
+        before,
+        "refused patches wrote nothing"
+    );
+
+    // list / get / render / remove
+    let list: Value =
+        serde_json::from_str(&kc.ok(&["queues", "list", "-o", "json"])).expect("json list");
+    let names: Vec<&str> = list["queues"]
+        .as_array()
+        .expect("queues array")
+        .iter()
+        .filter_map(|q| q.get("name").and_then(Value::as_str))
+        .collect();
+    assert_eq!(names, vec!["base-queue", "flag-queue"]);
+    let rendered = kc.ok(&["queues", "render", "flag-queue"]);
+    assert!(rendered.contains("nvidia.com/gpu"), "{rendered}");
+    kc.ok(&["queues", "remove", "base-queue"]);
+    assert!(
+        kc.fails(&["queues", "get", "base-queue"])
+            .contains("not configured")
+    );
+
+    // gpu report reaches ClearML
+    kc.ok(&["gpu", "report", "--max", "3"]);
+    let deadline = Instant::now() + WAIT;
+    while !env
+        .clearml
+        .cluster_reports()
+        .iter()
+        .any(|r| r.body.pointer("/properties/max_gpus") == Some(&json!(3)))
+    {
+        assert!(Instant::now() < deadline, "max_gpus 3 never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // status and describe explain a pending task
+    let stuck = env.enqueue("stuck-task", "flag-queue", "sim/unschedulable");
+    env.pod(&stuck).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = kc.ok(&["describe", "task", &stuck]);
+        if out.contains("0/3 nodes are available") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "describe never showed the scheduler's message:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status: Value =
+        serde_json::from_str(&kc.ok(&["status", "-o", "json"])).expect("status json");
+    assert!(status.to_string().contains("flag-queue"), "{status:#}");
+    let tasks: Value = serde_json::from_str(&kc.ok(&["tasks", "-o", "json"])).expect("tasks json");
+    assert!(tasks.to_string().contains(&stuck), "{tasks:#}");
+    let table = kc.ok(&["status"]);
+    assert!(table.contains("flag-queue"), "{table}");
+}
