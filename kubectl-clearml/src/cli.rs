@@ -36,7 +36,12 @@ pub struct GlobalArgs {
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     /// Talk to the agent's gRPC API at HOST:PORT directly instead of port-forwarding to its pod.
-    #[arg(long, global = true, value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT",
+        env = "KUBECTL_CLEARML_AGENT_ADDR"
+    )]
     pub agent_addr: Option<String>,
     /// Give up on a single server request after this long (e.g. 30s, 1m; 0 = no limit).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]

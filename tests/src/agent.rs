@@ -37,11 +37,11 @@ pub fn plugin_binary() -> anyhow::Result<PathBuf> {
 /// Builds `bin` of `package` in this build profile and returns its path.
 fn build_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/<bin>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no target directory")?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/
+    let mut dir = exe.parent().context("binary has no directory")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("deps has no parent")?;
+    }
     let path = dir.join(bin);
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["build", "--quiet", "-p", package, "--bin", bin]);
@@ -153,6 +153,11 @@ impl AgentProcess {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// The agent's process id (the benchmark reads its CPU and memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The agent's log so far.

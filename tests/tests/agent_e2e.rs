@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 
 #[path = "agent_e2e/control.rs"]
 mod control;
+#[path = "agent_e2e/demo.rs"]
+mod demo;
 #[path = "agent_e2e/plugin.rs"]
 mod plugin;
 
