@@ -250,3 +250,98 @@ fn a_queue_entry_parses_on_its_own_with_its_full_path() {
         "agentk8sglue.queues.green.templateOverrides.resources.limits.memory"
     );
 }
+
+/// The keys a struct of the schema accepts, from serde's own "expected one of" list.
+fn schema_keys<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+    let err = serde_json::from_value::<T>(serde_json::json!({"\u{1}not-a-key": 1}))
+        .expect_err("unknown key refused");
+    let text = err.to_string();
+    let list = text
+        .split("expected ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no key list in {text:?}"));
+    let list = list.trim_start_matches("one of ");
+    list.split(", ")
+        .flat_map(|k| k.split(" or "))
+        .map(|k| {
+            k.trim_matches(|c: char| c == '`' || c.is_whitespace())
+                .to_string()
+        })
+        .collect()
+}
+
+/// The first backticked key of every row of the README's values table, and the pod template keys
+/// paragraph.
+fn readme_keys() -> (Vec<String>, String) {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("## Values")
+        .nth(1)
+        .expect("README has a Values section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    // the whole first cell of each row (`a` / `b` rows name two keys)
+    let rows = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('|').nth(1))
+        .map(|cell| cell.trim().to_string())
+        .collect();
+    let pod = section
+        .split("Pod template keys")
+        .nth(1)
+        .expect("pod template keys paragraph");
+    let pod = pod.split("\n\n").next().unwrap_or(pod).to_string();
+    (rows, pod)
+}
+
+#[test]
+fn readme_values_reference_lists_exactly_the_schema() {
+    let (rows, pod_paragraph) = readme_keys();
+    let mut documented = std::collections::BTreeSet::new();
+    for row in &rows {
+        let key = row.split('`').nth(1).unwrap_or(row);
+        let key = key.replace('…', "agentk8sglue.queues.<name>.");
+        let key = key.replace(
+            "agentk8sglue.queues.<name>..",
+            "agentk8sglue.queues.<name>.",
+        );
+        documented.insert(key);
+    }
+    let mut expected = std::collections::BTreeSet::new();
+    for k in schema_keys::<AgentValues>() {
+        if k == "queues" {
+            expected.insert("agentk8sglue.queues.<name>.templateOverrides".to_string());
+        } else {
+            expected.insert(format!("agentk8sglue.{k}"));
+        }
+    }
+    for k in schema_keys::<QueueSettings>() {
+        expected.insert(format!("agentk8sglue.queues.<name>.queueSettings.{k}"));
+    }
+    for k in schema_keys::<ClearmlCredentials>().into_iter().take(1) {
+        expected.insert(format!("clearml.{k}"));
+    }
+    expected.insert("imageCredentials.*".into());
+    assert_eq!(documented, expected, "README values table vs the schema");
+    for k in schema_keys::<ClearmlCredentials>() {
+        assert!(
+            rows.iter().any(|r| r.contains(&k)),
+            "README lacks clearml.{k}"
+        );
+    }
+    for k in schema_keys::<QueueValues>() {
+        assert!(
+            rows.iter().any(|r| r.contains(&k)),
+            "README lacks queues.<name>.{k}"
+        );
+    }
+    let listed: std::collections::BTreeSet<&str> = pod_paragraph
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| !matches!(*t, "basePodTemplate" | "templateOverrides" | "false"))
+        .collect();
+    let schema = schema_keys::<PodTemplate>();
+    let schema: std::collections::BTreeSet<&str> = schema.iter().map(String::as_str).collect();
+    assert_eq!(listed, schema, "README's pod template keys vs the schema");
+}
