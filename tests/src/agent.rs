@@ -79,6 +79,8 @@ pub struct AgentSpec {
     pub dir: PathBuf,
     /// Read the values from this ConfigMap (in `namespace`) instead of the file.
     pub config_map: Option<String>,
+    /// Extra environment (e.g. `POD_NAME`, the replica's identity in the lease).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running agent process; killed on drop.
@@ -105,6 +107,7 @@ impl AgentProcess {
         if let Some(cm) = &spec.config_map {
             cmd.env("CLEARML_AGENT_CONFIG_MAP", cm);
         }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .env("CLEARML_AGENT_CONFIG", &values)
             .env("POD_NAMESPACE", &spec.namespace)

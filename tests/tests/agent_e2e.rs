@@ -3,7 +3,7 @@
 //! abort, TTL cleanup, crash-restart safety and the idle polling load.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -23,6 +23,8 @@ mod control;
 mod demo;
 #[path = "agent_e2e/plugin.rs"]
 mod plugin;
+#[path = "agent_e2e/reliability.rs"]
+mod reliability;
 
 const NS: &str = "clearml";
 const READY: Duration = Duration::from_secs(60);
@@ -75,6 +77,7 @@ impl Env {
             namespace: NS.into(),
             dir: self.dir.path().to_path_buf(),
             config_map: None,
+            env: Vec::new(),
         }
     }
 

@@ -221,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
         namespace: NS.into(),
         dir: dir.clone(),
         config_map: Some("clearml-agent".into()),
+        env: Vec::new(),
     };
     let mut agent = AgentProcess::start(&spec, Duration::from_secs(120)).await?;
     demo.agent_addr = Some(agent.grpc_url.trim_start_matches("http://").to_string());
