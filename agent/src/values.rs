@@ -48,6 +48,9 @@ impl FieldError {
 /// and `pip`, which the bootstrap command needs to install `clearml-agent`.
 pub const DEFAULT_TASK_IMAGE: &str = "python:3.11-slim";
 
+/// Largest values document accepted: what a ConfigMap can hold (1 MiB).
+pub const MAX_VALUES_BYTES: usize = 1024 * 1024;
+
 /// Placeholders `customWorkerIdTemplate` may use.
 pub const WORKER_ID_PLACEHOLDERS: &[&str] = &[
     "task_id",
@@ -292,6 +295,15 @@ impl QueueSettings {
 impl Values {
     /// Parses and validates a values file in YAML.
     pub fn from_yaml(text: &str) -> Result<Self, FieldError> {
+        if text.len() > MAX_VALUES_BYTES {
+            return Err(FieldError::new(
+                "",
+                format!(
+                    "the values document is {} bytes; it must fit in a ConfigMap (at most {MAX_VALUES_BYTES} bytes)",
+                    text.len()
+                ),
+            ));
+        }
         if text.trim().is_empty() {
             return Err(FieldError::new("", "the values document is empty"));
         }

@@ -86,12 +86,28 @@ pub fn merge_inputs(texts: &[(String, String)], sets: &[String]) -> Result<Value
     }
     let mut doc = Value::Object(Map::new());
     for (file, text) in texts {
+        if text.len() > clearml_agent::values::MAX_VALUES_BYTES {
+            return Err(InputError::File {
+                file: file.clone(),
+                message: format!(
+                    "the values document is {} bytes; it must fit in a ConfigMap (at most {} bytes)",
+                    text.len(),
+                    clearml_agent::values::MAX_VALUES_BYTES
+                ),
+            });
+        }
         let layer: Value = clearml_agent::yaml::from_str(text).map_err(|e| InputError::File {
             file: file.clone(),
             message: format!("invalid YAML: {e}"),
         })?;
         match layer {
-            Value::Null => {} // an empty file changes nothing
+            // an empty file is almost always a mistake (a wrong path, a failed redirect)
+            Value::Null => {
+                return Err(InputError::File {
+                    file: file.clone(),
+                    message: "the values document is empty".into(),
+                });
+            }
             Value::Object(_) => merge(&mut doc, layer),
             _ => {
                 return Err(InputError::File {
@@ -274,6 +290,12 @@ mod tests {
             "{err}"
         );
         assert!(matches!(merge_inputs(&[], &[]), Err(InputError::Empty)));
+        let err = merge_inputs(&[("empty.yaml".into(), "# nothing\n".into())], &[])
+            .expect_err("an empty file");
+        assert_eq!(err.to_string(), "empty.yaml: the values document is empty");
+        let huge = format!("a: \"{}\"\n", "x".repeat(2 * 1024 * 1024));
+        let err = merge_inputs(&[("huge.yaml".into(), huge)], &[]).expect_err("too big");
+        assert!(err.to_string().contains("must fit in a ConfigMap"), "{err}");
     }
 
     #[test]

@@ -345,3 +345,51 @@ fn readme_values_reference_lists_exactly_the_schema() {
     let schema: std::collections::BTreeSet<&str> = schema.iter().map(String::as_str).collect();
     assert_eq!(listed, schema, "README's pod template keys vs the schema");
 }
+
+/// The bad-input corpus (`tests/fixtures/bad/`): every file is refused, naming the field its
+/// `# expect: <path> | <message>` header gives.
+#[test]
+fn every_bad_values_file_is_refused_naming_its_field() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bad");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 50, "the corpus has {} files", files.len());
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read");
+        let header = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .expect("expect header");
+        let (path, message) = header.split_once(" | ").expect("path | message");
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        match Values::from_yaml(&text) {
+            Ok(v) => panic!("{name}: accepted: {v:?}"),
+            Err(e) => {
+                assert_eq!(e.path, path, "{name}: {e}");
+                assert!(
+                    e.message.contains(message),
+                    "{name}: {e:?} lacks {message:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_10_mb_values_file_is_refused_before_parsing() {
+    let mut text = String::from("agentk8sglue:\n  basePodTemplate:\n    annotations:\n");
+    while text.len() < 10 * 1024 * 1024 {
+        let n = text.len();
+        text.push_str(&format!("      key-{n}: \"{}\"\n", "x".repeat(100)));
+    }
+    let e = Values::from_yaml(&text).expect_err("too big");
+    assert_eq!(e.path, "(root)");
+    assert!(e.message.contains("must fit in a ConfigMap"), "{e}");
+}

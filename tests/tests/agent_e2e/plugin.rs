@@ -257,3 +257,39 @@ async fn plugin_steers_the_agent_end_to_end() {
     let table = kc.ok(&["status"]);
     assert!(table.contains("flag-queue"), "{table}");
 }
+
+/// The bad-input corpus through the plugin: every file is refused by `install`, every bad queue
+/// entry by `queues add`, each naming the field, exiting non-zero and changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_are_refused_by_install_and_queues_add_and_change_nothing() {
+    let env = Env::new(SimOptions::default()).await;
+    let (_agent, kc) = installed(&env, "agentk8sglue:\n  createQueues: true\n  queues:\n    good-queue: {}\n").await;
+    let cm_before = env.kube.get("configmaps", NS, CM).expect("configmap");
+    let secret_before = env.kube.get("secrets", NS, "clearml-agent-credentials").expect("secret");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bad");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("corpus").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    let (mut installs, mut adds) = (0, 0);
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read");
+        let header = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("header");
+        let (path, message) = header.split_once(" | ").expect("path | message");
+        let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let err = kc.fails(&["install", "-f", file.to_str().expect("utf-8")]);
+        let needle = if path == "(root)" { message } else { path };
+        assert!(err.contains(needle), "install {name}: stderr lacks {needle:?}: {err}");
+        installs += 1;
+        if let Some(rest) = path.strip_prefix("agentk8sglue.queues.bad-queue.") {
+            let doc: Value = serde_yaml::from_str(&text).expect("yaml");
+            let entry = doc.pointer("/agentk8sglue/queues/bad-queue").cloned().expect("entry");
+            let entry_file = env.dir.path().join(format!("entry-{name}"));
+            std::fs::write(&entry_file, serde_yaml::to_string(&entry).expect("yaml")).expect("write");
+            let err = kc.fails(&["queues", "add", "bad-queue", "-f", entry_file.to_str().expect("utf-8")]);
+            assert!(err.contains(rest), "queues add {name}: stderr lacks {rest:?}: {err}");
+            adds += 1;
+        }
+    }
+    println!("bad input: {installs} files refused by install, {adds} queue entries refused by queues add");
+    assert_eq!(env.kube.get("configmaps", NS, CM).expect("configmap"), cm_before, "ConfigMap unchanged");
+    assert_eq!(env.kube.get("secrets", NS, "clearml-agent-credentials").expect("secret"), secret_before, "Secret unchanged");
+}
