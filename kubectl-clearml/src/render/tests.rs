@@ -124,10 +124,9 @@ fn role_grants_exactly_what_the_agent_calls_and_nothing_cluster_scoped() {
         role.rules.expect("rules"),
         vec![
             rule("pods", &["get", "list", "watch", "create", "delete"]),
-            rule("pods/log", &["get"]),
-            rule("services", &["get", "create", "delete"]),
+            rule("services", &["create", "delete"]),
             rule("configmaps", &["get", "list", "watch", "update"]),
-            rule("events", &["get", "list", "watch"]),
+            rule("events", &["list"]),
             PolicyRule {
                 api_groups: Some(vec!["coordination.k8s.io".into()]),
                 ..rule("leases", &["get", "create", "patch"])

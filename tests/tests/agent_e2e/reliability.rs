@@ -93,3 +93,127 @@ async fn two_replicas_hand_over_on_leader_death_without_doubles() {
     );
     assert_eq!(creations, n, "one pod per task");
 }
+
+/// (api group, resource[/subresource], verb) of every call in the request log.
+fn calls(env: &Env) -> std::collections::BTreeSet<(String, String, String)> {
+    env.kube
+        .requests()
+        .iter()
+        .filter(|r| !r.resource.is_empty())
+        .map(|r| {
+            let resource = if r.subresource.is_empty() {
+                r.resource.clone()
+            } else {
+                format!("{}/{}", r.resource, r.subresource)
+            };
+            (r.group.clone(), resource, r.verb.clone())
+        })
+        .collect()
+}
+
+/// The agent's Role from `manifests/rbac.yaml`, as (group, resource, verb) triples.
+fn role_rules() -> std::collections::BTreeSet<(String, String, String)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/rbac.yaml"
+    ))
+    .expect("rbac.yaml");
+    let text = text
+        .replace("{{namespace}}", "clearml")
+        .replace("{{version}}", "0");
+    let mut out = std::collections::BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let doc = <Value as serde::Deserialize>::deserialize(doc).expect("yaml");
+        if doc.get("kind").and_then(Value::as_str) != Some("Role") {
+            continue;
+        }
+        for rule in doc["rules"].as_array().expect("rules") {
+            for g in rule["apiGroups"].as_array().expect("groups") {
+                for r in rule["resources"].as_array().expect("resources") {
+                    for v in rule["verbs"].as_array().expect("verbs") {
+                        let text = |x: &Value| x.as_str().unwrap_or_default().to_string();
+                        out.insert((text(g), text(r), text(v)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Verbs the agent calls only on error paths (adopting a pod after `AlreadyExists` reads it).
+const ERROR_PATH_ONLY: &[(&str, &str, &str)] = &[("", "pods", "get")];
+
+/// The Role grants exactly what the agent calls: every call recorded while the agent dispatches
+/// (single and multi-node), cleans up, serves the control API and holds its lease is allowed, and
+/// every granted verb is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_grants_exactly_what_the_agent_calls() {
+    use clearml_agent_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
+    let env = Env::new(SimOptions::default()).await;
+    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 1\n  queues:\n    rbac-single: {}\n    rbac-multi:\n      templateOverrides:\n        resources:\n          limits:\n            nvidia.com/gpu: 2\n      queueSettings:\n        multiNode: [2, 2]\n";
+    env.kube
+        .create("configmaps", NS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "clearml-agent"}, "data": {"values.yaml": values}}))
+        .expect("configmap");
+    let mut spec = env.spec("");
+    spec.config_map = Some("clearml-agent".into());
+    let agent = AgentProcess::start(&spec, READY).await.expect("agent");
+    let mut api = AgentServiceClient::connect(agent.grpc_url.clone())
+        .await
+        .expect("grpc");
+    api.add_queue(pb::AddQueueRequest {
+        name: "rbac-added".into(),
+        spec_json: "{}".into(),
+        dry_run: false,
+    })
+    .await
+    .expect("add");
+    let single = env.enqueue("rbac-single-task", "rbac-single", "");
+    let multi = env.enqueue("rbac-multi-task", "rbac-multi", "");
+    let failing = env.enqueue("rbac-failing", "rbac-single", "sim/pull-error");
+    for t in [&single, &multi] {
+        env.task_status(t, "completed").await;
+    }
+    env.task_status(&failing, "failed").await;
+    api.describe_task(pb::DescribeTaskRequest { id: single.clone() })
+        .await
+        .expect("describe");
+    api.render_pod(pb::RenderPodRequest {
+        queue: "rbac-single".into(),
+        task_id: String::new(),
+    })
+    .await
+    .expect("render");
+    for name in [
+        format!("clearml-id-{single}"),
+        format!("clearml-id-{multi}-0"),
+    ] {
+        env.pod_gone(&name).await;
+    }
+    env.kube
+        .wait_for(WAIT, |v| {
+            v.get("services", NS, &format!("clearml-id-{multi}"))
+                .is_none()
+                .then_some(())
+        })
+        .await
+        .expect("rendezvous service deleted with the pods");
+    drop(agent);
+
+    let used = calls(&env);
+    let granted = role_rules();
+    println!("agent calls: {used:?}");
+    let not_granted: Vec<_> = used.difference(&granted).collect();
+    assert!(
+        not_granted.is_empty(),
+        "the agent called what its Role does not grant: {not_granted:?}"
+    );
+    let unused: Vec<_> = granted
+        .difference(&used)
+        .filter(|(g, r, v)| !ERROR_PATH_ONLY.contains(&(g.as_str(), r.as_str(), v.as_str())))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "the Role grants what the agent never calls: {unused:?}"
+    );
+}
