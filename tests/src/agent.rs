@@ -107,7 +107,6 @@ impl AgentProcess {
         if let Some(cm) = &spec.config_map {
             cmd.env("CLEARML_AGENT_CONFIG_MAP", cm);
         }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .env("CLEARML_AGENT_CONFIG", &values)
             .env("POD_NAMESPACE", &spec.namespace)
@@ -123,6 +122,8 @@ impl AgentProcess {
             )
             .stdout(Stdio::null())
             .stderr(stderr)
+            // the spec's own variables last, so they override the defaults above
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .spawn()
             .context("cannot start the agent")?;
         let mut agent = Self {

@@ -263,33 +263,211 @@ async fn plugin_steers_the_agent_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_values_are_refused_by_install_and_queues_add_and_change_nothing() {
     let env = Env::new(SimOptions::default()).await;
-    let (_agent, kc) = installed(&env, "agentk8sglue:\n  createQueues: true\n  queues:\n    good-queue: {}\n").await;
+    let (_agent, kc) = installed(
+        &env,
+        "agentk8sglue:\n  createQueues: true\n  queues:\n    good-queue: {}\n",
+    )
+    .await;
     let cm_before = env.kube.get("configmaps", NS, CM).expect("configmap");
-    let secret_before = env.kube.get("secrets", NS, "clearml-agent-credentials").expect("secret");
+    let secret_before = env
+        .kube
+        .get("secrets", NS, "clearml-agent-credentials")
+        .expect("secret");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bad");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("corpus").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .map(|e| e.expect("entry").path())
+        .collect();
     files.sort();
     let (mut installs, mut adds) = (0, 0);
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read");
-        let header = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("header");
+        let header = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .expect("header");
         let (path, message) = header.split_once(" | ").expect("path | message");
-        let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let err = kc.fails(&["install", "-f", file.to_str().expect("utf-8")]);
         let needle = if path == "(root)" { message } else { path };
-        assert!(err.contains(needle), "install {name}: stderr lacks {needle:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "install {name}: stderr lacks {needle:?}: {err}"
+        );
         installs += 1;
         if let Some(rest) = path.strip_prefix("agentk8sglue.queues.bad-queue.") {
             let doc: Value = serde_yaml::from_str(&text).expect("yaml");
-            let entry = doc.pointer("/agentk8sglue/queues/bad-queue").cloned().expect("entry");
+            let entry = doc
+                .pointer("/agentk8sglue/queues/bad-queue")
+                .cloned()
+                .expect("entry");
             let entry_file = env.dir.path().join(format!("entry-{name}"));
-            std::fs::write(&entry_file, serde_yaml::to_string(&entry).expect("yaml")).expect("write");
-            let err = kc.fails(&["queues", "add", "bad-queue", "-f", entry_file.to_str().expect("utf-8")]);
-            assert!(err.contains(rest), "queues add {name}: stderr lacks {rest:?}: {err}");
+            std::fs::write(&entry_file, serde_yaml::to_string(&entry).expect("yaml"))
+                .expect("write");
+            let err = kc.fails(&[
+                "queues",
+                "add",
+                "bad-queue",
+                "-f",
+                entry_file.to_str().expect("utf-8"),
+            ]);
+            assert!(
+                err.contains(rest),
+                "queues add {name}: stderr lacks {rest:?}: {err}"
+            );
             adds += 1;
         }
     }
-    println!("bad input: {installs} files refused by install, {adds} queue entries refused by queues add");
-    assert_eq!(env.kube.get("configmaps", NS, CM).expect("configmap"), cm_before, "ConfigMap unchanged");
-    assert_eq!(env.kube.get("secrets", NS, "clearml-agent-credentials").expect("secret"), secret_before, "Secret unchanged");
+    println!(
+        "bad input: {installs} files refused by install, {adds} queue entries refused by queues add"
+    );
+    assert_eq!(
+        env.kube.get("configmaps", NS, CM).expect("configmap"),
+        cm_before,
+        "ConfigMap unchanged"
+    );
+    assert_eq!(
+        env.kube
+            .get("secrets", NS, "clearml-agent-credentials")
+            .expect("secret"),
+        secret_before,
+        "Secret unchanged"
+    );
+}
+
+/// The ClearML key pair appears only in the Secret: not in pod specs, the ConfigMap, the agent's
+/// debug log, gRPC replies or any plugin output format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_leak_outside_the_secret() {
+    use base64::Engine as _;
+    let env = Env::new(SimOptions::default()).await;
+    let (key, secret) = (
+        "AKLEAKCHECK7Q2W9E4R1T6Y3",
+        "SKleakcheck-0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c",
+    );
+    env.clearml
+        .add_credentials(key, secret, clearml_e2e::clearml::Identity::test_user());
+    let file = env.dir.path().join("leak-values.yaml");
+    let values = format!(
+        "clearml:\n  agentk8sglueKey: {key}\n  agentk8sglueSecret: {secret}\nagentk8sglue:\n  apiServerUrlReference: {}\n  createQueues: true\n  queues:\n    leak-queue:\n      templateOverrides:\n        env:\n          - name: SOME_SETTING\n            value: plain\n",
+        env.clearml.url()
+    );
+    std::fs::write(&file, values).expect("values");
+    let mut outputs = String::new();
+    let plugin = Plugin {
+        env: &env,
+        agent_addr: None,
+    };
+    for fmt in ["yaml", "json"] {
+        let out = plugin.run(&[
+            "install",
+            "-f",
+            file.to_str().expect("utf-8"),
+            "--dry-run",
+            "-o",
+            fmt,
+        ]);
+        assert!(out.status.success(), "dry-run install");
+        outputs.push_str(&String::from_utf8_lossy(&out.stdout));
+        outputs.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    outputs.push_str(&plugin.ok(&["install", "-f", file.to_str().expect("utf-8")]));
+
+    let mut spec = env.spec("");
+    spec.config_map = Some(CM.into());
+    spec.credentials = (key.into(), secret.into());
+    spec.env.push(("RUST_LOG".into(), "debug".into()));
+    let agent = AgentProcess::start(&spec, READY)
+        .await
+        .expect("agent starts");
+    let kc = Plugin {
+        env: &env,
+        agent_addr: Some(agent.grpc_url.trim_start_matches("http://").to_string()),
+    };
+    let ok = env.enqueue("leak-ok", "leak-queue", "");
+    let bad = env.enqueue("leak-bad", "leak-queue", "sim/pull-error");
+    env.task_status(&ok, "completed").await;
+    env.task_status(&bad, "failed").await;
+    for fmt in ["table", "wide", "json", "yaml"] {
+        for args in [
+            vec!["status"],
+            vec!["tasks"],
+            vec!["queues", "list"],
+            vec!["queues", "get", "leak-queue"],
+            vec!["queues", "render", "leak-queue", "--task", ok.as_str()],
+            vec!["describe", "task", ok.as_str()],
+        ] {
+            let mut a = args.clone();
+            a.extend(["-o", fmt]);
+            let out = kc.run(&a);
+            outputs.push_str(&String::from_utf8_lossy(&out.stdout));
+            outputs.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let mut api = clearml_agent_proto::v1::agent_service_client::AgentServiceClient::connect(
+        agent.grpc_url.clone(),
+    )
+    .await
+    .expect("grpc");
+    let grpc = format!(
+        "{:?}{:?}",
+        api.get_status(clearml_agent_proto::v1::GetStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner(),
+        api.list_queues(clearml_agent_proto::v1::ListQueuesRequest {})
+            .await
+            .expect("queues")
+            .into_inner()
+    );
+    drop(agent);
+    let log = std::fs::read_dir(env.dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("DEBUG"), "the agent logged at debug level");
+    let pods = serde_json::to_string(&env.kube.list("pods", Some(NS))).expect("pods");
+    let configmap = serde_json::to_string(&env.kube.get("configmaps", NS, CM)).expect("configmap");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let needles = [
+        key.to_string(),
+        secret.to_string(),
+        b64.encode(key),
+        b64.encode(secret),
+        b64.encode(format!("{key}:{secret}")),
+    ];
+    let mut hits = 0;
+    for (place, text) in [
+        ("pod specs", &pods),
+        ("ConfigMap", &configmap),
+        ("agent debug log", &log),
+        ("gRPC replies", &grpc),
+        ("plugin output", &outputs),
+    ] {
+        for n in &needles {
+            let count = text.matches(n.as_str()).count();
+            assert_eq!(count, 0, "{place} contains a credential");
+            hits += count;
+        }
+    }
+    println!(
+        "credential scan: {hits} hits in pod specs, the ConfigMap, {} bytes of debug log, gRPC replies and {} bytes of plugin output",
+        log.len(),
+        outputs.len()
+    );
+    let secret_obj = env
+        .kube
+        .get("secrets", NS, "clearml-agent-credentials")
+        .expect("secret");
+    assert_eq!(
+        s(&secret_obj, "/data/agentk8sglue_secret"),
+        b64.encode(secret),
+        "the Secret holds it"
+    );
 }
