@@ -1,10 +1,18 @@
 //! Shared health flags: readiness (caches warm, not draining) and ClearML connectivity, read by
 //! `/readyz`, the control API and the status command.
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicBool, AtomicU32, Ordering},
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
 };
+
+/// A ClearML failure this recent makes the connection "degraded".
+const DEGRADED_WINDOW: Duration = Duration::from_secs(60);
+/// This many consecutive failed calls make it "down".
+const DOWN_AFTER: u32 = 10;
 
 /// Health of this agent process.
 #[derive(Debug, Default)]
@@ -12,6 +20,7 @@ pub struct Health {
     ready: AtomicBool,
     /// Consecutive failed ClearML calls.
     clearml_failures: AtomicU32,
+    last_failure: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -20,7 +29,7 @@ pub struct Health {
 pub enum Connectivity {
     /// The last call succeeded.
     Ok,
-    /// Some recent calls failed (retries under way).
+    /// A call failed within the last minute (retries under way or done).
     Degraded,
     /// Many consecutive calls failed.
     Down,
@@ -43,6 +52,9 @@ impl Health {
             self.clearml_failures.store(0, Ordering::SeqCst);
         } else {
             self.clearml_failures.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut t) = self.last_failure.lock() {
+                *t = Some(Instant::now());
+            }
         }
     }
 
@@ -58,12 +70,45 @@ impl Health {
         self.last_error.lock().ok().and_then(|s| s.clone())
     }
 
-    /// ClearML connectivity from the run of failed calls.
+    /// ClearML connectivity: down after a run of failed calls, degraded for a minute after any
+    /// failure.
     pub fn clearml(&self) -> Connectivity {
-        match self.clearml_failures.load(Ordering::SeqCst) {
-            0 => Connectivity::Ok,
-            1..=9 => Connectivity::Degraded,
-            _ => Connectivity::Down,
+        if self.clearml_failures.load(Ordering::SeqCst) >= DOWN_AFTER {
+            return Connectivity::Down;
         }
+        let recent = self
+            .last_failure
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| t.elapsed() < DEGRADED_WINDOW);
+        if recent {
+            Connectivity::Degraded
+        } else {
+            Connectivity::Ok
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connectivity_follows_failures() {
+        let h = Health::default();
+        assert_eq!(h.clearml(), Connectivity::Ok);
+        h.clearml_call(false);
+        assert_eq!(h.clearml(), Connectivity::Degraded);
+        h.clearml_call(true);
+        assert_eq!(
+            h.clearml(),
+            Connectivity::Degraded,
+            "a recent failure still shows"
+        );
+        for _ in 0..DOWN_AFTER {
+            h.clearml_call(false);
+        }
+        assert_eq!(h.clearml(), Connectivity::Down);
     }
 }

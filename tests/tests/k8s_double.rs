@@ -9,6 +9,7 @@ mod k8s_double {
     mod kubectl;
     mod kubelet;
     mod patches;
+    mod portforward;
     mod selectors;
     mod watches;
 }

@@ -23,6 +23,19 @@ pub(crate) enum Injected {
     Fail(ApiError),
     /// Close the connection without any HTTP reply.
     Drop,
+    /// Serve the call (its effects happen), then close the connection without the reply.
+    DropReply,
+    /// Wait, then serve normally.
+    Delay(Duration),
+}
+
+/// Random faults on a share of every endpoint's calls ([`Faults::set_chaos`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Chaos {
+    /// Share of calls that get a fault (0.0–1.0).
+    pub rate: f64,
+    /// The delay a delayed call gets.
+    pub delay: Duration,
 }
 
 /// The pending fault rules.
@@ -32,6 +45,7 @@ pub(crate) struct FaultPlan {
     drops: HashMap<String, usize>,
     delays: HashMap<String, Duration>,
     disabled: HashSet<String>,
+    chaos: Option<Chaos>,
 }
 
 impl FaultPlan {
@@ -61,7 +75,19 @@ impl FaultPlan {
                 return Injected::Fail(err);
             }
         }
-        Injected::None
+        match self.chaos {
+            Some(c) if rand::random::<f64>() < c.rate => match rand::random_range(0..4) {
+                0 => Injected::Fail(ApiError::raw(
+                    500,
+                    0,
+                    "General server error (injected fault)",
+                )),
+                1 => Injected::Drop,
+                2 => Injected::DropReply,
+                _ => Injected::Delay(c.delay),
+            },
+            _ => Injected::None,
+        }
     }
 }
 
@@ -137,6 +163,13 @@ impl Faults {
         let mut store = self.shared.store.lock();
         let issued = store.tokens.issued.clone();
         store.tokens.revoked.extend(issued);
+    }
+
+    /// From now on a share `rate` of all calls gets a random fault, in equal parts: a 500
+    /// envelope, a connection closed before the server acts, one closed after it acted (the reply
+    /// is lost), or a `delay`. `None` stops it.
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        self.shared.faults.lock().chaos = chaos;
     }
 
     /// Removes every pending failure, drop, delay and disabled endpoint.

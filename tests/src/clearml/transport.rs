@@ -335,18 +335,13 @@ async fn serve_call(shared: &Shared, req: &Incoming, endpoint_name: &mut String)
         tokio::time::sleep(delay).await;
     }
     let injected = shared.faults.lock().take(&name);
+    let mut drop_reply = false;
     match injected {
         Injected::None => {}
         Injected::Fail(err) => return reply(&name, Some(requested), actual, Err(err), None),
-        Injected::Drop => {
-            let mut response = Response::new(Body::empty());
-            response.extensions_mut().insert(DropConnection);
-            return Served {
-                code: 0,
-                subcode: 0,
-                response,
-            };
-        }
+        Injected::Drop => return dropped(),
+        Injected::DropReply => drop_reply = true,
+        Injected::Delay(d) => tokio::time::sleep(d).await,
     }
 
     let authorization = header_str(&req.headers, &["authorization"]);
@@ -400,7 +395,21 @@ async fn serve_call(shared: &Shared, req: &Incoming, endpoint_name: &mut String)
     if let Err(e) = &result {
         tracing::debug!(endpoint = %name, code = e.code, subcode = e.subcode, msg = %e.msg, "clearml double error");
     }
+    if drop_reply {
+        return dropped();
+    }
     reply(&name, Some(requested), actual, result, set_cookie)
+}
+
+/// A reply that closes the connection without any HTTP response.
+fn dropped() -> Served {
+    let mut response = Response::new(Body::empty());
+    response.extensions_mut().insert(DropConnection);
+    Served {
+        code: 0,
+        subcode: 0,
+        response,
+    }
 }
 
 /// The single axum handler: every path goes through it.

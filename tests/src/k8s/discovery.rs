@@ -101,11 +101,16 @@ pub(crate) fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     {
         resources.push(resource_entry(r));
         for (sub, verbs) in r.subresources {
+            // Connect subresources are typed by their options object.
+            let kind = match (r.plural, *sub) {
+                ("pods", "portforward") => "PodPortForwardOptions",
+                _ => r.kind,
+            };
             resources.push(json!({
                 "name": format!("{}/{sub}", r.plural),
                 "singularName": "",
                 "namespaced": r.namespaced,
-                "kind": r.kind,
+                "kind": kind,
                 "verbs": verbs,
             }));
         }

@@ -30,7 +30,7 @@ pub(crate) enum ContainerState {
 }
 
 /// A stable 64-hex-digit id derived from `seed` (container IDs, image digests).
-fn hex64(seed: &str) -> String {
+pub(crate) fn hex64(seed: &str) -> String {
     use std::hash::{Hash as _, Hasher as _};
     (0u8..4)
         .map(|salt| {

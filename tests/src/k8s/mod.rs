@@ -2,7 +2,7 @@
 //! real `kubectl` accept, plus a Rust handle for tests to inspect and drive it.
 //!
 //! What it serves: discovery and a minimal OpenAPI v3 ([`discovery`]); namespaces, pods
-//! (+status, +log), services, configmaps, secrets, serviceaccounts, core events, deployments
+//! (+status, +log, +portforward over WebSocket), services, configmaps, secrets, serviceaccounts, core events, deployments
 //! (+status), RBAC roles/bindings, leases and events.k8s.io events ([`resources`]); create,
 //! get, list, replace, delete, deletecollection; merge, JSON, strategic-merge and server-side
 //! apply patches; label and field selectors; watches with resume, `410 Gone`, bookmarks;
@@ -22,6 +22,7 @@ pub mod kubeconfig;
 mod kubelet;
 mod names;
 mod patch;
+mod portforward;
 mod quantity;
 mod requestlog;
 pub mod resources;
@@ -34,7 +35,7 @@ mod store;
 mod validate;
 mod watch;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -446,6 +447,22 @@ impl KubeDouble {
         }
     }
 
+    /// The real socket standing for `localhost:<port>` inside a pod, which the emulated
+    /// kubelet connects to for `pods/portforward` (new connections use the latest mapping).
+    /// Unmapped ports are dialed at `127.0.0.1:<port>`, then `[::1]:<port>`.
+    pub fn set_port_forward_target(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+        target: SocketAddr,
+    ) {
+        self.shared
+            .port_targets
+            .lock()
+            .insert((namespace.to_string(), pod.to_string(), port), target);
+    }
+
     // ----- faults, watches, request log --------------------------------------------------------
 
     /// The next `times` requests matching `matcher` get `fault`.
@@ -529,7 +546,8 @@ impl KubeDouble {
             .count()
     }
 
-    /// Stops the server: open watches and log streams end, then the listener closes.
+    /// Stops the server: open watches and log streams end, port-forward connections are cut,
+    /// then the listener closes.
     pub async fn shutdown(mut self) {
         self.shared.stop.send_replace(true);
         if let Some(served) = self.served.take() {

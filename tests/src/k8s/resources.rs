@@ -46,7 +46,8 @@ pub struct ResourceDef {
     pub short_names: &'static [&'static str],
     /// Discovery categories (`all`).
     pub categories: &'static [&'static str],
-    /// Subresources with their verbs (`status`: get/patch/update, `log`: get).
+    /// Subresources with their verbs (`status`: get/patch/update, `log`: get, `portforward`:
+    /// create/get).
     pub subresources: &'static [(&'static str, &'static [&'static str])],
     /// The server maintains `metadata.generation` (bumped on spec changes).
     pub has_generation: bool,
@@ -139,7 +140,11 @@ pub static RESOURCES: &[ResourceDef] = &[
         namespaced: true,
         short_names: &["po"],
         categories: &["all"],
-        subresources: &[STATUS, ("log", &["get"])],
+        subresources: &[
+            STATUS,
+            ("log", &["get"]),
+            ("portforward", &["create", "get"]),
+        ],
         has_generation: true,
         return_deleted_object: true,
         create_on_update: false,

@@ -3,9 +3,9 @@
 //! injected faults, dispatches to discovery or to the verbs in `api`, renders objects, lists,
 //! streams and `Status` errors, and records the request log.
 //!
-//! One fallback handler parses paths the way the real `RequestInfoFactory` does, so new
-//! subresources (e.g. `pods/portforward`, which needs a connection upgrade) are one more arm
-//! in [`resource_request`].
+//! One fallback handler parses paths the way the real `RequestInfoFactory` does, so a new
+//! subresource is one more arm in [`resource_request`] (`pods/portforward` takes the
+//! connection upgrade from the request's extensions).
 
 use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
 
@@ -13,7 +13,7 @@ use axum::{
     Router,
     body::{Body, Bytes},
     extract::{Query, Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -27,6 +27,7 @@ use super::{
     faults::{self, Verdict},
     kubelet::{self, LogOpts},
     patch::PatchType,
+    portforward::{self, PortForwardRequest},
     requestlog::RequestRecord,
     resources::{ResourceDef, ResourceId, def, find},
     selectors::{FieldSelector, LabelSelector},
@@ -122,7 +123,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .iter()
         .find(|(k, v)| k == "dryRun" && v != "All")
         .map(|(_, v)| v.clone());
-    let params: HashMap<String, String> = pairs.into_iter().collect();
+    let params: HashMap<String, String> = pairs.iter().cloned().collect();
     let path = parts.uri.path().to_string();
     let info = RequestInfo::parse(&parts.method, &path, &params);
     let mut record = RequestRecord {
@@ -165,6 +166,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                         params: &params,
                         headers: &parts.headers,
                         method: &parts.method,
+                        query: &pairs,
+                        extensions: &parts.extensions,
                         dry_run: dry_run_all,
                         bad_dry_run,
                     };
@@ -239,6 +242,10 @@ struct Ctx<'a> {
     params: &'a HashMap<String, String>,
     headers: &'a HeaderMap,
     method: &'a Method,
+    /// Query parameters in order, repeats kept.
+    query: &'a [(String, String)],
+    /// The request's extensions (hyper's `OnUpgrade` for connection upgrades).
+    extensions: &'a Extensions,
     dry_run: bool,
     bad_dry_run: Option<String>,
 }
@@ -507,6 +514,17 @@ async fn resource_request(ctx: &Ctx<'_>, body: Body) -> Result<Response, ApiErro
                 &info.subresource,
             ));
         }
+    }
+    if info.subresource == "portforward" {
+        return portforward::serve(&PortForwardRequest {
+            shared: ctx.shared,
+            namespace: &ns,
+            name: &name,
+            method: ctx.method,
+            headers: ctx.headers,
+            query: ctx.query,
+            extensions: ctx.extensions,
+        });
     }
     let shared = ctx.shared;
     let status_sub = info.subresource == "status";

@@ -1,8 +1,8 @@
 //! The double's shared state: storage, change notification, shutdown and watch-cut signals,
-//! settings, faults, the request log and pod logs. Handlers, the test handle and background
+//! settings, faults, the request log, pod logs and port-forward targets. Handlers, the test handle and background
 //! "controllers" (kubelet, namespace cleanup) all work through one `Arc<Shared>`.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub requests: Mutex<Vec<RequestRecord>>,
     /// Container logs by (namespace, pod, container).
     pub logs: Mutex<HashMap<(String, String, String), String>>,
+    /// The real socket behind a pod's port, by (namespace, pod, port), for `pods/portforward`.
+    pub port_targets: Mutex<HashMap<(String, String, u16), SocketAddr>>,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -108,6 +110,7 @@ impl Shared {
             faults: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
             logs: Mutex::new(HashMap::new()),
+            port_targets: Mutex::new(HashMap::new()),
             rt,
         }
     }

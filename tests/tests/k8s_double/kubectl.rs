@@ -118,7 +118,7 @@ fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> Command {
 }
 
 /// Runs kubectl to completion; returns (exit code, stdout, stderr).
-async fn run(home: &Path, kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+pub(super) async fn run(home: &Path, kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
     let out = tokio::time::timeout(DEADLINE, kubectl(home, kubeconfig, args).output())
         .await
         .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
