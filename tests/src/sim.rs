@@ -17,6 +17,10 @@
 //! | `sim/hang` | starts the task and keeps running |
 //! | `sim/no-start` | exits 0 without running the task |
 //! | anything else | starts the task, runs `run_for`, completes it, exits 0 |
+//!
+//! The task a pod serves is its `clearml-task-id` label; a pod without that label (the Python
+//! glue's before 2026) serves the task its name carries (`clearml-id-<task>`). Pods that serve no
+//! task (the agent's own pod) are left alone.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -143,6 +147,13 @@ fn label<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
         .and_then(Value::as_str)
 }
 
+/// The task id in a pod name `clearml-id-<task>` (or `clearml-id-<task>-<rank>`).
+fn task_from_name(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("clearml-id-")?;
+    let task = rest.split('-').next().unwrap_or(rest);
+    (!task.is_empty()).then_some(task)
+}
+
 /// The in-pod agent's start: dequeue from the pending queue (abort if not queued), then started.
 fn start_task(clearml: &ClearmlDouble, task: &str) -> bool {
     let dequeued = clearml.call(
@@ -176,8 +187,12 @@ async fn run_pod(kube: &KubeDouble, clearml: &ClearmlDouble, opts: &SimOptions, 
         .and_then(Value::as_str)
         .unwrap_or_default();
     let task = label(pod, "clearml-task-id")
+        .or_else(|| task_from_name(name))
         .unwrap_or_default()
         .to_string();
+    if task.is_empty() {
+        return; // not a task pod (e.g. the agent's own pod): left as it is
+    }
     // Multi-node: only rank 0 drives the ClearML task.
     let drives_task = !task.is_empty() && label(pod, "clearml-rank").is_none_or(|r| r == "0");
     tokio::time::sleep(opts.start_delay).await;

@@ -93,12 +93,29 @@ async fn installed<'a>(env: &'a Env, values: &str) -> (AgentProcess, Plugin<'a>)
     let agent = AgentProcess::start(&spec, READY)
         .await
         .expect("agent starts");
-    let addr = agent.grpc_url.trim_start_matches("http://").to_string();
+    // The Deployment's pod, as the Kubernetes double plays it: Running and Ready, its port 9090
+    // backed by the agent process's gRPC listener, so the plugin port-forwards like in a cluster.
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "clearml-agent-7d9f8-abcde", "labels": {"app.kubernetes.io/name": "clearml-agent"}},
+        "spec": {"containers": [{"name": "agent", "image": "clearml-k8s-agent:0.1.0"}]},
+    });
+    env.kube.create("pods", NS, pod).expect("agent pod");
+    env.kube
+        .set_pod_running(NS, "clearml-agent-7d9f8-abcde")
+        .expect("agent pod running");
+    let grpc: std::net::SocketAddr = agent
+        .grpc_url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("grpc addr");
+    env.kube
+        .set_port_forward_target(NS, "clearml-agent-7d9f8-abcde", 9090, grpc);
     (
         agent,
         Plugin {
             env,
-            agent_addr: Some(addr),
+            agent_addr: None,
         },
     )
 }
@@ -256,6 +273,16 @@ async fn plugin_steers_the_agent_end_to_end() {
     assert!(tasks.to_string().contains(&stuck), "{tasks:#}");
     let table = kc.ok(&["status"]);
     assert!(table.contains("flag-queue"), "{table}");
+    let forwards = env
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.subresource == "portforward")
+        .count();
+    assert!(
+        forwards > 0,
+        "the plugin reached the agent through pods/portforward"
+    );
 }
 
 /// The bad-input corpus through the plugin: every file is refused by `install`, every bad queue
