@@ -217,3 +217,186 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
         "the Role grants what the agent never calls: {unused:?}"
     );
 }
+
+async fn clearml_state(
+    api: &mut clearml_agent_proto::v1::agent_service_client::AgentServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> i32 {
+    api.get_status(clearml_agent_proto::v1::GetStatusRequest {})
+        .await
+        .map(|r| r.into_inner().clearml.map(|c| c.state).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Waits until every task is completed, sampling the agent's ClearML state meanwhile; returns the
+/// states seen.
+async fn drain(
+    env: &Env,
+    tasks: &[String],
+    api: &mut clearml_agent_proto::v1::agent_service_client::AgentServiceClient<
+        tonic::transport::Channel,
+    >,
+    limit: Duration,
+) -> std::collections::BTreeSet<i32> {
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + limit;
+    loop {
+        seen.insert(clearml_state(api).await);
+        let done = tasks
+            .iter()
+            .filter(|t| env.status(t) == "completed")
+            .count();
+        if done == tasks.len() {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done}/{} tasks completed",
+            tasks.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn assert_exactly_once(env: &Env, tasks: &[String], queues: &[&str]) {
+    assert_eq!(env.pod_creations(), tasks.len(), "one pod per task");
+    for q in queues.iter().chain(["k8s_scheduler"].iter()) {
+        assert!(
+            env.clearml.queue_entries(&env.queue(q)).is_empty(),
+            "queue {q} not drained"
+        );
+    }
+}
+
+/// 20% of ClearML calls fail (a 500, a connection closed before or after the server acted, or a
+/// 2 s delay) and every token expires mid-run: every task still gets exactly one pod, none is
+/// stuck, and the agent's status says "degraded" meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearml_faults_and_token_expiry_lose_and_double_nothing() {
+    use clearml_agent_proto::v1::{
+        agent_service_client::AgentServiceClient, clearml_connection::State,
+    };
+    use clearml_e2e::clearml::Chaos;
+    let env = Env::new(SimOptions {
+        start_delay: Duration::from_millis(5),
+        run_for: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .await;
+    let queues = ["chaos-a", "chaos-b", "chaos-c", "chaos-d"];
+    let mut values = String::from(
+        "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n",
+    );
+    for q in queues {
+        values.push_str(&format!("    {q}: {{}}\n"));
+    }
+    let agent = env.agent(&values).await;
+    let mut api = AgentServiceClient::connect(agent.grpc_url.clone())
+        .await
+        .expect("grpc");
+    let before = env.clearml.requests().all().len();
+    env.clearml.faults().set_chaos(Some(Chaos {
+        rate: 0.2,
+        delay: Duration::from_secs(2),
+    }));
+    let n = 500;
+    let tasks: Vec<String> = (0..n)
+        .map(|i| env.enqueue(&format!("chaos-{i}"), queues[i % 4], ""))
+        .collect();
+    env.task_until(&tasks[n / 5], "a fifth done", |t| {
+        t.get("status").and_then(Value::as_str) == Some("completed")
+    })
+    .await;
+    env.clearml.faults().expire_tokens();
+    let started = Instant::now();
+    let states = drain(&env, &tasks, &mut api, Duration::from_secs(300)).await;
+    env.clearml.faults().set_chaos(None);
+    let log = env.clearml.requests().all();
+    let log = &log[before..];
+    let faults = log
+        .iter()
+        .filter(|r| r.result_code == 500 || r.result_code == 0)
+        .count();
+    let relogins = log.iter().filter(|r| r.endpoint == "auth.login").count();
+    println!(
+        "ClearML chaos: {n} tasks, {} ClearML calls, {faults} failed by injection (500 or dropped), {relogins} logins, drained {:?} after the token expiry; states seen {states:?}",
+        log.len(),
+        started.elapsed()
+    );
+    assert_exactly_once(&env, &tasks, &queues);
+    assert!(
+        states.contains(&(State::Degraded as i32)),
+        "status never said degraded: {states:?}"
+    );
+    assert!(
+        relogins >= 2,
+        "the agent logged in again after the tokens expired"
+    );
+}
+
+/// ClearML unreachable for 60 s, then back: the agent keeps running, says "down", and resumes
+/// without duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearml_outage_of_a_minute_is_survived() {
+    use clearml_agent_proto::v1::{
+        agent_service_client::AgentServiceClient, clearml_connection::State,
+    };
+    let env = Env::new(SimOptions {
+        start_delay: Duration::from_millis(5),
+        run_for: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .await;
+    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n    outage-a: {}\n    outage-b: {}\n";
+    let mut agent = env.agent(values).await;
+    let mut api = AgentServiceClient::connect(agent.grpc_url.clone())
+        .await
+        .expect("grpc");
+    let first: Vec<String> = (0..50)
+        .map(|i| {
+            env.enqueue(
+                &format!("before-{i}"),
+                if i % 2 == 0 { "outage-a" } else { "outage-b" },
+                "",
+            )
+        })
+        .collect();
+    env.task_until(&first[10], "some done", |t| {
+        t.get("status").and_then(Value::as_str) == Some("completed")
+    })
+    .await;
+    env.clearml.faults().drop_next("*", usize::MAX / 2);
+    let down_at = Instant::now();
+    let mut states = std::collections::BTreeSet::new();
+    while down_at.elapsed() < Duration::from_secs(60) {
+        states.insert(clearml_state(&mut api).await);
+        assert!(
+            agent.wait_ready(Duration::from_secs(5)).await.is_ok(),
+            "the agent stays up during the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let during: Vec<String> = (0..50)
+        .map(|i| {
+            env.enqueue(
+                &format!("during-{i}"),
+                if i % 2 == 0 { "outage-a" } else { "outage-b" },
+                "",
+            )
+        })
+        .collect();
+    env.clearml.faults().clear();
+    let back = Instant::now();
+    let all: Vec<String> = first.iter().chain(&during).cloned().collect();
+    drain(&env, &all, &mut api, Duration::from_secs(120)).await;
+    println!(
+        "ClearML outage: 60 s down (states seen {states:?}), every task done {:?} after it came back",
+        back.elapsed()
+    );
+    assert!(
+        states.contains(&(State::Down as i32)),
+        "status never said down: {states:?}"
+    );
+    assert_exactly_once(&env, &all, &["outage-a", "outage-b"]);
+}
