@@ -113,9 +113,15 @@ impl Args {
         // NB: rustls needs one process-wide crypto provider; kube and reqwest both use ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
 
-        let kube_client = kube::Client::try_default()
+        // NB: kube's built-in retry re-sends each throttled request on its own; the agent instead
+        // pauses every pod write for the Retry-After it is given, and backs off failed writes
+        // (dispatch.rs), so a struggling API server sees less load, not the same load later.
+        let mut kube_config = kube::Config::infer()
             .await
-            .context("cannot build a Kubernetes client")?;
+            .context("cannot find a Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+        kube_config.default_retry = false;
+        let kube_client =
+            kube::Client::try_from(kube_config).context("cannot build a Kubernetes client")?;
         // The values: from the ConfigMap (watched, so edits apply live) or from a file.
         let store = config_map.map(|name| ConfigStore::new(kube_client.clone(), &namespace, &name));
         let (values, source) = match &store {

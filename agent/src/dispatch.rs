@@ -48,6 +48,12 @@ const LAUNCH_CONCURRENCY: usize = 32;
 const STATUS_REFRESH: Duration = Duration::from_secs(2);
 /// Poll interval while there is work (tasks were taken on the last tick).
 const BUSY_POLL: Duration = Duration::from_millis(100);
+/// How long a created pod may stay unseen by the watch before its absence means it was deleted.
+const WATCH_GRACE: Duration = Duration::from_secs(60);
+/// First backoff after a tick whose pod writes failed; doubles per failing tick.
+const KUBE_BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Cap of that backoff.
+const KUBE_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// ClearML caps `get_all` results per call.
 const GET_ALL_CHUNK: usize = 500;
 
@@ -107,6 +113,9 @@ pub struct Dispatcher {
     origin: HashMap<String, String>,
     /// Tasks whose pods this process created or adopted, with the launch id they serve.
     launched: HashMap<String, String>,
+    /// Launched tasks whose pods the watch has not shown yet, and when they were launched: a
+    /// pod the create call returned can reach the store after the next reconcile.
+    unseen: HashMap<String, Instant>,
     /// Tasks whose pods this process is deleting.
     deleting: HashSet<String>,
     /// Last status message written per task.
@@ -116,6 +125,11 @@ pub struct Dispatcher {
     statuses_read: Option<Instant>,
     projects: HashMap<String, String>,
     offset: usize,
+    /// No pod writes before this (429 Retry-After, or backoff after failed writes); shared by
+    /// the concurrent launches of a tick, so one 429 stops the rest of the batch at once.
+    kube_pause: parking_lot::Mutex<Option<Instant>>,
+    /// Consecutive ticks whose pod writes failed.
+    kube_failures: u32,
 }
 
 /// Outcome of one launch attempt, applied to the dispatcher's state after the concurrent batch.
@@ -132,7 +146,10 @@ enum Launch {
     Retry {
         task: String,
         why: String,
+        retry_after: Option<Duration>,
     },
+    /// Pod writes are paused; the task stays pending for a later tick.
+    Paused,
     Failed {
         task: String,
         reason: String,
@@ -183,12 +200,15 @@ impl Dispatcher {
             pending_queue,
             origin: HashMap::new(),
             launched: HashMap::new(),
+            unseen: HashMap::new(),
             deleting: HashSet::new(),
             explained: HashMap::new(),
             statuses: HashMap::new(),
             statuses_read: None,
             projects: HashMap::new(),
             offset: 0,
+            kube_pause: parking_lot::Mutex::new(None),
+            kube_failures: 0,
         })
     }
 
@@ -215,6 +235,20 @@ impl Dispatcher {
         snap.served = self.served.clone();
         snap.pending_queue = self.pending_queue.clone();
         Ok(())
+    }
+
+    /// Pod writes are paused (the API server asked us to wait, or writes keep failing).
+    fn paused(&self) -> bool {
+        self.kube_pause.lock().is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Pauses pod writes for at least `wait`.
+    fn pause_writes(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut slot = self.kube_pause.lock();
+        if slot.is_none_or(|t| t < until) {
+            *slot = Some(until);
+        }
     }
 
     /// Ids of the served queues.
@@ -322,6 +356,9 @@ impl Dispatcher {
 
     /// One dispatch pass; returns how many tasks were taken from served queues.
     async fn tick(&mut self) -> Result<usize, clearml::Error> {
+        if self.paused() {
+            return Ok(0); // pod writes paused: take nothing we could not launch
+        }
         let mut ids = self.queue_ids();
         ids.push(self.pending_queue.clone());
         let docs = self.clearml.queue_entries(&ids, BATCH).await?;
@@ -354,16 +391,20 @@ impl Dispatcher {
             let current = pods
                 .iter()
                 .any(|p| launch_of(p) == Some(launch_id.as_str()));
-            if current || self.launched.get(&entry.task) == Some(&launch_id) {
+            if self.launched.get(&entry.task) == Some(&launch_id) {
                 continue;
             }
-            if !pods.is_empty() {
+            // Pods of this launch but not known as launched (a restart, or a launch cut short
+            // between ranks): launch again, which adopts the existing pods and creates the rest.
+            if !current && !pods.is_empty() {
                 // Pods of an earlier run of this task (re-enqueued): remove them first.
                 self.delete_task_pods(&entry.task, pods, true).await;
                 continue;
             }
-            if let Some(origin) = self.origin.get(&entry.task) {
-                *used.entry(origin.clone()).or_default() += 1;
+            if pods.is_empty()
+                && let Some(origin) = self.origin.get(&entry.task)
+            {
+                *used.entry(origin.clone()).or_default() += 1; // in flight, no pod counted yet
             }
             to_launch.push((entry.task.clone(), launch_id));
         }
@@ -495,6 +536,7 @@ impl Dispatcher {
             .collect::<Vec<_>>()
             .await;
         let mut logs = Vec::new();
+        let (mut write_failures, mut writes_ok, mut asked_wait) = (0u32, 0u32, Duration::ZERO);
         for outcome in outcomes {
             match outcome {
                 Launch::Created {
@@ -502,6 +544,7 @@ impl Dispatcher {
                     launch_id,
                     queue,
                 } => {
+                    writes_ok += 1;
                     self.metrics
                         .tasks_dispatched
                         .get_or_create(&QueueLabels {
@@ -517,13 +560,25 @@ impl Dispatcher {
                         ),
                     ));
                     self.origin.remove(&task);
+                    self.unseen.insert(task.clone(), Instant::now());
                     self.launched.insert(task, launch_id);
                 }
                 Launch::Adopted { task, launch_id } => {
                     self.origin.remove(&task);
+                    self.unseen.insert(task.clone(), Instant::now());
                     self.launched.insert(task, launch_id);
                 }
-                Launch::Retry { task, why } => tracing::info!(%task, %why, "launch deferred"),
+                Launch::Retry {
+                    task,
+                    why,
+                    retry_after,
+                } => {
+                    tracing::info!(%task, %why, "launch deferred");
+                    write_failures += 1;
+                    if let Some(wait) = retry_after {
+                        asked_wait = asked_wait.max(wait);
+                    }
+                }
                 Launch::Failed {
                     task,
                     reason,
@@ -533,8 +588,27 @@ impl Dispatcher {
                     self.fail(&task, &reason).await;
                     logs.push((task, "ERROR", reason));
                 }
-                Launch::Skipped => {}
+                Launch::Skipped | Launch::Paused => {}
             }
+        }
+        // Back off pod writes: as long as the API server asked (429 Retry-After), and
+        // exponentially while writes keep failing, so a struggling API server is not hammered.
+        // A tick whose writes all failed doubles the pause; one with successes resets it.
+        if write_failures > 0 && writes_ok == 0 {
+            self.kube_failures = self.kube_failures.saturating_add(1);
+        } else {
+            self.kube_failures = 0;
+        }
+        let backoff = match self.kube_failures {
+            0 => Duration::ZERO,
+            n => KUBE_BACKOFF_BASE
+                .saturating_mul(1 << n.min(7))
+                .min(KUBE_BACKOFF_MAX),
+        };
+        let wait = asked_wait.max(backoff);
+        if !wait.is_zero() {
+            tracing::info!(failures = write_failures, ?wait, "pausing pod creation");
+            self.pause_writes(wait);
         }
         if let Err(error) = self.clearml.log_events(&self.cfg.worker_id, &logs).await {
             tracing::debug!(%error, "cannot write task log lines");
@@ -622,12 +696,16 @@ impl Dispatcher {
             } else {
                 Launch::Retry {
                     task,
+                    retry_after: e.retry_after(),
                     why: e.to_string(),
                 }
             };
         }
         let mut adopted = true;
         for pod in &rendered.pods {
+            if self.paused() {
+                return Launch::Paused;
+            }
             let started = Instant::now();
             let result = self.kube.create_pod(pod).await;
             self.metrics
@@ -657,6 +735,7 @@ impl Dispatcher {
                         return Launch::Retry {
                             task,
                             why: "a pod of an earlier run still exists".into(),
+                            retry_after: None,
                         };
                     }
                 }
@@ -668,8 +747,12 @@ impl Dispatcher {
                     };
                 }
                 Err(e) => {
+                    if let Some(wait) = e.retry_after() {
+                        self.pause_writes(wait); // stops the rest of this batch too
+                    }
                     return Launch::Retry {
                         task,
+                        retry_after: e.retry_after(),
                         why: e.to_string(),
                     };
                 }
@@ -889,11 +972,18 @@ impl Dispatcher {
                 }
             }
         }
-        // launched tasks whose pods vanished without us deleting them
+        // launched tasks whose pods vanished without us deleting them (a pod the watch has not
+        // shown yet is not gone, unless it stays unseen past WATCH_GRACE)
+        self.unseen.retain(|t, _| !by_task.contains_key(t));
         let vanished: Vec<String> = self
             .launched
             .keys()
             .filter(|t| !by_task.contains_key(*t) && !self.deleting.contains(*t))
+            .filter(|t| {
+                self.unseen
+                    .get(*t)
+                    .is_none_or(|at| at.elapsed() > WATCH_GRACE)
+            })
             .cloned()
             .collect();
         for task in vanished {
@@ -912,6 +1002,7 @@ impl Dispatcher {
         }
         self.deleting.retain(|t| by_task.contains_key(t));
         self.explained.retain(|t, _| by_task.contains_key(t));
+        self.unseen.retain(|t, _| self.launched.contains_key(t));
     }
 
     fn update_pod_gauges(&self, by_task: &BTreeMap<String, Vec<Arc<Pod>>>) {

@@ -44,6 +44,18 @@ impl Error {
         }
     }
 
+    /// How long the API server asked us to wait (429 `retryAfterSeconds`), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match &self.source {
+            kube::Error::Api(s) if s.code == 429 => Some(std::time::Duration::from_secs(
+                s.details
+                    .as_ref()
+                    .map_or(1, |d| u64::from(d.retry_after_seconds.max(1))),
+            )),
+            _ => None,
+        }
+    }
+
     /// True for answers that will not change on retry (Invalid, Forbidden, BadRequest…).
     pub fn is_permanent(&self) -> bool {
         matches!(&self.source, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 404 | 409 | 422))

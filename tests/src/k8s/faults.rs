@@ -10,6 +10,7 @@ use super::{requestlog::RequestRecord, status::ApiError};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestMatch {
     verb: Option<String>,
+    verbs: Option<Vec<String>>,
     resource: Option<String>,
     namespace: Option<String>,
     name: Option<String>,
@@ -24,6 +25,12 @@ impl RequestMatch {
     /// Only this API verb (`list`, `watch`, `create`, `patch`, ...).
     pub fn verb(mut self, verb: &str) -> Self {
         self.verb = Some(verb.to_string());
+        self
+    }
+
+    /// Only these API verbs (e.g. the writes: `create`, `update`, `patch`, `delete`).
+    pub fn verbs(mut self, verbs: &[&str]) -> Self {
+        self.verbs = Some(verbs.iter().map(|v| v.to_string()).collect());
         self
     }
 
@@ -52,6 +59,7 @@ impl RequestMatch {
             format!("{}/{}", r.resource, r.subresource)
         };
         self.verb.as_ref().is_none_or(|v| *v == r.verb)
+            && self.verbs.as_ref().is_none_or(|vs| vs.contains(&r.verb))
             && self.resource.as_ref().is_none_or(|v| *v == full)
             && self.namespace.as_ref().is_none_or(|v| *v == r.namespace)
             && self.name.as_ref().is_none_or(|v| *v == r.name)
@@ -79,6 +87,9 @@ pub(crate) struct FaultRule {
     pub matcher: RequestMatch,
     pub fault: Fault,
     pub remaining: usize,
+    /// `Some(p)`: a standing rule that hits each matching request with probability `p`
+    /// (`remaining` is ignored).
+    pub rate: Option<f64>,
 }
 
 /// What the router must do for a request after consulting the faults.
@@ -88,18 +99,33 @@ pub(crate) enum Verdict {
     Fail(ApiError),
 }
 
-/// Consumes one use of the first matching rule.
+/// Applies the first matching rule that fires: a counted rule always fires (and is used up), a
+/// rate rule fires with its probability, otherwise the next matching rule is tried.
 pub(crate) fn check(rules: &mut Vec<FaultRule>, record: &RequestRecord) -> Verdict {
-    let Some(pos) = rules
-        .iter()
-        .position(|r| r.remaining > 0 && r.matcher.matches(record))
-    else {
+    let mut fired = None;
+    for (pos, rule) in rules.iter_mut().enumerate() {
+        if !rule.matcher.matches(record) {
+            continue;
+        }
+        match rule.rate {
+            Some(p) => {
+                if rand::random::<f64>() < p {
+                    fired = Some((pos, rule.fault.clone(), false));
+                    break;
+                }
+            }
+            None if rule.remaining > 0 => {
+                rule.remaining -= 1;
+                fired = Some((pos, rule.fault.clone(), rule.remaining == 0));
+                break;
+            }
+            None => {}
+        }
+    }
+    let Some((pos, fault, used_up)) = fired else {
         return Verdict::Proceed;
     };
-    let rule = &mut rules[pos];
-    rule.remaining -= 1;
-    let fault = rule.fault.clone();
-    if rule.remaining == 0 {
+    if used_up {
         rules.remove(pos);
     }
     match fault {

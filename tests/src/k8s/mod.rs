@@ -471,6 +471,18 @@ impl KubeDouble {
             matcher,
             fault,
             remaining: times,
+            rate: None,
+        });
+    }
+
+    /// From now on each request matching `matcher` gets `fault` with probability `rate`, until
+    /// [`Self::clear_faults`] (several rules: each is tried in turn).
+    pub fn inject_rate(&self, matcher: RequestMatch, fault: Fault, rate: f64) {
+        self.shared.faults.lock().push(faults::FaultRule {
+            matcher,
+            fault,
+            remaining: 0,
+            rate: Some(rate),
         });
     }
 

@@ -32,6 +32,8 @@ pub struct RequestRecord {
     pub status: u16,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl RequestRecord {

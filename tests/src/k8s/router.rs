@@ -144,6 +144,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string(),
+        at: std::time::Instant::now(),
     };
     let response = match authenticate(&shared, &parts.headers, &info, &path) {
         Err(e) => error_response(&e),
@@ -345,10 +346,55 @@ fn non_resource(ctx: &Ctx<'_>, path: &str, headers: &HeaderMap) -> Result<Respon
         ["apis", group, version] => discovery::api_resource_list(group, version)
             .map_or_else(|| Err(ApiError::not_found_path()), ok),
         ["openapi", "v3"] => ok(discovery::openapi_v3_root()),
-        ["openapi", "v3", rest @ ..] => discovery::openapi_v3_gv(&rest.join("/"))
-            .map_or_else(|| Err(ApiError::not_found_path()), ok),
+        ["openapi", "v3", rest @ ..] => {
+            let key = rest.join("/");
+            let doc = discovery::openapi_v3_gv(&key).ok_or_else(ApiError::not_found_path)?;
+            Ok(openapi_gv_response(ctx, headers, &key, &doc))
+        }
         _ => Err(ApiError::not_found_path()),
     }
+}
+
+/// A group-version OpenAPI document with kube-openapi's caching headers (see [`discovery`]).
+fn openapi_gv_response(ctx: &Ctx<'_>, headers: &HeaderMap, key: &str, doc: &Value) -> Response {
+    let hash = discovery::openapi_v3_hash(key);
+    let etag = format!("\"{hash}\"");
+    if let Some(asked) = ctx.param("hash")
+        && asked != hash
+    {
+        let mut resp = StatusCode::MOVED_PERMANENTLY.into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("/openapi/v3/{key}?hash={hash}")) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return resp;
+    }
+    let mut resp = if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        json_response(StatusCode::OK, doc, &[])
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if ctx.param("hash").is_some() {
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, immutable"),
+        );
+        let expires = chrono::Utc::now() + chrono::Duration::days(365);
+        if let Ok(v) =
+            HeaderValue::from_str(&expires.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        {
+            h.insert(header::EXPIRES, v);
+        }
+    }
+    resp
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
