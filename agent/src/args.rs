@@ -178,7 +178,7 @@ impl Args {
             options,
             Some(observer),
         )?;
-        clearml.login().await.context("cannot log in to ClearML")?;
+        retry_startup("log in to ClearML", &shutdown, || clearml.login()).await?;
 
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
         let config_error = Arc::new(std::sync::Mutex::new(None));
@@ -236,20 +236,21 @@ impl Args {
             health: health.clone(),
             leader_rx: leader_rx.clone(),
         });
-        let dispatcher = Dispatcher::start(
-            clearml.clone(),
-            kube,
-            pods,
-            changed,
-            cfg_rx.clone(),
-            agent,
-            metrics,
-            health,
-            snapshot.clone(),
-            leader_rx.clone(),
-        )
-        .await
-        .context("cannot start dispatching")?;
+        let dispatcher = retry_startup("resolve the queues in ClearML", &shutdown, || {
+            Dispatcher::start(
+                clearml.clone(),
+                kube.clone(),
+                pods.clone(),
+                changed.clone(),
+                cfg_rx.clone(),
+                agent.clone(),
+                metrics.clone(),
+                health.clone(),
+                snapshot.clone(),
+                leader_rx.clone(),
+            )
+        })
+        .await?;
         let grpc = grpc::serve(control, grpc_addr, shutdown.clone())
             .with_context(|| format!("cannot listen on {grpc_addr}"))?;
         tracing::info!(%grpc, "control API up");
@@ -286,4 +287,33 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "clearml-agent".into())
+}
+
+/// Runs a start-up step until it succeeds: transient ClearML errors (no reply, 5xx, 429) are
+/// retried with capped backoff, so an agent started while ClearML is flaky or down waits instead
+/// of crash-looping; anything else (bad credentials, a refused request) fails at once.
+async fn retry_startup<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut step: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::clearml::Error>>,
+{
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, ?wait, "cannot {what} yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => bail!("shut down before being able to {what}"),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot {what}"))),
+        }
+    }
 }

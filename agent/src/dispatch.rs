@@ -804,19 +804,23 @@ impl Dispatcher {
     /// ones are kept for their TTL).
     async fn fail(&mut self, task: &str, reason: &str) {
         tracing::warn!(%task, %reason, "failing task");
-        if let Err(error) = self
-            .clearml
-            .remove_from_queue(&self.pending_queue, task)
-            .await
-        {
-            tracing::warn!(%task, %error, "cannot remove task from the pending queue");
-        }
+        // NB: fail first, then dequeue. The other order loses the task if the second call fails:
+        // out of every queue and still "queued". A failed task left in the pending queue is
+        // removed by the next tick (it is no longer queued).
         if let Err(error) = self
             .clearml
             .fail_task(task, reason, "Changed by k8s agent")
             .await
         {
-            tracing::warn!(%task, %error, "cannot fail task");
+            tracing::warn!(%task, %error, "cannot fail task; it stays pending and is retried");
+            return;
+        }
+        if let Err(error) = self
+            .clearml
+            .remove_from_queue(&self.pending_queue, task)
+            .await
+        {
+            tracing::warn!(%task, %error, "cannot remove the failed task from the pending queue");
         }
         self.statuses.insert(task.to_string(), "failed".into());
         let by_task = self.pods_by_task();

@@ -207,6 +207,22 @@ impl Client {
 
     /// Like [`Client::call`], returning `data` as JSON.
     pub async fn call_value(&self, endpoint: &'static str, body: &Value) -> Result<Value> {
+        self.call_with(endpoint, body, self.inner.options.attempts)
+            .await
+    }
+
+    /// One attempt (plus a re-login on 401): for calls that must not be re-sent blindly after a
+    /// lost reply, because the server may already have acted.
+    pub async fn call_once(&self, endpoint: &'static str, body: &Value) -> Result<Value> {
+        self.call_with(endpoint, body, 1).await
+    }
+
+    async fn call_with(
+        &self,
+        endpoint: &'static str,
+        body: &Value,
+        attempts: u32,
+    ) -> Result<Value> {
         let opts = &self.inner.options;
         let mut relogged = false;
         let mut attempt = 0;
@@ -218,7 +234,7 @@ impl Client {
                     *self.inner.token.write().await = None;
                     attempt -= 1;
                 }
-                Err(e) if e.is_retryable() && attempt < opts.attempts => {
+                Err(e) if e.is_retryable() && attempt < attempts => {
                     let delay = backoff(opts, attempt);
                     tracing::debug!(endpoint, attempt, error = %e, ?delay, "retrying ClearML call");
                     tokio::time::sleep(delay).await;
@@ -381,7 +397,13 @@ impl Client {
     }
 
     /// Moves a queued task into `queue` (the server removes it from every other queue in the same
-    /// call). A task already in `queue` (a retry after a lost reply) is success.
+    /// call), with `reason` and `message` on the task.
+    ///
+    /// NB: never re-sent blindly. After a lost reply the move may have happened, and a second
+    /// `tasks.enqueue` of a task already in that queue fails with 706, on which the server reverts
+    /// the task's status and wipes the status message (where the agent records the origin queue).
+    /// So after a transport error the task is read first, and the move is sent again only if it
+    /// did not happen.
     pub async fn enqueue(
         &self,
         task: &str,
@@ -393,9 +415,27 @@ impl Client {
             "task": task, "queue": queue,
             "status_reason": reason, "status_message": message,
         });
-        match self.call_value("tasks.enqueue", &body).await {
-            Err(e) if e.is_api(400, subcode::TASK_ALREADY_QUEUED) => Ok(()),
-            other => other.map(|_| ()),
+        let opts = &self.inner.options;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let err = match self.call_once("tasks.enqueue", &body).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_api(400, subcode::TASK_ALREADY_QUEUED) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < opts.attempts => e,
+                Err(e) => return Err(e),
+            };
+            tokio::time::sleep(backoff(opts, attempt)).await;
+            let fields = ["id", "status", "execution.queue", "status_message"];
+            if let Ok(docs) = self.tasks(&[task.to_string()], &fields).await
+                && let Some(doc) = docs.first()
+                && doc.status.as_deref() == Some("queued")
+                && doc.execution.as_ref().and_then(|e| e.queue.as_deref()) == Some(queue)
+                && doc.status_message.as_deref() == Some(message)
+            {
+                tracing::debug!(%task, error = %err, "the move happened before its reply was lost");
+                return Ok(());
+            }
         }
     }
 

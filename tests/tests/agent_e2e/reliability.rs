@@ -175,9 +175,14 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
         env.task_status(t, "completed").await;
     }
     env.task_status(&failing, "failed").await;
-    api.describe_task(pb::DescribeTaskRequest { id: single.clone() })
-        .await
-        .expect("describe");
+    // describe a task whose pod stays (the others are cleaned up after 1 s)
+    let running = env.enqueue("rbac-running", "rbac-single", "sim/hang");
+    env.task_status(&running, "in_progress").await;
+    api.describe_task(pb::DescribeTaskRequest {
+        id: running.clone(),
+    })
+    .await
+    .expect("describe");
     api.render_pod(pb::RenderPodRequest {
         queue: "rbac-single".into(),
         task_id: String::new(),
@@ -190,12 +195,9 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
     ] {
         env.pod_gone(&name).await;
     }
+    // the request log, not the store: the log entry lands after the object is gone
     env.kube
-        .wait_for(WAIT, |v| {
-            v.get("services", NS, &format!("clearml-id-{multi}"))
-                .is_none()
-                .then_some(())
-        })
+        .wait_for_request(WAIT, |r| r.is("delete", "services"))
         .await
         .expect("rendezvous service deleted with the pods");
     drop(agent);
@@ -495,4 +497,103 @@ async fn kubernetes_faults_and_watch_cuts_lose_and_double_nothing() {
         creates.len()
     );
     assert!(relists >= 2, "the watch relisted after cuts");
+}
+
+/// The SIGKILL test with the faults on: 20 random kills while 20% of ClearML calls and 20% of
+/// Kubernetes writes fail. Nothing lost, nothing doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
+    use clearml_e2e::{
+        clearml::Chaos,
+        k8s::{Fault, RequestMatch},
+    };
+    let env = Env::new(SimOptions {
+        start_delay: Duration::from_millis(5),
+        run_for: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .await;
+    let queues = ["kill-a", "kill-b", "kill-c"];
+    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n    kill-a: {}\n    kill-b: {}\n    kill-c: {}\n";
+    let mut agent = env.agent(values).await;
+    env.clearml.faults().set_chaos(Some(Chaos {
+        rate: 0.2,
+        delay: Duration::from_millis(500),
+    }));
+    let writes = || RequestMatch::any().verbs(&["create", "update", "patch", "delete"]);
+    env.kube.inject_rate(writes(), Fault::Status(500), 0.1);
+    env.kube.inject_rate(
+        writes(),
+        Fault::TooManyRequests {
+            retry_after_seconds: 1,
+        },
+        0.11,
+    );
+    let n = 500;
+    let mut tasks = Vec::new();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        // keep work flowing while the kills happen: 25 new tasks per round
+        if tasks.len() < n {
+            let start = tasks.len();
+            tasks.extend(
+                (start..(start + 25).min(n))
+                    .map(|i| env.enqueue(&format!("kill-{i}"), queues[i % 3], "")),
+            );
+        }
+        let done = tasks
+            .iter()
+            .filter(|t| env.status(t) == "completed")
+            .count();
+        if done == n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done}/{n} completed after {kills} kills:\n{}",
+            stuck_report(&env, &tasks)
+        );
+        if kills < 20 {
+            tokio::time::sleep(Duration::from_millis(rand_between(100, 900))).await;
+            agent.kill();
+            kills += 1;
+            agent = env.agent(values).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    env.clearml.faults().set_chaos(None);
+    env.kube.clear_faults();
+    let creations = env.pod_creations();
+    println!("SIGKILL with faults: {n} tasks, {kills} kills, {creations} pod creations");
+    assert_eq!(kills, 20);
+    assert_exactly_once(&env, &tasks, &queues);
+}
+
+/// What the tasks that did not complete look like, in ClearML and in the cluster.
+fn stuck_report(env: &Env, tasks: &[String]) -> String {
+    let mut out = String::new();
+    for t in tasks
+        .iter()
+        .filter(|t| env.status(t) != "completed")
+        .take(20)
+    {
+        let task = env.task(t);
+        let pod = env.kube.get("pods", NS, &format!("clearml-id-{t}"));
+        out.push_str(&format!(
+            "{t}: status={} reason={:?} message={:?} queue={} pod={}\n",
+            s(&task, "/status"),
+            s(&task, "/status_reason"),
+            s(&task, "/status_message"),
+            s(&task, "/execution/queue"),
+            pod.map(|p| format!(
+                "{} launch={}",
+                s(&p, "/status/phase"),
+                s(&p, "/metadata/annotations/clearml.ai~1launch")
+            ))
+            .unwrap_or_else(|| "none".into()),
+        ));
+    }
+    out
 }
