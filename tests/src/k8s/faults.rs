@@ -108,12 +108,11 @@ pub(crate) fn check(rules: &mut Vec<FaultRule>, record: &RequestRecord) -> Verdi
             continue;
         }
         match rule.rate {
-            Some(p) => {
-                if rand::random::<f64>() < p {
-                    fired = Some((pos, rule.fault.clone(), false));
-                    break;
-                }
+            Some(p) if rand::random::<f64>() < p => {
+                fired = Some((pos, rule.fault.clone(), false));
+                break;
             }
+            Some(_) => {}
             None if rule.remaining > 0 => {
                 rule.remaining -= 1;
                 fired = Some((pos, rule.fault.clone(), rule.remaining == 0));
