@@ -519,6 +519,7 @@ impl Dispatcher {
                 "status_message",
                 "container",
                 "execution.queue",
+                "hyperparams.properties",
             ];
             for d in self.clearml.tasks(chunk, &fields).await? {
                 docs.insert(d.id.clone(), d);
@@ -665,11 +666,24 @@ impl Dispatcher {
             setup_shell_script: container.setup_shell_script.unwrap_or_default(),
             launch_id: launch_id.clone(),
         };
+        // A task's own multi-node request (user properties) overrides the queue's multiNode.
+        let mut settings = qcfg.settings.clone();
+        match render::multi_node_request(doc.hyperparams.as_ref()) {
+            Ok(Some(nodes)) => settings.multi_node = Some(nodes),
+            Ok(None) => {}
+            Err(e) => {
+                return Launch::Failed {
+                    task,
+                    reason: format!("k8s agent: {e}"),
+                    category: "Render",
+                };
+            }
+        }
         let queue = QueueParams {
             name: &served.name,
             id: &served.id,
             template: &qcfg.template,
-            settings: &qcfg.settings,
+            settings: &settings,
         };
         let rendered = match render::render(&self.agent, &queue, &params) {
             Ok(r) => r,

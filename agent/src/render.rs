@@ -262,6 +262,47 @@ pub fn bootstrap_script(setup_shell_script: &str) -> String {
     s
 }
 
+/// A task's own multi-node request, from its user properties (`hyperparams.properties`):
+/// `multi_node_request` (a JSON list of integers) and `multi_node_request_layout`
+/// (`gpus_per_node_count`, the default: `[gpus per node, nodes]`; or `gpus_per_node_list`: one
+/// entry per node). Returns the GPUs per node, or `None` when the task asks for nothing.
+pub fn multi_node_request(
+    hyperparams: Option<&serde_json::Value>,
+) -> Result<Option<Vec<u32>>, String> {
+    let props = hyperparams.and_then(|h| h.get("properties"));
+    let value = |key: &str| {
+        props
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.get("value"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let Some(request) = value("multi_node_request") else {
+        return Ok(None);
+    };
+    let list: Vec<i64> = serde_json::from_str(request)
+        .map_err(|_| format!("multi_node_request {request:?} is not a JSON list of integers"))?;
+    if list.is_empty() || list.iter().any(|n| *n <= 0 || *n > 4096) {
+        return Err(format!(
+            "multi_node_request {request:?} must list positive GPU counts"
+        ));
+    }
+    let list: Vec<u32> = list.iter().map(|n| *n as u32).collect();
+    match value("multi_node_request_layout").unwrap_or("gpus_per_node_count") {
+        "gpus_per_node_count" => match list.as_slice() {
+            [gpus, nodes] if *nodes <= 1024 => Ok(Some(vec![*gpus; *nodes as usize])),
+            _ => Err(format!(
+                "multi_node_request {request:?} with layout gpus_per_node_count must be [gpus per node, nodes]"
+            )),
+        },
+        "gpus_per_node_list" => Ok(Some(list)),
+        other => Err(format!(
+            "multi_node_request_layout {other:?} must be gpus_per_node_count or gpus_per_node_list"
+        )),
+    }
+}
+
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
 }

@@ -332,7 +332,34 @@ async fn gpu_shared_memory_and_queue_settings_examples() {
             .is_some(),
         "rendezvous service"
     );
-    for task in [&one, &two, &shm, &multi] {
+    // a task's own multi-node request (user properties) on a queue without multiNode
+    let per_task = env
+        .clearml
+        .create_task(
+            "per-task-multi",
+            json!({"type": "training", "hyperparams": {"properties": {"multi_node_request": {
+                "section": "properties", "name": "multi_node_request", "value": "[2, 2]"}}}}),
+        )
+        .expect("task");
+    env.clearml
+        .enqueue(&per_task, &env.queue("2xGPU"))
+        .expect("enqueue");
+    let per_task_pods = env
+        .kube
+        .wait_for(WAIT, |v| {
+            let pods: Vec<Value> = (0..2)
+                .filter_map(|r| {
+                    v.get("pods", NS, &format!("clearml-id-{per_task}-{r}"))
+                        .cloned()
+                })
+                .collect();
+            (pods.len() == 2).then_some(pods)
+        })
+        .await
+        .expect("two rank pods for [2, 2]");
+    assert_eq!(env_var(&per_task_pods[1], "NODE_RANK"), Some("1"));
+    assert_eq!(env_var(&per_task_pods[0], "WORLD_SIZE"), Some("4"));
+    for task in [&one, &two, &shm, &multi, &per_task] {
         env.task_status(task, "completed").await;
     }
 }

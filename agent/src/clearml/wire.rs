@@ -123,6 +123,9 @@ pub struct TaskDoc {
     /// `execution` (only `queue` is read).
     #[serde(default)]
     pub execution: Option<Execution>,
+    /// Hyper-parameters (the agent reads `properties`, the task's user properties).
+    #[serde(default)]
+    pub hyperparams: Option<serde_json::Value>,
 }
 
 /// `execution` of a task.

@@ -448,3 +448,53 @@ fn multi_node_layouts() {
         assert_eq!(multi_node_layout(nodes), want, "{nodes:?}");
     }
 }
+
+#[test]
+fn per_task_multi_node_request_table() {
+    use serde_json::json;
+    let props = |req: &str, layout: Option<&str>| {
+        let mut p = json!({"multi_node_request": {"section": "properties", "name": "multi_node_request", "value": req}});
+        if let Some(l) = layout {
+            p["multi_node_request_layout"] = json!({"value": l});
+        }
+        json!({"properties": p})
+    };
+    type Want<'a> = Result<Option<Vec<u32>>, &'a str>;
+    let cases: Vec<(&str, Option<serde_json::Value>, Want<'_>)> = vec![
+        ("no hyperparams", None, Ok(None)),
+        ("no request", Some(json!({"Args": {}})), Ok(None)),
+        (
+            "count layout (default)",
+            Some(props("[2, 3]", None)),
+            Ok(Some(vec![2, 2, 2])),
+        ),
+        (
+            "list layout",
+            Some(props("[2,2,4]", Some("gpus_per_node_list"))),
+            Ok(Some(vec![2, 2, 4])),
+        ),
+        (
+            "count layout needs two numbers",
+            Some(props("[2, 3, 4]", None)),
+            Err("[gpus per node, nodes]"),
+        ),
+        ("zero", Some(props("[0, 2]", None)), Err("positive")),
+        (
+            "not JSON",
+            Some(props("two nodes", None)),
+            Err("not a JSON list"),
+        ),
+        (
+            "bad layout",
+            Some(props("[2]", Some("diagonal"))),
+            Err("must be gpus_per_node_count or gpus_per_node_list"),
+        ),
+    ];
+    for (what, hp, want) in cases {
+        match (multi_node_request(hp.as_ref()), want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{what}"),
+            (Err(e), Err(msg)) => assert!(e.contains(msg), "{what}: {e}"),
+            (got, _) => panic!("{what}: {got:?}"),
+        }
+    }
+}
