@@ -3,8 +3,12 @@
 //! discovery fall back to it because the answer's content type is plain JSON), and a minimal
 //! `/openapi/v3`: the root listing every group-version and per-group-version documents whose
 //! PATCH operations declare the `fieldValidation` parameter, which is what kubectl checks to
-//! use server-side field validation. `/openapi/v2` is not served (404), like a server with it
-//! disabled; kubectl then computes strategic merge patches from its compiled-in types.
+//! use server-side field validation. As kube-openapi's handler does, a group-version document
+//! carries its hash as `ETag`, answers a matching `If-None-Match` with 304, and when asked for by
+//! its current `?hash=` is marked `Cache-Control: public, immutable` with `Expires` a year ahead
+//! (kubectl's HTTP cache then stops asking); a stale hash is redirected (301) to the current one.
+//! `/openapi/v2` is not served (404), like a server with it disabled; kubectl then computes
+//! strategic merge patches from its compiled-in types.
 
 use serde_json::{Map, Value, json};
 
@@ -139,6 +143,11 @@ fn gv_key(group: &str, version: &str) -> String {
     }
 }
 
+/// The hash (and ETag) of a group-version's OpenAPI document, as the root lists it.
+pub(crate) fn openapi_v3_hash(key: &str) -> String {
+    format!("D0UBLE{}", key.len())
+}
+
 /// `/openapi/v3`: the group-version index.
 pub(crate) fn openapi_v3_root() -> Value {
     let mut paths = Map::new();
@@ -146,7 +155,7 @@ pub(crate) fn openapi_v3_root() -> Value {
         let key = gv_key(g, v);
         paths.insert(
             key.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=D0UBLE{}", key.len())}),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", openapi_v3_hash(&key))}),
         );
     }
     json!({"paths": paths})

@@ -248,6 +248,32 @@ impl<'a> StoreView<'a> {
         self.store.get(id, namespace, name).map(|a| &**a)
     }
 
+    /// Changes to a resource's objects (in one namespace or all) after resourceVersion `rv`,
+    /// oldest first, as the kind and the object after the change (for `Deleted`, its last
+    /// state); `None` when the history no longer reaches back to `rv` (a watch would get 410
+    /// Gone: list instead). Lets a [`super::KubeDouble::wait_for`] check look only at what
+    /// changed since its last run, not at every object.
+    pub fn changes_since(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Option<Vec<(EventKind, &'a Value)>> {
+        let table = self.store.table(resources::resolve(resource)?);
+        if rv < table.floor {
+            return None;
+        }
+        let start = table.history.partition_point(|e| e.rv <= rv);
+        Some(
+            table
+                .history
+                .range(start..)
+                .filter(|e| namespace.is_none_or(|ns| e.namespace == ns))
+                .map(|e| (e.kind, &*e.object))
+                .collect(),
+        )
+    }
+
     /// Objects of a resource, in one namespace or all (`None`), in key order.
     pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<&'a Value> {
         let Some(id) = resources::resolve(resource) else {
@@ -258,5 +284,55 @@ impl<'a> StoreView<'a> {
             .range(namespace, None)
             .map(|(_, v)| &**v)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns: &str, name: &str) -> Value {
+        json!({"metadata": {"namespace": ns, "name": name}})
+    }
+
+    #[test]
+    fn changes_since_reads_only_what_changed_after_a_version() {
+        let mut store = Store::new(100, 10);
+        let pods = resources::resolve("pods").expect("pods served");
+        store.put(pods, pod("a", "p1"));
+        let after_first = store.rv;
+        store.put(pods, pod("b", "p2"));
+        store.put(pods, pod("a", "p1"));
+        store.remove(pods, "a", "p1");
+        let view = StoreView { store: &store };
+        let names = |changes: Vec<(EventKind, &Value)>| -> Vec<(EventKind, String)> {
+            changes
+                .into_iter()
+                .map(|(k, v)| (k, v["metadata"]["name"].as_str().unwrap_or("").to_string()))
+                .collect()
+        };
+        let all = view
+            .changes_since("pods", None, after_first)
+            .expect("history reaches back");
+        assert_eq!(
+            names(all),
+            vec![
+                (EventKind::Added, "p2".to_string()),
+                (EventKind::Modified, "p1".to_string()),
+                (EventKind::Deleted, "p1".to_string()),
+            ]
+        );
+        let in_a = view
+            .changes_since("pods", Some("a"), after_first)
+            .expect("history reaches back");
+        assert_eq!(in_a.len(), 2);
+        assert!(
+            view.changes_since("pods", None, store.rv)
+                .expect("current")
+                .is_empty()
+        );
+        store.compact();
+        let view = StoreView { store: &store };
+        assert!(view.changes_since("pods", None, after_first).is_none());
     }
 }
