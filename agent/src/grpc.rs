@@ -159,6 +159,16 @@ fn pod_reason(state: &PodState) -> (String, String, Option<i32>) {
     }
 }
 
+/// An object as a YAML manifest, with its `apiVersion` and `kind`.
+fn manifest_yaml<K: serde::Serialize + k8s_openapi::Resource>(obj: &K) -> Result<String, Status> {
+    let mut v = serde_json::to_value(obj).map_err(|e| Status::internal(e.to_string()))?;
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), K::API_VERSION.into());
+        m.insert("kind".into(), K::KIND.into());
+    }
+    yaml::to_string(&v).map_err(|e| Status::internal(e.to_string()))
+}
+
 fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.as_second(),
@@ -327,6 +337,21 @@ impl Control {
                 "queue saved, but creating it in ClearML failed: {e}"
             ))
         })
+    }
+
+    /// The queue as saved (creating it in ClearML unless this was a dry run).
+    async fn saved_queue(
+        &self,
+        values: &Values,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<pb::Queue, Status> {
+        let id = if dry_run {
+            String::new()
+        } else {
+            self.ensure_clearml_queue(values, name).await?
+        };
+        self.queue_after(values, name, id)
     }
 
     fn queue_after(&self, values: &Values, name: &str, id: String) -> Result<pb::Queue, Status> {
@@ -551,12 +576,9 @@ impl AgentService for ControlService {
                 Ok(())
             })
             .await?;
-        let id = if dry_run {
-            String::new()
-        } else {
-            self.0.ensure_clearml_queue(&values, &name).await?
-        };
-        Ok(Response::new(self.0.queue_after(&values, &name, id)?))
+        Ok(Response::new(
+            self.0.saved_queue(&values, &name, dry_run).await?,
+        ))
     }
 
     async fn patch_queue(
@@ -599,12 +621,9 @@ impl AgentService for ControlService {
                 Ok(())
             })
             .await?;
-        let id = if dry_run {
-            String::new()
-        } else {
-            self.0.ensure_clearml_queue(&values, &name).await?
-        };
-        Ok(Response::new(self.0.queue_after(&values, &name, id)?))
+        Ok(Response::new(
+            self.0.saved_queue(&values, &name, dry_run).await?,
+        ))
     }
 
     async fn remove_queue(
@@ -794,20 +813,10 @@ impl AgentService for ControlService {
                     e.message()
                 ))
             })?;
-            let mut v = serde_json::to_value(pod).map_err(|e| Status::internal(e.to_string()))?;
-            if let Some(m) = v.as_object_mut() {
-                m.insert("apiVersion".into(), "v1".into());
-                m.insert("kind".into(), "Pod".into());
-            }
-            docs.push(yaml::to_string(&v).map_err(|e| Status::internal(e.to_string()))?);
+            docs.push(manifest_yaml(pod)?);
         }
         if let Some(svc) = &rendered.service {
-            let mut v = serde_json::to_value(svc).map_err(|e| Status::internal(e.to_string()))?;
-            if let Some(m) = v.as_object_mut() {
-                m.insert("apiVersion".into(), "v1".into());
-                m.insert("kind".into(), "Service".into());
-            }
-            docs.push(yaml::to_string(&v).map_err(|e| Status::internal(e.to_string()))?);
+            docs.push(manifest_yaml(svc)?);
         }
         Ok(Response::new(pb::RenderPodResponse {
             manifests_yaml: docs,

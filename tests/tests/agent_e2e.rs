@@ -173,6 +173,27 @@ impl Env {
     }
 }
 
+/// A simulator whose pods start and finish within milliseconds (throughput and fault tests).
+fn fast_sim() -> SimOptions {
+    SimOptions {
+        start_delay: Duration::from_millis(5),
+        run_for: Duration::from_millis(5),
+        ..Default::default()
+    }
+}
+
+/// Values serving `queues` (created in ClearML), keeping succeeded pods for an hour so every pod
+/// creation stays visible to the exactly-once checks.
+fn values_for(queues: &[&str]) -> String {
+    let mut values = String::from(
+        "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n",
+    );
+    for q in queues {
+        values.push_str(&format!("    {q}: {{}}\n"));
+    }
+    values
+}
+
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
@@ -483,19 +504,9 @@ async fn abort_deletes_the_pods_and_ttl_cleans_finished_ones() {
 /// one pod and finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
-    let env = Env::new(SimOptions {
-        start_delay: Duration::from_millis(5),
-        run_for: Duration::from_millis(5),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::new(fast_sim()).await;
     let queues = ["q-alpha", "q-bravo", "q-charlie", "q-delta"];
-    let mut values = String::from(
-        "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n",
-    );
-    for q in queues {
-        values.push_str(&format!("    {q}: {{}}\n"));
-    }
+    let values = values_for(&queues);
     let mut agent = env.agent(&values).await;
     let n = 500;
     let mut tasks = Vec::new();

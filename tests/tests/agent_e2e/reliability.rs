@@ -15,13 +15,8 @@ fn holder(env: &Env) -> Option<String> {
 /// takes over within the lease duration; every task gets exactly one pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_hand_over_on_leader_death_without_doubles() {
-    let env = Env::new(SimOptions {
-        start_delay: Duration::from_millis(5),
-        run_for: Duration::from_millis(5),
-        ..Default::default()
-    })
-    .await;
-    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n    ha-one: {}\n    ha-two: {}\n";
+    let env = Env::new(fast_sim()).await;
+    let values = &values_for(&["ha-one", "ha-two"]);
     let mut replicas = HashMap::new();
     for name in ["replica-a", "replica-b"] {
         let mut spec = env.spec(values);
@@ -280,19 +275,9 @@ async fn clearml_faults_and_token_expiry_lose_and_double_nothing() {
         agent_service_client::AgentServiceClient, clearml_connection::State,
     };
     use clearml_e2e::clearml::Chaos;
-    let env = Env::new(SimOptions {
-        start_delay: Duration::from_millis(5),
-        run_for: Duration::from_millis(5),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::new(fast_sim()).await;
     let queues = ["chaos-a", "chaos-b", "chaos-c", "chaos-d"];
-    let mut values = String::from(
-        "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n",
-    );
-    for q in queues {
-        values.push_str(&format!("    {q}: {{}}\n"));
-    }
+    let values = values_for(&queues);
     let agent = env.agent(&values).await;
     let mut api = AgentServiceClient::connect(agent.grpc_url.clone())
         .await
@@ -346,13 +331,8 @@ async fn clearml_outage_of_a_minute_is_survived() {
     use clearml_agent_proto::v1::{
         agent_service_client::AgentServiceClient, clearml_connection::State,
     };
-    let env = Env::new(SimOptions {
-        start_delay: Duration::from_millis(5),
-        run_for: Duration::from_millis(5),
-        ..Default::default()
-    })
-    .await;
-    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n    outage-a: {}\n    outage-b: {}\n";
+    let env = Env::new(fast_sim()).await;
+    let values = &values_for(&["outage-a", "outage-b"]);
     let mut agent = env.agent(values).await;
     let mut api = AgentServiceClient::connect(agent.grpc_url.clone())
         .await
@@ -411,14 +391,9 @@ async fn clearml_outage_of_a_minute_is_survived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_faults_and_watch_cuts_lose_and_double_nothing() {
     use clearml_e2e::k8s::{Fault, RequestMatch};
-    let env = Env::new(SimOptions {
-        start_delay: Duration::from_millis(5),
-        run_for: Duration::from_millis(5),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::new(fast_sim()).await;
     let queues = ["kfault-a", "kfault-b"];
-    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n    kfault-a: {}\n    kfault-b: {}\n";
+    let values = &values_for(&["kfault-a", "kfault-b"]);
     let _agent = env.agent(values).await;
     let writes = || RequestMatch::any().verbs(&["create", "update", "patch", "delete"]);
     env.kube.inject_rate(writes(), Fault::Status(500), 0.1);
@@ -507,14 +482,9 @@ async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
         clearml::Chaos,
         k8s::{Fault, RequestMatch},
     };
-    let env = Env::new(SimOptions {
-        start_delay: Duration::from_millis(5),
-        run_for: Duration::from_millis(5),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::new(fast_sim()).await;
     let queues = ["kill-a", "kill-b", "kill-c"];
-    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 3600\n  queues:\n    kill-a: {}\n    kill-b: {}\n    kill-c: {}\n";
+    let values = &values_for(&["kill-a", "kill-b", "kill-c"]);
     let mut agent = env.agent(values).await;
     env.clearml.faults().set_chaos(Some(Chaos {
         rate: 0.2,
