@@ -9,8 +9,10 @@
 //! - [`serve`]: runs an axum router on an ephemeral loopback port with graceful shutdown.
 //! - [`sim`]: plays scheduler, kubelet and the in-pod clearml-agent for the agent's pods.
 //! - [`agent`]: runs the real agent binary against the doubles.
+//! - [`bench`]: the benchmark of the agent against the official Python glue.
 
 pub mod agent;
+pub mod bench;
 pub mod clearml;
 pub mod k8s;
 pub mod serve;

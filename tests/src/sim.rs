@@ -27,7 +27,10 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::{clearml::ClearmlDouble, k8s::KubeDouble};
+use crate::{
+    clearml::ClearmlDouble,
+    k8s::{EventKind, KubeDouble},
+};
 
 /// What one simulated pod does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,12 +113,25 @@ impl Simulator {
     pub fn start(kube: Arc<KubeDouble>, clearml: Arc<ClearmlDouble>, options: SimOptions) -> Self {
         let join = tokio::spawn(async move {
             let mut seen: HashSet<String> = HashSet::new();
+            // resourceVersion already looked at: later checks read only the changes since
+            // (creations), not every pod, so a check costs what changed, not the pod count
+            let mut checked: Option<u64> = None;
             loop {
                 let ns = options.namespace.clone();
                 let fresh = kube
                     .wait_for(Duration::from_secs(24 * 3600), |view| {
-                        let pods: Vec<Value> = view
-                            .list("pods", Some(&ns))
+                        let candidates: Vec<&Value> = match checked
+                            .and_then(|rv| view.changes_since("pods", Some(&ns), rv))
+                        {
+                            Some(changes) => changes
+                                .into_iter()
+                                .filter(|(kind, _)| *kind == EventKind::Added)
+                                .map(|(_, pod)| pod)
+                                .collect(),
+                            None => view.list("pods", Some(&ns)),
+                        };
+                        checked = Some(view.resource_version());
+                        let pods: Vec<Value> = candidates
                             .into_iter()
                             .filter(|p| !seen.contains(uid(p)))
                             .cloned()
