@@ -155,6 +155,26 @@ impl Env {
         }
     }
 
+    /// Waits (up to `limit`) until every task is completed; `context` explains a timeout.
+    async fn all_completed(&self, tasks: &[String], limit: Duration, context: &str) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let done = tasks
+                .iter()
+                .filter(|t| self.status(t) == "completed")
+                .count();
+            if done == tasks.len() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {done}/{} completed {context}",
+                tasks.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn task_status(&self, id: &str, status: &str) -> Value {
         self.task_until(id, &format!("status {status}"), |t| {
             t.get("status").and_then(Value::as_str) == Some(status)

@@ -63,21 +63,8 @@ async fn two_replicas_hand_over_on_leader_death_without_doubles() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let done = tasks
-            .iter()
-            .filter(|t| env.status(t) == "completed")
-            .count();
-        if done == n {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {done}/{n} completed after the handover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.all_completed(&tasks, Duration::from_secs(120), "after the handover")
+        .await;
     let creations = env.pod_creations();
     println!(
         "two replicas: leader {leader} killed, handover after {handover:?}, {creations} pod creations for {n} tasks"
@@ -423,18 +410,8 @@ async fn kubernetes_faults_and_watch_cuts_lose_and_double_nothing() {
         .map(|i| env.enqueue(&format!("kfault-{i}"), queues[i % 2], ""))
         .collect();
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(300);
-    loop {
-        let done = tasks
-            .iter()
-            .filter(|t| env.status(t) == "completed")
-            .count();
-        if done == n {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {done}/{n} completed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.all_completed(&tasks, Duration::from_secs(300), "under Kubernetes faults")
+        .await;
     chaos.abort();
     env.kube.clear_faults();
     let log = env.kube.requests();
