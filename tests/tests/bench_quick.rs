@@ -80,12 +80,12 @@ fn glue_python() -> Option<std::path::PathBuf> {
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "the Python glue venv (target/glue-venv with clearml-agent {}) is missing: CI must run \
-         `bash tests/scripts/ensure-glue-venv.sh` before the tests (.ci/run does)",
+         `bash tests/scripts/ensure-venv.sh glue` before the tests (.ci/run does)",
         glue::CLEARML_AGENT_VERSION
     );
     eprintln!(
         "SKIPPING the Python glue side of the quick benchmark: no venv at target/glue-venv \
-         (create it with `bash tests/scripts/ensure-glue-venv.sh`, needs PyPI)"
+         (create it with `bash tests/scripts/ensure-venv.sh glue`, needs PyPI)"
     );
     None
 }

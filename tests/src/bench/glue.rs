@@ -1,5 +1,5 @@
 //! The official Python k8s glue as the benchmark's other contender: `clearml-agent` from PyPI
-//! (venv made by `tests/scripts/ensure-glue-venv.sh`), its `K8sIntegration` run unmodified by
+//! (venv made by `tests/scripts/ensure-venv.sh glue`), its `K8sIntegration` run unmodified by
 //! `tests/py/glue_launcher.py`, configured by environment variables only, with the real `kubectl`
 //! from `PATH` pointed at the Kubernetes double.
 //!
@@ -20,14 +20,14 @@ use serde_json::json;
 use super::{tail, workspace_root};
 use crate::clearml::ClearmlDouble;
 
-/// The `clearml-agent` version the venv script pins (keep in step with the script).
+/// The `clearml-agent` version `tests/scripts/ensure-venv.sh glue` pins (keep in step with it).
 pub const CLEARML_AGENT_VERSION: &str = "3.0.3";
 /// Secret holding the ClearML key pair that task pods reference (the agent's chart name).
 pub const CREDENTIALS_SECRET: &str = "clearml-agent-credentials";
 /// The glue's worker id (fixed, so its `CLEARML=agent-<md5>` label is stable).
 pub const WORKER_ID: &str = "k8s-glue-bench";
 
-/// The venv's python if `ensure-glue-venv.sh` completed (no network access needed to check).
+/// The venv's python if `ensure-venv.sh glue` completed (no network access needed to check).
 pub fn installed_python() -> Option<PathBuf> {
     let venv = workspace_root().join("target/glue-venv");
     let stamp = venv.join(format!(".clearml-agent-{CLEARML_AGENT_VERSION}.ok"));
@@ -35,12 +35,13 @@ pub fn installed_python() -> Option<PathBuf> {
     (stamp.exists() && python.exists()).then_some(python)
 }
 
-/// Runs `ensure-glue-venv.sh` (creates the venv from PyPI on first use); returns its python.
+/// Runs `ensure-venv.sh glue` (creates the venv from PyPI on first use); returns its python.
 pub fn ensure_python() -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    let script = root.join("tests/scripts/ensure-glue-venv.sh");
+    let script = root.join("tests/scripts/ensure-venv.sh");
     let out = Command::new("bash")
         .arg(&script)
+        .arg("glue")
         .current_dir(&root)
         .stdin(Stdio::null())
         .output()

@@ -86,7 +86,7 @@ fn parse_args() -> anyhow::Result<Args> {
         bail!("--rate, --queues and --idle-queues must be positive");
     }
     let glue_python = if python {
-        eprintln!("== preparing the Python glue venv (tests/scripts/ensure-glue-venv.sh)");
+        eprintln!("== preparing the Python glue venv (tests/scripts/ensure-venv.sh glue)");
         Some(glue::ensure_python().context(
             "the Python glue venv could not be prepared (needs python3 and PyPI); \
              run with --no-python to benchmark the agent alone",

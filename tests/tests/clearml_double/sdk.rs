@@ -16,9 +16,10 @@ fn workspace_root() -> PathBuf {
 
 /// Creates (or reuses) the venv with clearml==2.1.12; panics with a clear message if it cannot.
 fn ensure_venv(root: &Path) -> PathBuf {
-    let script = root.join("tests/scripts/ensure-python-venv.sh");
+    let script = root.join("tests/scripts/ensure-venv.sh");
     let output = Command::new("bash")
         .arg(&script)
+        .arg("sdk")
         .current_dir(root)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
