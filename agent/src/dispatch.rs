@@ -122,6 +122,9 @@ pub struct Dispatcher {
     explained: HashMap<String, String>,
     /// Task statuses and when they were read.
     statuses: HashMap<String, String>,
+    /// Tasks whose last status read came back unreadable: their status is unknown, not missing
+    /// (a task must never look deleted because of a reply the agent could not read).
+    unreadable_status: HashSet<String>,
     statuses_read: Option<Instant>,
     projects: HashMap<String, String>,
     offset: usize,
@@ -204,6 +207,7 @@ impl Dispatcher {
             deleting: HashSet::new(),
             explained: HashMap::new(),
             statuses: HashMap::new(),
+            unreadable_status: HashSet::new(),
             statuses_read: None,
             projects: HashMap::new(),
             offset: 0,
@@ -510,25 +514,48 @@ impl Dispatcher {
         }
         let ids: Vec<String> = tasks.iter().map(|(t, _)| t.clone()).collect();
         let mut docs: HashMap<String, TaskDoc> = HashMap::new();
+        let mut unread: HashSet<String> = HashSet::new();
+        let fields = [
+            "id",
+            "name",
+            "project",
+            "status",
+            "status_message",
+            "container",
+            "execution.queue",
+            "hyperparams.properties",
+        ];
         for chunk in ids.chunks(GET_ALL_CHUNK) {
-            let fields = [
-                "id",
-                "name",
-                "project",
-                "status",
-                "status_message",
-                "container",
-                "execution.queue",
-                "hyperparams.properties",
-            ];
-            for d in self.clearml.tasks(chunk, &fields).await? {
-                docs.insert(d.id.clone(), d);
+            match self.clearml.tasks(chunk, &fields).await {
+                Ok(found) => docs.extend(found.into_iter().map(|d| (d.id.clone(), d))),
+                // A reply that cannot be read as a whole: read the tasks one by one, so one
+                // bad document holds back only its own task.
+                Err(clearml::Error::Decode { .. }) if chunk.len() > 1 => {
+                    for task in chunk {
+                        match self
+                            .clearml
+                            .tasks(std::slice::from_ref(task), &fields)
+                            .await
+                        {
+                            Ok(found) => docs.extend(found.into_iter().map(|d| (d.id.clone(), d))),
+                            Err(error) => {
+                                tracing::warn!(%task, %error, "cannot read the pending task; it stays pending");
+                                unread.insert(task.clone());
+                            }
+                        }
+                    }
+                }
+                Err(clearml::Error::Decode { .. }) => {
+                    unread.extend(chunk.iter().cloned());
+                }
+                Err(e) => return Err(e),
             }
         }
         self.resolve_projects(docs.values()).await;
 
         let this = &*self;
         let outcomes = stream::iter(tasks)
+            .filter(|(task, _)| std::future::ready(!unread.contains(task)))
             .map(|(task, launch_id)| {
                 let doc = docs.get(&task).cloned();
                 async move { this.launch_one(task, launch_id, doc).await }
@@ -626,6 +653,17 @@ impl Dispatcher {
                 .await;
             return Launch::Skipped;
         };
+        if let Some(why) = &doc.unreadable
+            && doc.status.as_deref().is_none_or(|s| s == "queued")
+        {
+            return Launch::Failed {
+                task,
+                reason: format!(
+                    "k8s agent: cannot read this task's document from ClearML ({why}); fix the task and enqueue it again"
+                ),
+                category: "UnreadableTask",
+            };
+        }
         if doc.status.as_deref() != Some("queued") {
             tracing::info!(%task, status = ?doc.status, "pending task is no longer queued; not launching");
             let _ = self
@@ -883,9 +921,21 @@ impl Dispatcher {
             return true;
         }
         let mut fresh = HashMap::new();
+        let mut unreadable = HashSet::new();
         for chunk in tasks.chunks(GET_ALL_CHUNK) {
             match self.clearml.tasks(chunk, &["id", "status"]).await {
-                Ok(docs) => fresh.extend(docs.into_iter().filter_map(|d| Some((d.id, d.status?)))),
+                Ok(docs) => {
+                    for d in docs {
+                        match d.status {
+                            Some(status) if d.unreadable.is_none() => {
+                                fresh.insert(d.id, status);
+                            }
+                            _ => {
+                                unreadable.insert(d.id);
+                            }
+                        }
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read task statuses");
                     return false;
@@ -893,6 +943,7 @@ impl Dispatcher {
             }
         }
         self.statuses = fresh;
+        self.unreadable_status = unreadable;
         self.statuses_read = Some(Instant::now());
         true
     }
@@ -916,6 +967,7 @@ impl Dispatcher {
             let status = match (known, self.statuses.get(task)) {
                 (false, _) => TaskStatus::Unknown,
                 (true, Some(s)) => TaskStatus::Known(s.as_str()),
+                (true, None) if self.unreadable_status.contains(task) => TaskStatus::Unknown,
                 (true, None) => TaskStatus::Missing,
             };
             let names: Vec<String> = pods
@@ -936,8 +988,8 @@ impl Dispatcher {
                     .tasks(std::slice::from_ref(task), &["id", "status"])
                     .await
                 {
-                    Ok(docs) => match docs.into_iter().next().and_then(|d| d.status) {
-                        Some(s) => {
+                    Ok(docs) => match docs.into_iter().next().map(|d| (d.status, d.unreadable)) {
+                        Some((Some(s), None)) => {
                             self.statuses.insert(task.clone(), s);
                             TaskStatus::Known(
                                 self.statuses
@@ -946,6 +998,7 @@ impl Dispatcher {
                                     .unwrap_or_default(),
                             )
                         }
+                        Some(_) => TaskStatus::Unknown,
                         None => TaskStatus::Missing,
                     },
                     Err(_) => TaskStatus::Unknown,

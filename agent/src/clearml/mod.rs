@@ -16,6 +16,10 @@ use tokio::sync::RwLock;
 
 pub use wire::{QueueDoc, QueueEntry, TaskContainer, TaskDoc};
 
+/// Default [`ClientOptions::max_reply_bytes`]: far above any reply the agent asks for (a page
+/// of task documents with only the fields it reads).
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 32 * 1024 * 1024;
+
 /// The API version pinned in request paths (the Python SDK's; every endpoint used exists there).
 pub const API_VERSION: &str = "2.23";
 
@@ -115,6 +119,9 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// Verify the server's TLS certificate (default true).
     pub verify_tls: bool,
+    /// Largest reply body read; a bigger one is refused as unreadable (a proxy or server gone
+    /// wrong must not make the agent buffer without bound).
+    pub max_reply_bytes: usize,
 }
 
 impl Default for ClientOptions {
@@ -125,6 +132,7 @@ impl Default for ClientOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             verify_tls: true,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         }
     }
 }
@@ -142,11 +150,14 @@ struct Inner {
     token: RwLock<Option<String>>,
     options: ClientOptions,
     observer: Option<Arc<dyn CallObserver>>,
+    /// Problems with documents already logged at `warn` (later repeats go to `debug`).
+    reported: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Receives the outcome of every HTTP attempt (for metrics and the degraded flag).
 pub trait CallObserver: Send + Sync {
-    /// One attempt of `endpoint` took `elapsed`; `ok` is false for transport errors and 5xx/429.
+    /// One attempt of `endpoint` took `elapsed`; `ok` is false for transport errors, 5xx/429
+    /// and replies that could not be read.
     fn observe(&self, endpoint: &'static str, elapsed: Duration, ok: bool);
 }
 
@@ -183,6 +194,7 @@ impl Client {
                 token: RwLock::new(None),
                 options,
                 observer,
+                reported: Default::default(),
             }),
         })
     }
@@ -287,7 +299,8 @@ impl Client {
         let started = std::time::Instant::now();
         let result = self.send_inner(endpoint, req).await;
         if let Some(obs) = &self.inner.observer {
-            let ok = !matches!(&result, Err(e) if e.is_retryable());
+            let ok =
+                !matches!(&result, Err(e) if e.is_retryable() || matches!(e, Error::Decode { .. }));
             obs.observe(endpoint, started.elapsed(), ok);
         }
         result
@@ -302,10 +315,52 @@ impl Client {
             endpoint,
             detail: e.without_url().to_string(),
         };
-        let resp = req.send().await.map_err(transport)?;
+        let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        wire::unwrap_envelope(endpoint, status, &bytes)
+        let limit = self.inner.options.max_reply_bytes;
+        let too_big = |size: String| Error::Decode {
+            endpoint,
+            detail: format!("reply of {size} bytes is over the {limit}-byte limit"),
+        };
+        if let Some(size) = resp.content_length()
+            && size > limit as u64
+        {
+            return Err(too_big(size.to_string()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_big("more than that".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        wire::unwrap_envelope(endpoint, status, &body)
+    }
+
+    /// Logs a problem with a server document: at `warn` the first time, at `debug` after, so a
+    /// document that stays broken does not flood the log every tick.
+    fn report(&self, endpoint: &'static str, problem: &str) {
+        let mut reported = self.inner.reported.lock();
+        if reported.len() > 10_000 {
+            reported.clear();
+        }
+        if reported.insert(problem.to_string()) {
+            tracing::warn!(endpoint, %problem, "unreadable part of a ClearML reply");
+        } else {
+            tracing::debug!(endpoint, %problem, "unreadable part of a ClearML reply");
+        }
+    }
+
+    /// `queues.get_all`, reporting the queues and entries left out.
+    async fn get_queues(&self, body: &Value) -> Result<Vec<QueueDoc>> {
+        const ENDPOINT: &str = "queues.get_all";
+        let data = self.call_value(ENDPOINT, body).await?;
+        let mut problems = Vec::new();
+        let queues = wire::decode_queues(ENDPOINT, data, &mut problems)?;
+        for problem in &problems {
+            self.report(ENDPOINT, problem);
+        }
+        Ok(queues)
     }
 
     /// Logs in now (to fail fast on bad credentials at start-up).
@@ -343,9 +398,9 @@ impl Client {
             "only_fields": ["id", "name"],
             "search_hidden": true,
         });
-        let data: wire::Queues = self.call("queues.get_all", &body).await?;
-        Ok(data
-            .queues
+        Ok(self
+            .get_queues(&body)
+            .await?
             .into_iter()
             .filter(|q| names.contains(&q.name))
             .collect())
@@ -362,8 +417,7 @@ impl Client {
             "max_task_entries": max_entries,
             "search_hidden": true,
         });
-        let data: wire::Queues = self.call("queues.get_all", &body).await?;
-        Ok(data.queues)
+        self.get_queues(&body).await
     }
 
     /// Creates a queue; returns its id.
@@ -386,14 +440,23 @@ impl Client {
             })
     }
 
-    /// Tasks by id with the given fields (missing ids are simply absent).
+    /// Tasks by id with the given fields (missing ids are simply absent). A task whose document
+    /// does not decode (or lacks its status, when `status` is asked for) is returned with
+    /// [`TaskDoc::unreadable`] set; see [`wire::decode_tasks`].
     pub async fn tasks(&self, ids: &[String], only_fields: &[&str]) -> Result<Vec<TaskDoc>> {
+        const ENDPOINT: &str = "tasks.get_all";
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let body = json!({"id": ids, "only_fields": only_fields, "search_hidden": true});
-        let data: wire::Tasks = self.call("tasks.get_all", &body).await?;
-        Ok(data.tasks)
+        let data = self.call_value(ENDPOINT, &body).await?;
+        let tasks = wire::decode_tasks(ENDPOINT, data, only_fields.contains(&"status"))?;
+        for t in &tasks {
+            if let Some(why) = &t.unreadable {
+                self.report(ENDPOINT, &format!("task {}: {why}", t.id));
+            }
+        }
+        Ok(tasks)
     }
 
     /// Moves a queued task into `queue` (the server removes it from every other queue in the same

@@ -1,6 +1,7 @@
 //! Test controls that the real server does not have: injected failures (5xx envelopes, delays,
-//! connections closed without a reply, endpoints switched off), token expiry/revocation on demand,
-//! and the request log tests use to count calls per endpoint.
+//! connections closed without a reply, endpoints switched off, raw non-envelope replies such as a
+//! proxy's HTML page or an endless body, rewritten reply data), token expiry/revocation on
+//! demand, and the request log tests use to count calls per endpoint.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -27,7 +28,52 @@ pub(crate) enum Injected {
     DropReply,
     /// Wait, then serve normally.
     Delay(Duration),
+    /// Reply with these bytes instead of an envelope; the handler does not run.
+    Raw(RawReply),
 }
+
+/// A reply that is not the server's envelope: what a proxy or a broken server sends.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// The body.
+    pub body: bytes::Bytes,
+}
+
+impl RawReply {
+    /// A proxy's HTML error page with this status (e.g. 502, or 200 from a captive portal).
+    pub fn html(status: u16) -> Self {
+        Self {
+            status,
+            content_type: "text/html".into(),
+            body: bytes::Bytes::from(format!(
+                "<html><head><title>{status}</title></head><body><h1>{status} Bad Gateway</h1><hr><center>nginx</center></body></html>"
+            )),
+        }
+    }
+
+    /// A 200 JSON reply of `size` bytes (a valid envelope whose data is padded), to test caps.
+    pub fn huge(size: usize) -> Self {
+        let head = r#"{"meta":{"result_code":200,"result_subcode":0,"result_msg":"OK"},"data":{"padding":""#;
+        let tail = r#""}}"#;
+        let mut body = Vec::with_capacity(size.max(head.len() + tail.len()));
+        body.extend_from_slice(head.as_bytes());
+        body.resize(size.saturating_sub(tail.len()).max(head.len()), b'x');
+        body.extend_from_slice(tail.as_bytes());
+        Self {
+            status: 200,
+            content_type: "application/json".into(),
+            body: body.into(),
+        }
+    }
+}
+
+/// Rewrites the `data` of an endpoint's successful replies (after the handler ran and its effects
+/// happened), to serve documents the agent does not expect.
+pub type Rewrite = Arc<dyn Fn(&mut serde_json::Value) + Send + Sync>;
 
 /// Random faults on a share of every endpoint's calls ([`Faults::set_chaos`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,13 +85,29 @@ pub struct Chaos {
 }
 
 /// The pending fault rules.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct FaultPlan {
     failures: HashMap<String, VecDeque<ApiError>>,
     drops: HashMap<String, usize>,
     delays: HashMap<String, Duration>,
     disabled: HashSet<String>,
     chaos: Option<Chaos>,
+    raw: HashMap<String, VecDeque<RawReply>>,
+    rewrites: HashMap<String, Rewrite>,
+}
+
+impl std::fmt::Debug for FaultPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultPlan")
+            .field("failures", &self.failures)
+            .field("drops", &self.drops)
+            .field("delays", &self.delays)
+            .field("disabled", &self.disabled)
+            .field("chaos", &self.chaos)
+            .field("raw", &self.raw)
+            .field("rewrites", &self.rewrites.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl FaultPlan {
@@ -62,9 +124,20 @@ impl FaultPlan {
         self.disabled.contains(endpoint)
     }
 
-    /// Consumes the next drop or failure rule for `endpoint`, if any.
+    /// The rewrite of `endpoint`'s reply data, if any.
+    pub(crate) fn rewrite(&self, endpoint: &str) -> Option<Rewrite> {
+        self.rewrites
+            .get(endpoint)
+            .or_else(|| self.rewrites.get(ANY_ENDPOINT))
+            .cloned()
+    }
+
+    /// Consumes the next raw reply, drop or failure rule for `endpoint`, if any.
     pub(crate) fn take(&mut self, endpoint: &str) -> Injected {
         for key in [endpoint, ANY_ENDPOINT] {
+            if let Some(raw) = self.raw.get_mut(key).and_then(VecDeque::pop_front) {
+                return Injected::Raw(raw);
+            }
             if let Some(n) = self.drops.get_mut(key)
                 && *n > 0
             {
@@ -129,6 +202,23 @@ impl Faults {
             .lock()
             .delays
             .insert(endpoint.to_string(), delay);
+    }
+
+    /// The next `n` calls of `endpoint` (`"*"` = any) get `reply` instead of the envelope.
+    pub fn raw_reply_next(&self, endpoint: &str, n: usize, reply: RawReply) {
+        let mut plan = self.shared.faults.lock();
+        let queue = plan.raw.entry(endpoint.to_string()).or_default();
+        queue.extend(std::iter::repeat_n(reply, n));
+    }
+
+    /// Every successful reply of `endpoint` (`"*"` = any) has its `data` passed through `rewrite`
+    /// until `None` is set.
+    pub fn rewrite_replies(&self, endpoint: &str, rewrite: Option<Rewrite>) {
+        let mut plan = self.shared.faults.lock();
+        match rewrite {
+            Some(r) => plan.rewrites.insert(endpoint.to_string(), r),
+            None => plan.rewrites.remove(endpoint),
+        };
     }
 
     /// Removes the delay of `endpoint`.

@@ -32,7 +32,7 @@ pub use auth::{API_VERSION, Claims, SERVER_VERSION};
 pub use dispatch::Version;
 pub use doc::{Doc, fmt_time, parse_time};
 pub use error::ApiError;
-pub use faults::{ANY_ENDPOINT, Chaos, Faults, RequestRecord, Requests};
+pub use faults::{ANY_ENDPOINT, Chaos, Faults, RawReply, RequestRecord, Requests, Rewrite};
 pub use lifecycle::{allowed_transitions, validate_transition};
 pub use queues::HIDDEN_TAGS;
 pub use state::{

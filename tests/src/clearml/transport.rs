@@ -342,6 +342,18 @@ async fn serve_call(shared: &Shared, req: &Incoming, endpoint_name: &mut String)
         Injected::Drop => return dropped(),
         Injected::DropReply => drop_reply = true,
         Injected::Delay(d) => tokio::time::sleep(d).await,
+        Injected::Raw(raw) => {
+            let response = Response::builder()
+                .status(StatusCode::from_u16(raw.status).unwrap_or(StatusCode::BAD_GATEWAY))
+                .header(header::CONTENT_TYPE, raw.content_type)
+                .body(Body::from(raw.body))
+                .unwrap_or_else(|_| Response::new(Body::empty()));
+            return Served {
+                code: raw.status,
+                subcode: 0,
+                response,
+            };
+        }
     }
 
     let authorization = header_str(&req.headers, &["authorization"]);
@@ -392,6 +404,14 @@ async fn serve_call(shared: &Shared, req: &Incoming, endpoint_name: &mut String)
         (_, None) => Err(ApiError::no_credentials()),
     };
     drop(store);
+    let rewrite = shared.faults.lock().rewrite(&name);
+    let result = match (result, rewrite) {
+        (Ok(mut data), Some(rewrite)) => {
+            rewrite(&mut data);
+            Ok(data)
+        }
+        (result, _) => result,
+    };
     if let Err(e) = &result {
         tracing::debug!(endpoint = %name, code = e.code, subcode = e.subcode, msg = %e.msg, "clearml double error");
     }

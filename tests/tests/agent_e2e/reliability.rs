@@ -544,3 +544,134 @@ fn stuck_report(env: &Env, tasks: &[String]) -> String {
     }
     out
 }
+
+/// ClearML replies the agent does not expect never crash it: a task whose document does not fit
+/// (a wrong-typed field, no status) is failed with the field named; a reply that cannot be
+/// attributed to a task holds back only that task (read one by one) until it is readable; HTML
+/// pages (502 and 200) and a body over the size cap fail one tick, and dispatch goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unexpected_clearml_replies_fail_or_hold_back_one_task_with_a_reason() {
+    use clearml_e2e::clearml::RawReply;
+    let env = Env::new(fast_sim()).await;
+    let mut agent = env.agent(&values_for(&["odd"])).await;
+    let started = Instant::now();
+    let mut phases = Vec::new();
+    let create = |name: &str| {
+        env.clearml
+            .create_task(name, json!({"type": "training"}))
+            .expect("task created")
+    };
+    let (wrong, no_status, no_id) = (create("wrong-type"), create("no-status"), create("no-id"));
+    let fine: Vec<String> = (0..4).map(|i| create(&format!("fine-{i}"))).collect();
+    let corrupt = {
+        let (wrong, no_status, no_id) = (wrong.clone(), no_status.clone(), no_id.clone());
+        move |data: &mut Value| {
+            for t in data
+                .get_mut("tasks")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let id = t.get("id").and_then(Value::as_str).unwrap_or_default();
+                if id == wrong {
+                    t["container"] = json!("ubuntu:22.04"); // an object in the real schema
+                } else if id == no_status {
+                    if let Some(o) = t.as_object_mut() {
+                        o.remove("status");
+                    }
+                } else if id == no_id
+                    && let Some(o) = t.as_object_mut()
+                {
+                    o.remove("id");
+                }
+            }
+        }
+    };
+    env.clearml
+        .faults()
+        .rewrite_replies("tasks.get_all", Some(Arc::new(corrupt)));
+    let odd = env.queue("odd");
+    for t in [&wrong, &no_status, &no_id].into_iter().chain(&fine[..2]) {
+        env.clearml.enqueue(t, &odd).expect("enqueued");
+    }
+    for (task, field) in [
+        (&wrong, "container: invalid type"),
+        (&no_status, "status: missing"),
+    ] {
+        let t = env.task_status(task, "failed").await;
+        assert!(
+            s(&t, "/status_reason").contains(field),
+            "the reason names {field:?}: {t:#}"
+        );
+    }
+    env.all_completed(&fine[..2], WAIT, "next to unreadable documents")
+        .await;
+    let pending = env.queue("k8s_scheduler");
+    assert_eq!(
+        env.clearml.queue_entries(&pending),
+        vec![no_id.clone()],
+        "the task that cannot be told apart stays pending, untouched"
+    );
+    assert_eq!(env.status(&no_id), "queued");
+    let log = agent.log_text();
+    assert!(
+        log.contains("unreadable part of a ClearML reply") && log.contains("container"),
+        "the agent logs the reason:\n{log}"
+    );
+
+    phases.push(started.elapsed());
+    // readable again: the held-back task runs
+    env.clearml.faults().rewrite_replies("tasks.get_all", None);
+    env.all_completed(std::slice::from_ref(&no_id), WAIT, "once readable")
+        .await;
+
+    phases.push(started.elapsed());
+    // replies that are not the envelope at all
+    let faults = env.clearml.faults();
+    let cap = clearml_agent::clearml::DEFAULT_MAX_REPLY_BYTES;
+    faults.raw_reply_next("queues.get_all", 2, RawReply::html(502));
+    faults.raw_reply_next("queues.get_all", 1, RawReply::html(200));
+    faults.raw_reply_next("queues.get_all", 1, RawReply::huge(cap + 1024));
+    faults.raw_reply_next("tasks.get_all", 1, RawReply::html(200));
+    for t in &fine[2..] {
+        env.clearml.enqueue(t, &odd).expect("enqueued");
+    }
+    env.all_completed(&fine[2..], WAIT, "after HTML pages and a huge body")
+        .await;
+    phases.push(started.elapsed());
+    agent
+        .wait_ready(Duration::from_secs(5))
+        .await
+        .expect("the agent is still up");
+    let log = agent.log_text();
+    assert!(
+        log.contains("byte limit"),
+        "the oversized reply is named in the log:\n{log}"
+    );
+    assert_eq!(
+        env.clearml
+            .requests()
+            .calls_with_code("queues.get_all", 502),
+        2,
+        "both proxy pages were served"
+    );
+    let done: Vec<String> = fine.iter().chain([&no_id]).cloned().collect();
+    assert_eq!(
+        env.pod_creations(),
+        done.len(),
+        "one pod per runnable task, none for the failed"
+    );
+    for t in [&wrong, &no_status] {
+        assert!(
+            env.kube
+                .get("pods", NS, &format!("clearml-id-{t}"))
+                .is_none()
+        );
+    }
+    println!(
+        "Unexpected ClearML replies: 3 malformed task documents (2 failed naming the field, 1 held back until readable, then run), 2 HTML 502 + 2 HTML 200 pages + 1 body of {} bytes over the cap survived; {} tasks completed with one pod each; phases {:?}",
+        cap + 1024,
+        done.len(),
+        phases
+    );
+}

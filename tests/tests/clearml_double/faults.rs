@@ -1,8 +1,9 @@
 //! Fault injection seen by a real client, and in-process seeding through the same handlers.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clearml_e2e::clearml::{ApiError, ClearmlDouble};
+use clearml_e2e::clearml::{ApiError, ClearmlDouble, RawReply};
 use serde_json::json;
 
 use super::common::{Auth, assert_error, setup};
@@ -136,4 +137,70 @@ async fn in_process_seeding_uses_the_same_rules() {
         0,
         "in-process calls are not logged"
     );
+}
+
+#[tokio::test]
+async fn raw_replies_and_rewritten_data() {
+    let (double, api, bearer) = setup().await;
+    let faults = double.faults();
+    let task = double.create_task("rewritten", json!({})).expect("task");
+
+    // a proxy's HTML page, then the next call is served normally
+    faults.raw_reply_next("server.info", 1, RawReply::html(502));
+    let resp = api
+        .http
+        .post(format!("{}/server.info", api.base))
+        .bearer_auth(match &bearer {
+            Auth::Bearer(token) => token.as_str(),
+            _ => "",
+        })
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("a reply");
+    assert_eq!(resp.status().as_u16(), 502);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/html")
+    );
+    assert!(resp.text().await.expect("body").contains("<h1>502"));
+    let (status, _) = api.call("/server.info", &bearer, json!({})).await;
+    assert_eq!(status, 200);
+
+    // a huge body of exactly the size asked for, still a valid envelope
+    faults.raw_reply_next("*", 1, RawReply::huge(3 << 20));
+    let resp = api
+        .http
+        .post(format!("{}/debug.ping", api.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("a reply");
+    let body = resp.bytes().await.expect("body");
+    assert_eq!(body.len(), 3 << 20);
+    let env: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(env["meta"]["result_code"], 200);
+
+    // rewritten data: the handler ran (and its effects stay), the reply is changed
+    faults.rewrite_replies(
+        "tasks.get_all",
+        Some(Arc::new(|data: &mut serde_json::Value| {
+            if let Some(t) = data.pointer_mut("/tasks/0") {
+                t["container"] = json!("not an object");
+            }
+        })),
+    );
+    let (status, env) = api
+        .call("/tasks.get_all", &bearer, json!({"id": [task]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(env["data"]["tasks"][0]["container"], "not an object");
+    assert_eq!(env["data"]["tasks"][0]["id"], task.as_str());
+    faults.rewrite_replies("tasks.get_all", None);
+    let (_, env) = api
+        .call("/tasks.get_all", &bearer, json!({"id": [task]}))
+        .await;
+    assert_ne!(env["data"]["tasks"][0]["container"], "not an object");
 }
