@@ -793,6 +793,11 @@ impl AgentService for ControlService {
                 .into_iter()
                 .next()
                 .ok_or_else(|| Status::not_found(format!("task {task_id} not found in ClearML")))?;
+            if let Some(why) = &doc.unreadable {
+                return Err(Status::failed_precondition(format!(
+                    "task {task_id}: cannot read its document from ClearML ({why})"
+                )));
+            }
             let container = doc.container.unwrap_or_default();
             TaskParams {
                 id: task_id.clone(),
