@@ -197,6 +197,7 @@ pub(super) struct Created {
 
 /// A queue as `queues.get_all` returns it (with the requested fields only).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(expecting = "an object")]
 pub struct QueueDoc {
     /// Queue id.
     pub id: String,
@@ -210,6 +211,7 @@ pub struct QueueDoc {
 
 /// One queue entry.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(expecting = "an object")]
 pub struct QueueEntry {
     /// Task id.
     pub task: String,
@@ -220,6 +222,7 @@ pub struct QueueEntry {
 
 /// A task with the fields the agent reads.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(expecting = "an object")]
 pub struct TaskDoc {
     /// Task id.
     pub id: String,
@@ -255,6 +258,7 @@ pub struct TaskDoc {
 
 /// `execution` of a task.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(expecting = "an object")]
 pub struct Execution {
     /// The queue the task is (or was last) enqueued in.
     #[serde(default)]
@@ -263,6 +267,7 @@ pub struct Execution {
 
 /// `container` of a task: strings, any of which may be null or empty.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(expecting = "an object")]
 pub struct TaskContainer {
     /// Image.
     #[serde(default)]
@@ -341,7 +346,11 @@ mod tests {
             (
                 json!({"tasks": [{"id": "a", "container": "ubuntu"}]}),
                 false,
-                Ok(vec![("a", None, Some("container: invalid type: string"))]),
+                Ok(vec![(
+                    "a",
+                    None,
+                    Some("container: invalid type: string \"ubuntu\", expected an object"),
+                )]),
             ),
             // a missing status matters only when it was asked for
             (

@@ -595,7 +595,10 @@ async fn unexpected_clearml_replies_fail_or_hold_back_one_task_with_a_reason() {
         env.clearml.enqueue(t, &odd).expect("enqueued");
     }
     for (task, field) in [
-        (&wrong, "container: invalid type"),
+        (
+            &wrong,
+            "container: invalid type: string \"ubuntu:22.04\", expected an object",
+        ),
         (&no_status, "status: missing"),
     ] {
         let t = env.task_status(task, "failed").await;
