@@ -948,6 +948,35 @@ impl Dispatcher {
         true
     }
 
+    /// Fresh statuses of `tasks` (read in chunks, bypassing the cache, which they update).
+    async fn confirm_statuses(&mut self, tasks: &[String]) -> HashMap<String, Confirmed> {
+        let mut fresh = HashMap::new();
+        for chunk in tasks.chunks(GET_ALL_CHUNK) {
+            match self.clearml.tasks(chunk, &["id", "status"]).await {
+                Ok(docs) => {
+                    for d in docs {
+                        let confirmed = match (d.status, d.unreadable) {
+                            (Some(s), None) => {
+                                self.statuses.insert(d.id.clone(), s.clone());
+                                Confirmed::Known(s)
+                            }
+                            _ => Confirmed::Unknown,
+                        };
+                        fresh.insert(d.id, confirmed);
+                    }
+                    for task in chunk {
+                        fresh.entry(task.clone()).or_insert(Confirmed::Missing);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot confirm task statuses");
+                    fresh.extend(chunk.iter().map(|t| (t.clone(), Confirmed::Unknown)));
+                }
+            }
+        }
+        fresh
+    }
+
     /// Applies the lifecycle verdict of every task with pods, and notices pods deleted by others.
     async fn reconcile(&mut self) {
         let by_task = self.pods_by_task();
@@ -963,48 +992,38 @@ impl Dispatcher {
         }
         let known = self.refresh_statuses(&ids).await;
         let now = Timestamp::now();
-        for (task, pods) in &by_task {
-            let status = match (known, self.statuses.get(task)) {
-                (false, _) => TaskStatus::Unknown,
-                (true, Some(s)) => TaskStatus::Known(s.as_str()),
-                (true, None) if self.unreadable_status.contains(task) => TaskStatus::Unknown,
-                (true, None) => TaskStatus::Missing,
-            };
-            let names: Vec<String> = pods
-                .iter()
-                .map(|p| p.metadata.name.clone().unwrap_or_default())
-                .collect();
-            let states: Vec<(&str, PodState)> = names
-                .iter()
-                .map(String::as_str)
-                .zip(pods.iter().map(|p| lifecycle::classify(p)))
-                .collect();
-            let mut verdict = lifecycle::decide(&states, status, now, &self.cfg.timeouts);
-            if matches!(verdict, Verdict::Fail(_) | Verdict::Withdraw(_)) {
-                // NB: the cached status may be up to STATUS_REFRESH old (the task may have just
-                // completed); confirm with a fresh read before anything destructive.
-                let fresh = match self
-                    .clearml
-                    .tasks(std::slice::from_ref(task), &["id", "status"])
-                    .await
-                {
-                    Ok(docs) => match docs.into_iter().next().map(|d| (d.status, d.unreadable)) {
-                        Some((Some(s), None)) => {
-                            self.statuses.insert(task.clone(), s);
-                            TaskStatus::Known(
-                                self.statuses
-                                    .get(task)
-                                    .map(String::as_str)
-                                    .unwrap_or_default(),
-                            )
-                        }
-                        Some(_) => TaskStatus::Unknown,
-                        None => TaskStatus::Missing,
-                    },
-                    Err(_) => TaskStatus::Unknown,
-                };
-                verdict = lifecycle::decide(&states, fresh, now, &self.cfg.timeouts);
+        let status_of = |this: &Self, task: &str| -> Confirmed {
+            match (known, this.statuses.get(task)) {
+                (false, _) => Confirmed::Unknown,
+                (true, Some(s)) => Confirmed::Known(s.clone()),
+                (true, None) if this.unreadable_status.contains(task) => Confirmed::Unknown,
+                (true, None) => Confirmed::Missing,
             }
+        };
+        let mut verdicts: Vec<(&String, &Vec<Arc<Pod>>, Verdict)> = by_task
+            .iter()
+            .map(|(task, pods)| {
+                let status = status_of(self, task);
+                let verdict = decide_pods(pods, status.as_task_status(), now, &self.cfg.timeouts);
+                (task, pods, verdict)
+            })
+            .collect();
+        // NB: a cached status may be up to STATUS_REFRESH old (a task may have just completed);
+        // confirm with a fresh read before anything destructive, one batched read for all.
+        let doubtful: Vec<String> = verdicts
+            .iter()
+            .filter(|(_, _, v)| matches!(v, Verdict::Fail(_) | Verdict::Withdraw(_)))
+            .map(|(t, _, _)| (*t).clone())
+            .collect();
+        if !doubtful.is_empty() {
+            let fresh = self.confirm_statuses(&doubtful).await;
+            for (task, pods, verdict) in &mut verdicts {
+                if let Some(status) = fresh.get(*task) {
+                    *verdict = decide_pods(pods, status.as_task_status(), now, &self.cfg.timeouts);
+                }
+            }
+        }
+        for (task, pods, verdict) in verdicts {
             match verdict {
                 Verdict::Wait => {}
                 Verdict::Explain(msg) => {
@@ -1057,12 +1076,19 @@ impl Dispatcher {
             })
             .cloned()
             .collect();
+        // failing is destructive: confirm the cached status first, as above
+        let fresh = if vanished.is_empty() {
+            HashMap::new()
+        } else {
+            self.confirm_statuses(&vanished).await
+        };
         for task in vanished {
+            let status = fresh.get(&task).unwrap_or(&Confirmed::Unknown);
+            if *status == Confirmed::Unknown {
+                continue; // decided on the next pass, once ClearML answers
+            }
             self.launched.remove(&task);
-            let active = known
-                && TaskStatus::Known(self.statuses.get(&task).map(String::as_str).unwrap_or(""))
-                    .is_active();
-            if active {
+            if status.as_task_status().is_active() {
                 self.metrics.task_failed("PodDeleted");
                 self.fail(
                     &task,
@@ -1105,6 +1131,43 @@ impl Dispatcher {
 }
 
 /// The launch id a pod serves.
+/// A task's status as read, owned (see [`TaskStatus`]).
+#[derive(Debug, Clone, PartialEq)]
+enum Confirmed {
+    Known(String),
+    Missing,
+    Unknown,
+}
+
+impl Confirmed {
+    fn as_task_status(&self) -> TaskStatus<'_> {
+        match self {
+            Confirmed::Known(s) => TaskStatus::Known(s),
+            Confirmed::Missing => TaskStatus::Missing,
+            Confirmed::Unknown => TaskStatus::Unknown,
+        }
+    }
+}
+
+/// The lifecycle verdict for a task's pods.
+fn decide_pods(
+    pods: &[Arc<Pod>],
+    status: TaskStatus<'_>,
+    now: Timestamp,
+    timeouts: &lifecycle::Timeouts,
+) -> Verdict {
+    let names: Vec<String> = pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    let states: Vec<(&str, PodState)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(pods.iter().map(|p| lifecycle::classify(p)))
+        .collect();
+    lifecycle::decide(&states, status, now, timeouts)
+}
+
 fn launch_of(pod: &Pod) -> Option<&str> {
     pod.metadata
         .annotations

@@ -44,6 +44,8 @@ use crate::{
 const PREVIEW_TASK: &str = "00000000000000000000000000000000";
 /// Read-modify-write attempts on ConfigMap conflicts.
 const WRITE_ATTEMPTS: usize = 5;
+/// How long a write through the control API waits for the agent to apply it.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 const GPU: &str = "nvidia.com/gpu";
 
 /// Everything the control API reads and changes.
@@ -318,13 +320,30 @@ impl Control {
                 return Ok(values);
             }
             match store.write(cm, &values).await.map_err(store_status)? {
-                Written::Done => return Ok(values),
+                Written::Done => {
+                    self.applied(&values).await;
+                    return Ok(values);
+                }
                 Written::Conflict => continue,
             }
         }
         Err(Status::aborted(
             "the agent's ConfigMap kept changing; try again",
         ))
+    }
+
+    /// Waits (briefly) until the ConfigMap watch has applied `values`, so a read right after a
+    /// write sees it (`queues remove x` then `queues get x` says not found). The write is done
+    /// either way: if another edit lands first, the wait just ends at its limit.
+    async fn applied(&self, values: &Values) {
+        let Ok(want) = AgentConfig::from_values(values, &self.agent.namespace) else {
+            return;
+        };
+        let mut rx = self.cfg_rx.clone();
+        let seen = tokio::time::timeout(APPLY_WAIT, rx.wait_for(|c| **c == want)).await;
+        if seen.is_err() {
+            tracing::debug!("the written values were not applied within {APPLY_WAIT:?}");
+        }
     }
 
     /// Creates the queue in ClearML when `createQueues` is on; returns its id if known.
