@@ -614,3 +614,104 @@ fn chrono_millis() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Serves each connection the next canned HTTP reply (login first), returns the base URL.
+    async fn canned(replies: Vec<Vec<u8>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for reply in replies {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(&reply).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn reply(headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!("HTTP/1.1 200 OK\r\nConnection: close\r\n{headers}\r\n").into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn login() -> Vec<u8> {
+        let body = br#"{"meta":{"result_code":200},"data":{"token":"t"}}"#;
+        reply(&format!("Content-Length: {}\r\n", body.len()), body)
+    }
+
+    fn chunked(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in body.chunks(1000) {
+            out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        reply("Transfer-Encoding: chunked\r\n", &out)
+    }
+
+    /// Replies over the cap are refused whether their size is announced or only streamed; a
+    /// reply under it is read.
+    #[tokio::test]
+    async fn reply_size_cap() {
+        let envelope = |pad: usize| {
+            format!(
+                r#"{{"meta":{{"result_code":200}},"data":{{"num":3,"pad":"{}"}}}}"#,
+                "x".repeat(pad)
+            )
+            .into_bytes()
+        };
+        let big = envelope(10_000);
+        let small = envelope(10);
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            (
+                "announced",
+                reply(&format!("Content-Length: {}\r\n", big.len()), &big),
+                false,
+            ),
+            ("streamed", chunked(&big), false),
+            ("small streamed", chunked(&small), true),
+        ];
+        for (name, canned_reply, ok) in cases {
+            let base = canned(vec![login(), canned_reply]).await;
+            let client = Client::new(
+                &base,
+                Credentials {
+                    access_key: "k".into(),
+                    secret_key: "s".into(),
+                },
+                ClientOptions {
+                    attempts: 1,
+                    max_reply_bytes: 4096,
+                    ..ClientOptions::default()
+                },
+                None,
+            )
+            .expect("client");
+            let got = client.queue_length("q").await;
+            match (ok, got) {
+                (true, Ok(n)) => assert_eq!(n, 3, "{name}"),
+                (false, Err(e @ Error::Decode { .. })) => {
+                    assert!(
+                        e.to_string().contains("over the 4096-byte limit"),
+                        "{name}: {e}"
+                    )
+                }
+                (_, got) => panic!("{name}: {got:?}"),
+            }
+        }
+    }
+}
