@@ -25,6 +25,8 @@ pub mod clearml;
 pub mod config;
 pub mod config_store;
 pub mod dispatch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod health;
 pub mod k8s;

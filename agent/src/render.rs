@@ -283,24 +283,73 @@ pub fn multi_node_request(
     };
     let list: Vec<i64> = serde_json::from_str(request)
         .map_err(|_| format!("multi_node_request {request:?} is not a JSON list of integers"))?;
-    if list.is_empty() || list.iter().any(|n| *n <= 0 || *n > 4096) {
+    if list.is_empty()
+        || list
+            .iter()
+            .any(|n| *n <= 0 || *n > i64::from(MAX_NODE_GPUS))
+    {
         return Err(format!(
             "multi_node_request {request:?} must list positive GPU counts"
         ));
     }
     let list: Vec<u32> = list.iter().map(|n| *n as u32).collect();
-    match value("multi_node_request_layout").unwrap_or("gpus_per_node_count") {
+    let nodes = match value("multi_node_request_layout").unwrap_or("gpus_per_node_count") {
         "gpus_per_node_count" => match list.as_slice() {
-            [gpus, nodes] if *nodes <= 1024 => Ok(Some(vec![*gpus; *nodes as usize])),
-            _ => Err(format!(
-                "multi_node_request {request:?} with layout gpus_per_node_count must be [gpus per node, nodes]"
-            )),
+            [gpus, nodes] if *nodes as usize <= MAX_MULTI_NODE_PODS => {
+                vec![*gpus; *nodes as usize]
+            }
+            _ => {
+                return Err(format!(
+                    "multi_node_request {request:?} with layout gpus_per_node_count must be [gpus per node, nodes]"
+                ));
+            }
         },
-        "gpus_per_node_list" => Ok(Some(list)),
-        other => Err(format!(
-            "multi_node_request_layout {other:?} must be gpus_per_node_count or gpus_per_node_list"
-        )),
+        "gpus_per_node_list" => list,
+        other => {
+            return Err(format!(
+                "multi_node_request_layout {other:?} must be gpus_per_node_count or gpus_per_node_list"
+            ));
+        }
+    };
+    check_multi_node(&nodes)
+        .map_err(|(_, why)| format!("multi_node_request {request:?}: {why}"))?;
+    Ok(Some(nodes))
+}
+
+/// Most GPUs one node of a multi-node task may have.
+pub const MAX_NODE_GPUS: u32 = 4096;
+/// Most pods one multi-node task may be split into (a queue's `multiNode` or a task's request).
+pub const MAX_MULTI_NODE_PODS: usize = 1024;
+
+/// Checks a GPUs-per-node list (a queue's `multiNode` or a task's own request): at least one
+/// node, every entry from 1 to [`MAX_NODE_GPUS`], and at most [`MAX_MULTI_NODE_PODS`] pods once
+/// split by [`multi_node_layout`]. The error carries the index of the entry at fault, if one is.
+pub fn check_multi_node(nodes: &[u32]) -> Result<(), (Option<usize>, String)> {
+    if nodes.is_empty() {
+        return Err((None, "must list the GPUs of at least one node".into()));
     }
+    if let Some(i) = nodes.iter().position(|n| *n == 0 || *n > MAX_NODE_GPUS) {
+        return Err((
+            Some(i),
+            format!("must be a positive number of GPUs, at most {MAX_NODE_GPUS}"),
+        ));
+    }
+    if nodes.len() > MAX_MULTI_NODE_PODS {
+        return Err((
+            None,
+            format!("lists {} nodes; at most {MAX_MULTI_NODE_PODS}", nodes.len()),
+        ));
+    }
+    let (gpus, pods) = multi_node_layout(nodes);
+    if pods > MAX_MULTI_NODE_PODS {
+        return Err((
+            None,
+            format!(
+                "splits into {pods} pods of {gpus} GPUs (the gcd); at most {MAX_MULTI_NODE_PODS} pods"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
@@ -429,8 +478,15 @@ pub fn render(
 
     let (gpus_per_pod, ranks) = match settings.multi_node.as_deref() {
         Some(nodes) if !nodes.is_empty() => {
+            check_multi_node(nodes).map_err(|(_, why)| RenderError::Template {
+                queue: queue.name.into(),
+                message: format!("multi-node layout {nodes:?} {why}"),
+            })?;
             let (g, n) = multi_node_layout(nodes);
-            (Some(g), Some((n, nodes.iter().sum::<u32>())))
+            (
+                Some(g),
+                Some((n, nodes.iter().map(|n| u64::from(*n)).sum::<u64>())),
+            )
         }
         _ => (None, None),
     };

@@ -408,18 +408,10 @@ impl QueueValues {
 impl QueueSettings {
     fn validate(&self, path: &str) -> Result<(), FieldError> {
         if let Some(nodes) = &self.multi_node {
-            if nodes.is_empty() {
-                return Err(FieldError::new(
-                    format!("{path}.multiNode"),
-                    "must list the GPUs of at least one node",
-                ));
-            }
-            if let Some(i) = nodes.iter().position(|n| *n == 0) {
-                return Err(FieldError::new(
-                    format!("{path}.multiNode[{i}]"),
-                    "must be a positive number of GPUs",
-                ));
-            }
+            crate::render::check_multi_node(nodes).map_err(|(i, why)| match i {
+                Some(i) => FieldError::new(format!("{path}.multiNode[{i}]"), why),
+                None => FieldError::new(format!("{path}.multiNode"), why),
+            })?;
         }
         if let Some(template) = &self.custom_worker_id_template {
             check_worker_id_template(&format!("{path}.customWorkerIdTemplate"), template)?;

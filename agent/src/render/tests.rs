@@ -450,6 +450,40 @@ fn multi_node_layouts() {
 }
 
 #[test]
+fn multi_node_limits_table() {
+    let long = vec![1u32; MAX_MULTI_NODE_PODS + 1];
+    // (case, GPUs per node, Ok or the index at fault and part of the message)
+    type Want<'a> = Result<(), (Option<usize>, &'a str)>;
+    let cases: [(&str, &[u32], Want<'_>); 7] = [
+        ("seed example", &[4, 2], Ok(())),
+        ("largest node", &[MAX_NODE_GPUS, MAX_NODE_GPUS], Ok(())),
+        ("empty", &[], Err((None, "at least one node"))),
+        ("zero", &[2, 0], Err((Some(1), "positive"))),
+        // found by the `values` fuzz target: the GPU sum overflowed u32 while rendering
+        ("u32::MAX", &[u32::MAX, 1], Err((Some(0), "at most 4096"))),
+        ("gcd 1 over many GPUs", &[1, 4096], Err((None, "4097 pods"))),
+        ("too many nodes", &long, Err((None, "lists 1025 nodes"))),
+    ];
+    for (what, nodes, want) in cases {
+        match (check_multi_node(nodes), want) {
+            (Ok(()), Ok(())) => {}
+            (Err((i, why)), Err((want_i, msg))) => {
+                assert_eq!(i, want_i, "{what}: {why}");
+                assert!(why.contains(msg), "{what}: {why}");
+            }
+            (got, _) => panic!("{what}: {got:?}"),
+        }
+    }
+    // Settings that skipped validation are refused by render itself, not by a panic.
+    let settings = QueueSettings {
+        multi_node: Some(vec![u32::MAX, 1]),
+        ..Default::default()
+    };
+    let e = render_plain(&PodTemplate::default(), &settings, &task()).expect_err("refused");
+    assert!(matches!(e, RenderError::Template { .. }), "{e}");
+}
+
+#[test]
 fn per_task_multi_node_request_table() {
     use serde_json::json;
     let props = |req: &str, layout: Option<&str>| {
@@ -479,6 +513,16 @@ fn per_task_multi_node_request_table() {
             Err("[gpus per node, nodes]"),
         ),
         ("zero", Some(props("[0, 2]", None)), Err("positive")),
+        (
+            "too many GPUs",
+            Some(props("[4097, 2]", None)),
+            Err("positive"),
+        ),
+        (
+            "list layout splitting into too many pods",
+            Some(props("[1, 4096]", Some("gpus_per_node_list"))),
+            Err("splits into 4097 pods"),
+        ),
         (
             "not JSON",
             Some(props("two nodes", None)),

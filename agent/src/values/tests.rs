@@ -156,6 +156,19 @@ fn bad_values_are_refused_with_the_field_path() {
             "invalid value",
         ),
         (
+            // found by the `values` fuzz target: the GPU sum overflowed u32 while rendering
+            "multiNode with an entry beyond the GPUs of a node",
+            queue_doc("      queueSettings:\n        multiNode: [4294967295, 1]\n"),
+            "agentk8sglue.queues.green.queueSettings.multiNode[0]",
+            "at most 4096",
+        ),
+        (
+            "multiNode that splits into too many pods",
+            queue_doc("      queueSettings:\n        multiNode: [1, 4096]\n"),
+            "agentk8sglue.queues.green.queueSettings.multiNode",
+            "splits into 4097 pods of 1 GPUs (the gcd); at most 1024 pods",
+        ),
+        (
             "unknown worker-id placeholder",
             queue_doc("      queueSettings:\n        customWorkerIdTemplate: \"k8s:{taskid}\"\n"),
             "agentk8sglue.queues.green.queueSettings.customWorkerIdTemplate",
