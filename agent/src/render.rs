@@ -316,6 +316,56 @@ pub fn multi_node_request(
     Ok(Some(nodes))
 }
 
+/// What is wrong with a (merged) template's volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeProblem {
+    /// The volume's name (or the name a mount gives).
+    pub name: String,
+    /// A mount names it but no volume has it (else: two volumes have it).
+    pub mount: bool,
+    /// What to tell the user.
+    pub message: String,
+}
+
+/// The pod's volumes are `volumes` then `extraVolumes`: their names must be unique (the API
+/// server refuses the pod otherwise), and every `volumeMounts`/`extraVolumeMounts` entry must name
+/// one of them. Checked on each queue's merged template when values load, and again at render.
+pub fn check_volumes(t: &PodTemplate) -> Result<(), VolumeProblem> {
+    let mut seen = std::collections::BTreeSet::new();
+    for v in t
+        .volumes
+        .iter()
+        .flatten()
+        .chain(t.extra_volumes.iter().flatten())
+    {
+        if !seen.insert(v.name.as_str()) {
+            return Err(VolumeProblem {
+                name: v.name.clone(),
+                mount: false,
+                message: format!(
+                    "volume {:?} is defined twice (volumes and extraVolumes of basePodTemplate and the queue's templateOverrides; extraVolumes are appended, not merged)",
+                    v.name
+                ),
+            });
+        }
+    }
+    let mounts = t.volume_mounts.iter().flatten();
+    if let Some(m) = mounts
+        .chain(t.extra_volume_mounts.iter().flatten())
+        .find(|m| !seen.contains(m.name.as_str()))
+    {
+        return Err(VolumeProblem {
+            name: m.name.clone(),
+            mount: true,
+            message: format!(
+                "volumeMount {:?} names no volume {:?}",
+                m.mount_path, m.name
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Most GPUs one node of a multi-node task may have.
 pub const MAX_NODE_GPUS: u32 = 4096;
 /// Most pods one multi-node task may be split into (a queue's `multiNode` or a task's request).
@@ -414,31 +464,14 @@ pub fn render(
     let t = queue.template;
     let settings = queue.settings;
 
+    check_volumes(t).map_err(|p| RenderError::Template {
+        queue: queue.name.into(),
+        message: p.message,
+    })?;
     let mut volumes = t.volumes.clone().unwrap_or_default();
     volumes.extend(t.extra_volumes.clone().unwrap_or_default());
-    let mut seen = std::collections::BTreeSet::new();
-    for v in &volumes {
-        if !seen.insert(v.name.as_str()) {
-            return Err(RenderError::Template {
-                queue: queue.name.into(),
-                message: format!(
-                    "volume {:?} is defined twice (volumes and extraVolumes)",
-                    v.name
-                ),
-            });
-        }
-    }
     let mut mounts = t.volume_mounts.clone().unwrap_or_default();
     mounts.extend(t.extra_volume_mounts.clone().unwrap_or_default());
-    if let Some(m) = mounts.iter().find(|m| !seen.contains(m.name.as_str())) {
-        return Err(RenderError::Template {
-            queue: queue.name.into(),
-            message: format!(
-                "volumeMount {:?} names no volume {:?}",
-                m.mount_path, m.name
-            ),
-        });
-    }
 
     // env: template < task -e (non-empty, or new) < agent
     let mut base_env = t.env.clone().unwrap_or_default();

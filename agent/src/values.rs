@@ -357,6 +357,21 @@ impl Values {
             queue
                 .queue_settings
                 .validate(&format!("{path}.queueSettings"))?;
+            // what the queue's pods get: basePodTemplate ⊕ templateOverrides
+            let merged =
+                crate::merge::merge_templates(&a.base_pod_template, &queue.template_overrides)?;
+            crate::render::check_volumes(&merged).map_err(|p| {
+                FieldError::new(
+                    volume_path(
+                        root,
+                        &path,
+                        &a.base_pod_template,
+                        &queue.template_overrides,
+                        &p,
+                    ),
+                    p.message,
+                )
+            })?;
         }
         Ok(())
     }
@@ -516,6 +531,48 @@ fn check_resources(path: &str, resources: &ResourceRequirements) -> Result<(), F
         }
     }
     Ok(())
+}
+
+/// The field a volume problem of a queue's merged template comes from: the queue's own
+/// `templateOverrides` list that names it if one does, else `basePodTemplate`'s.
+fn volume_path(
+    root: &str,
+    queue_path: &str,
+    base: &PodTemplate,
+    over: &PodTemplate,
+    p: &crate::render::VolumeProblem,
+) -> String {
+    let lists: [(&str, Vec<&str>); 2] = if p.mount {
+        [
+            ("volumeMounts", names(&over.volume_mounts, |m| &m.name)),
+            (
+                "extraVolumeMounts",
+                names(&over.extra_volume_mounts, |m| &m.name),
+            ),
+        ]
+    } else {
+        [
+            ("extraVolumes", names(&over.extra_volumes, |v| &v.name)),
+            ("volumes", names(&over.volumes, |v| &v.name)),
+        ]
+    };
+    if let Some((field, list)) = lists.iter().find(|(_, l)| l.contains(&p.name.as_str())) {
+        let i = list.iter().position(|n| *n == p.name).unwrap_or_default();
+        return format!("{queue_path}.templateOverrides.{field}[{i}].name");
+    }
+    let field = match (
+        p.mount,
+        names(&base.extra_volume_mounts, |m| &m.name).contains(&p.name.as_str()),
+    ) {
+        (true, true) => "extraVolumeMounts",
+        (true, false) => "volumeMounts",
+        (false, _) => "extraVolumes",
+    };
+    format!("{root}.basePodTemplate.{field}")
+}
+
+fn names<T>(list: &Option<Vec<T>>, name: impl Fn(&T) -> &String) -> Vec<&str> {
+    list.iter().flatten().map(|x| name(x).as_str()).collect()
 }
 
 fn unique_by<T>(

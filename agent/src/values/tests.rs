@@ -77,6 +77,20 @@ fn queue_doc(queue_body: &str) -> String {
 }
 
 #[test]
+fn volumes_complete_each_other_across_base_and_queue() {
+    // a base mount whose volume each queue brings, and volumes merged by name (not duplicated)
+    let doc = "agentk8sglue:\n  basePodTemplate:\n    volumes:\n      - name: data\n        emptyDir: {}\n    volumeMounts:\n      - name: cache\n        mountPath: /cache\n  queues:\n    green:\n      templateOverrides:\n        volumes:\n          - name: data\n            emptyDir:\n              medium: Memory\n        extraVolumes:\n          - name: cache\n            emptyDir: {}\n";
+    let values = Values::from_yaml(doc).expect("valid");
+    let merged = values
+        .agentk8sglue
+        .queue_template("green")
+        .expect("queue")
+        .expect("merges");
+    assert_eq!(merged.volumes.as_ref().map(Vec::len), Some(1));
+    assert_eq!(merged.extra_volumes.as_ref().map(Vec::len), Some(1));
+}
+
+#[test]
 fn bad_values_are_refused_with_the_field_path() {
     let cases: &[(&str, String, &str, &str)] = &[
         (
@@ -213,6 +227,37 @@ fn bad_values_are_refused_with_the_field_path() {
             ),
             "agentk8sglue.queues.green.templateOverrides.volumes[0].emptyDir.sizeLimit",
             "invalid quantity",
+        ),
+        // volumes are checked on each queue's merged template: what its pods get
+        (
+            "extraVolumes of base and queue share a name (appended, not merged)",
+            "agentk8sglue:\n  basePodTemplate:\n    extraVolumes:\n      - name: data\n        emptyDir: {}\n  queues:\n    green:\n      templateOverrides:\n        extraVolumes:\n          - name: data\n            emptyDir: {}\n".into(),
+            "agentk8sglue.queues.green.templateOverrides.extraVolumes[0].name",
+            "volume \"data\" is defined twice",
+        ),
+        (
+            "base volumes and queue extraVolumes share a name",
+            "agentk8sglue:\n  basePodTemplate:\n    volumes:\n      - name: data\n        emptyDir: {}\n  queues:\n    green:\n      templateOverrides:\n        extraVolumes:\n          - name: other\n            emptyDir: {}\n          - name: data\n            emptyDir: {}\n".into(),
+            "agentk8sglue.queues.green.templateOverrides.extraVolumes[1].name",
+            "is defined twice",
+        ),
+        (
+            "both within the base template",
+            "agentk8sglue:\n  basePodTemplate:\n    volumes:\n      - name: data\n        emptyDir: {}\n    extraVolumes:\n      - name: data\n        emptyDir: {}\n  queues:\n    green: {}\n".into(),
+            "agentk8sglue.basePodTemplate.extraVolumes",
+            "is defined twice",
+        ),
+        (
+            "a base mount names a volume no queue defines",
+            "agentk8sglue:\n  basePodTemplate:\n    extraVolumeMounts:\n      - name: cache\n        mountPath: /cache\n  queues:\n    green: {}\n".into(),
+            "agentk8sglue.basePodTemplate.extraVolumeMounts",
+            "names no volume \"cache\"",
+        ),
+        (
+            "a queue mount names no volume",
+            queue_doc("      templateOverrides:\n        volumeMounts:\n          - name: x\n            mountPath: /x\n"),
+            "agentk8sglue.queues.green.templateOverrides.volumeMounts[0].name",
+            "names no volume",
         ),
     ];
     for (what, doc, path, message) in cases {
