@@ -5,7 +5,6 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use kube::Api;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -231,7 +230,6 @@ impl Args {
             pods: pods.clone(),
             clearml: clearml.clone(),
             kube: kube.clone(),
-            events: Api::namespaced(kube_client, &cfg.task_namespace),
             agent: agent.clone(),
             health: health.clone(),
             leader_rx: leader_rx.clone(),

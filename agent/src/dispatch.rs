@@ -30,7 +30,7 @@ use crate::{
     clearml::{self, Client, TaskDoc},
     config::{AgentConfig, PENDING_QUEUE},
     health::Health,
-    k8s::{Created, Kube, PodStore},
+    k8s::{self, Created, Kube, PodStore},
     lifecycle::{self, PodState, TaskStatus, Verdict},
     metrics::{Metrics, PodLabels, QueueLabels},
     render::{self, AgentParams, QueueParams, TaskParams},
@@ -44,6 +44,8 @@ pub const PENDING_REASON: &str = "k8s pending scheduler";
 const BATCH: usize = 500;
 /// Concurrent launches within a tick.
 const LAUNCH_CONCURRENCY: usize = 32;
+/// How many of a failed task's pod events are copied into its ClearML log.
+const EVENTS_IN_LOG: usize = 20;
 /// How often task statuses are re-read to notice aborts.
 const STATUS_REFRESH: Duration = Duration::from_secs(2);
 /// Poll interval while there is work (tasks were taken on the last tick).
@@ -1042,13 +1044,36 @@ impl Dispatcher {
                 Verdict::Fail(reason) => {
                     self.metrics.task_failed(category_of(&reason));
                     let reason = format!("k8s agent: {reason}");
-                    let _ = self
-                        .clearml
-                        .log_events(
-                            &self.cfg.worker_id,
-                            &[(task.clone(), "ERROR", reason.clone())],
-                        )
-                        .await;
+                    // the evidence goes to the task's log before anything is deleted: the
+                    // pods' events (scheduler and kubelet), then the verdict
+                    let names: Vec<String> = pods
+                        .iter()
+                        .filter_map(|p| p.metadata.name.clone())
+                        .collect();
+                    let mut lines: Vec<(String, &str, String)> =
+                        match self.kube.pod_events(&names, EVENTS_IN_LOG).await {
+                            Ok(events) => events
+                                .iter()
+                                .map(|e| {
+                                    let level = if e.type_.as_deref() == Some("Warning") {
+                                        "WARNING"
+                                    } else {
+                                        "INFO"
+                                    };
+                                    (
+                                        task.clone(),
+                                        level,
+                                        format!("k8s event: {}", k8s::event_line(e)),
+                                    )
+                                })
+                                .collect(),
+                            Err(error) => {
+                                tracing::debug!(%task, %error, "cannot list the pods' events");
+                                Vec::new()
+                            }
+                        };
+                    lines.push((task.clone(), "ERROR", reason.clone()));
+                    let _ = self.clearml.log_events(&self.cfg.worker_id, &lines).await;
                     self.fail(task, &reason).await;
                 }
                 Verdict::Withdraw(why) => {

@@ -17,11 +17,7 @@ use clearml_agent_proto::v1::{
     self as pb,
     agent_service_server::{AgentService, AgentServiceServer},
 };
-use k8s_openapi::{
-    api::core::v1::{Event, Pod},
-    jiff::Timestamp,
-};
-use kube::{Api, api::ListParams};
+use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -64,8 +60,6 @@ pub struct Control {
     pub clearml: Client,
     /// Pod dry runs.
     pub kube: Kube,
-    /// Events of the task namespace.
-    pub events: Api<Event>,
     /// Agent identity for rendering.
     pub agent: AgentParams,
     /// Readiness and ClearML connectivity.
@@ -752,36 +746,23 @@ impl AgentService for ControlService {
             })
             .collect::<Vec<_>>();
         let names: Vec<String> = details.iter().map(|p| p.name.clone()).collect();
-        let mut events = Vec::new();
-        if !names.is_empty() {
-            match c.events.list(&ListParams::default()).await {
-                Ok(list) => {
-                    for e in list.items {
-                        let object = e.involved_object.name.clone().unwrap_or_default();
-                        if !names.contains(&object) {
-                            continue;
-                        }
-                        let seen = e
-                            .last_timestamp
-                            .as_ref()
-                            .map(|t| t.0)
-                            .or(e.event_time.as_ref().map(|t| t.0));
-                        events.push(pb::Event {
-                            reason: e.reason.unwrap_or_default(),
-                            message: e.message.unwrap_or_default(),
-                            r#type: e.type_.unwrap_or_default(),
-                            object,
-                            last_seen: seen.map(timestamp),
-                            count: e.count.unwrap_or(1).max(0) as u32,
-                        });
-                    }
-                }
-                Err(error) => tracing::debug!(%error, "cannot list events"),
+        let events = match c.kube.pod_events(&names, 20).await {
+            Ok(events) => events
+                .into_iter()
+                .map(|e| pb::Event {
+                    last_seen: crate::k8s::event_time(&e).map(timestamp),
+                    object: e.involved_object.name.unwrap_or_default(),
+                    reason: e.reason.unwrap_or_default(),
+                    message: e.message.unwrap_or_default(),
+                    r#type: e.type_.unwrap_or_default(),
+                    count: e.count.unwrap_or(1).max(0) as u32,
+                })
+                .collect(),
+            Err(error) => {
+                tracing::debug!(%error, "cannot list events");
+                Vec::new()
             }
-            events.sort_by_key(|e| e.last_seen.map(|t| t.seconds));
-            let skip = events.len().saturating_sub(20);
-            events.drain(..skip);
-        }
+        };
         Ok(Response::new(pb::TaskDetail {
             task: Some(summary),
             pods: details,

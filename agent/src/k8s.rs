@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use kube::{
     Api, Client,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio::sync::Notify;
@@ -62,6 +62,30 @@ impl Error {
     }
 }
 
+/// When an event was last seen (`lastTimestamp`, else `eventTime`, else its creation).
+pub fn event_time(e: &Event) -> Option<k8s_openapi::jiff::Timestamp> {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or(e.event_time.as_ref().map(|t| t.0))
+        .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// An event as one line: `Warning FailedScheduling on pod-x (×3): message`.
+pub fn event_line(e: &Event) -> String {
+    let count = match e.count {
+        Some(n) if n > 1 => format!(" (×{n})"),
+        _ => String::new(),
+    };
+    format!(
+        "{} {} on {}{count}: {}",
+        e.type_.as_deref().unwrap_or("Normal"),
+        e.reason.as_deref().unwrap_or_default(),
+        e.involved_object.name.as_deref().unwrap_or_default(),
+        e.message.as_deref().unwrap_or_default().trim()
+    )
+}
+
 /// Outcome of a create.
 #[derive(Debug)]
 pub enum Created<K> {
@@ -77,6 +101,7 @@ pub struct Kube {
     namespace: String,
     pods: Api<Pod>,
     services: Api<Service>,
+    events: Api<Event>,
 }
 
 impl Kube {
@@ -85,7 +110,8 @@ impl Kube {
         Self {
             namespace: namespace.to_string(),
             pods: Api::namespaced(client.clone(), namespace),
-            services: Api::namespaced(client, namespace),
+            services: Api::namespaced(client.clone(), namespace),
+            events: Api::namespaced(client, namespace),
         }
     }
 
@@ -103,6 +129,28 @@ impl Kube {
             name: name.to_string(),
             source,
         }
+    }
+
+    /// The events about these pods (the scheduler's and kubelet's reasons), oldest first, the
+    /// last `limit` of them: one list per pod, selected by the API server
+    /// (`involvedObject.name`), so a busy namespace's other events are never transferred.
+    pub async fn pod_events(&self, pods: &[String], limit: usize) -> Result<Vec<Event>, Error> {
+        let mut events = Vec::new();
+        for pod in pods {
+            let lp = ListParams::default().fields(&format!(
+                "involvedObject.kind=Pod,involvedObject.name={pod}"
+            ));
+            let list = self
+                .events
+                .list(&lp)
+                .await
+                .map_err(|e| self.err("list events of", "pod", pod, e))?;
+            events.extend(list.items);
+        }
+        events.sort_by_key(event_time);
+        let skip = events.len().saturating_sub(limit);
+        events.drain(..skip);
+        Ok(events)
     }
 
     /// Creates a pod; an existing one of the same name is returned for the caller to judge.

@@ -9,9 +9,9 @@
 //!
 //! | image | behaviour |
 //! |---|---|
-//! | `sim/pull-error` | waits in `ErrImagePull` |
-//! | `sim/config-error` | waits in `CreateContainerConfigError` |
-//! | `sim/unschedulable` | `PodScheduled=False/Unschedulable` |
+//! | `sim/pull-error` | waits in `ErrImagePull` (kubelet event `Warning Failed`) |
+//! | `sim/config-error` | waits in `CreateContainerConfigError` (kubelet event `Warning Failed`) |
+//! | `sim/unschedulable` | `PodScheduled=False/Unschedulable` (scheduler event `Warning FailedScheduling`) |
 //! | `sim/oom` | starts the task, then is OOM-killed (exit 137) |
 //! | `sim/exit-N` | starts the task, then exits with code N |
 //! | `sim/hang` | starts the task and keeps running |
@@ -214,8 +214,27 @@ async fn run_pod(kube: &KubeDouble, clearml: &ClearmlDouble, opts: &SimOptions, 
     tokio::time::sleep(opts.start_delay).await;
     let behaviour = Behaviour::from_image(image);
     let result = match &behaviour {
-        Behaviour::Waiting(reason, message) => kube.set_pod_waiting(ns, name, reason, message),
-        Behaviour::Unschedulable(message) => kube.set_pod_unschedulable(ns, name, message),
+        Behaviour::Waiting(reason, message) => {
+            // the kubelet's events, worded as it words them
+            let event = if reason == "ErrImagePull" {
+                format!("Failed to pull image {image:?}: {message}")
+            } else {
+                format!("Error: {message}")
+            };
+            let _ = kube.record_pod_event(ns, name, "Warning", "Failed", &event, "kubelet");
+            kube.set_pod_waiting(ns, name, reason, message)
+        }
+        Behaviour::Unschedulable(message) => {
+            let _ = kube.record_pod_event(
+                ns,
+                name,
+                "Warning",
+                "FailedScheduling",
+                message,
+                "default-scheduler",
+            );
+            kube.set_pod_unschedulable(ns, name, message)
+        }
         Behaviour::NoStart => match kube.set_pod_running(ns, name) {
             Ok(()) => kube.set_pod_succeeded(ns, name),
             Err(e) => Err(e),

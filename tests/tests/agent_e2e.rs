@@ -485,6 +485,40 @@ async fn failures_are_reported_with_their_reason() {
             "{image}: left pending"
         );
     }
+    // the pods' events (kubelet, scheduler) reach the task's log before the verdict
+    let log_of = |task: &str| -> Vec<(String, String)> {
+        env.clearml
+            .events()
+            .iter()
+            .filter(|e| s(e, "/task") == task)
+            .map(|e| (s(e, "/level").to_string(), s(e, "/msg").to_string()))
+            .collect()
+    };
+    for (task, event) in [
+        (&tasks[0], "k8s event: Warning Failed on clearml-id-"),
+        (
+            &tasks[5],
+            "k8s event: Warning FailedScheduling on clearml-id-",
+        ),
+    ] {
+        let log = log_of(task);
+        let at = log
+            .iter()
+            .position(|(level, msg)| level == "WARNING" && msg.starts_with(event))
+            .unwrap_or_else(|| panic!("task {task}: no {event:?} line in {log:#?}"));
+        let verdict = log
+            .iter()
+            .position(|(level, msg)| level == "ERROR" && msg.starts_with("k8s agent: "))
+            .unwrap_or_else(|| panic!("task {task}: no verdict in {log:#?}"));
+        assert!(at < verdict, "events come first: {log:#?}");
+    }
+    assert!(
+        log_of(&tasks[0])
+            .iter()
+            .any(|(_, msg)| msg.contains("Failed to pull image \"sim/pull-error\"")),
+        "the kubelet's words are kept"
+    );
+
     // deleted by someone else
     let victim = env.enqueue("victim", "fail-queue", "sim/hang");
     env.task_status(&victim, "in_progress").await;

@@ -369,6 +369,51 @@ impl KubeDouble {
             .map(drop)
     }
 
+    /// Records a core/v1 Event about a pod, as the kubelet or the scheduler (`component`) does:
+    /// `type_` is `Normal` or `Warning`, `reason` e.g. `FailedScheduling` or `Failed`.
+    pub fn record_pod_event(
+        &self,
+        namespace: &str,
+        pod: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+    ) -> Result<Value, ApiError> {
+        let uid = self
+            .get("pods", namespace, pod)
+            .and_then(|p| p.pointer("/metadata/uid").cloned())
+            .unwrap_or(Value::Null);
+        let now = state::now();
+        self.create(
+            "events",
+            namespace,
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": format!("{pod}.{:016x}", rand::random::<u64>()),
+                    "namespace": namespace,
+                },
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod,
+                    "namespace": namespace,
+                    "uid": uid,
+                },
+                "type": type_,
+                "reason": reason,
+                "message": message,
+                "source": {"component": component},
+                "reportingComponent": component,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }),
+        )
+    }
+
     /// Sets a container's log text (`container: None` = the pod's first container).
     pub fn set_pod_log(
         &self,

@@ -253,6 +253,22 @@ async fn gpu_reporting_status_describe_and_render() {
     );
     assert_eq!(detail.pods.len(), 1);
     assert_eq!(detail.pods[0].reason, "Unschedulable");
+    // the scheduler's event about this pod, and only events about this task's pods
+    assert!(
+        detail.events.iter().any(|e| e.reason == "FailedScheduling"
+            && e.r#type == "Warning"
+            && e.message.contains("0/3 nodes")),
+        "{:?}",
+        detail.events
+    );
+    assert!(
+        detail
+            .events
+            .iter()
+            .all(|e| e.object == detail.pods[0].name),
+        "{:?}",
+        detail.events
+    );
 
     let detail = api
         .describe_task(pb::DescribeTaskRequest {
