@@ -1101,8 +1101,9 @@ impl Dispatcher {
             })
             .cloned()
             .collect();
-        // failing is destructive: confirm the cached status first, as above
-        let fresh = if vanished.is_empty() {
+        // failing is destructive: confirm the cached status first, as above (not while ClearML
+        // does not answer: the tasks wait for the next pass)
+        let fresh = if vanished.is_empty() || !known {
             HashMap::new()
         } else {
             self.confirm_statuses(&vanished).await
