@@ -135,3 +135,10 @@ pub fn merge(data: &[u8]) {
         assert_eq!(m(&m(a, b), c), m(a, &m(b, c)), "merge is associative");
     }
 }
+
+/// Bytes as a ClearML reply body (HTTP 200): the envelope, then the task and queue document
+/// decoders as the client runs them. Nothing may panic, and a task without a readable status is
+/// always reported unreadable (the agent must never act on a status it did not read).
+pub fn clearml_reply(data: &[u8]) {
+    crate::clearml::decode_reply_for_fuzzing(200, data);
+}

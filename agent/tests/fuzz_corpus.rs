@@ -60,3 +60,8 @@ fn values_corpus_and_regressions_replay_without_panic() {
 fn merge_corpus_and_regressions_replay_without_panic() {
     replay("merge", clearml_agent::fuzzing::merge);
 }
+
+#[test]
+fn clearml_reply_corpus_replays_without_panic() {
+    replay("clearml_reply", clearml_agent::fuzzing::clearml_reply);
+}

@@ -608,6 +608,24 @@ impl Client {
     }
 }
 
+/// Fuzzing entry (`crate::fuzzing::clearml_reply`): a reply body through the envelope and the
+/// document decoders exactly as the client reads it. Not an API.
+#[doc(hidden)]
+pub fn decode_reply_for_fuzzing(status: u16, body: &[u8]) {
+    let Ok(data) = wire::unwrap_envelope("tasks.get_all", status, body) else {
+        return;
+    };
+    if let Ok(tasks) = wire::decode_tasks("tasks.get_all", data.clone(), true) {
+        for t in tasks {
+            assert!(
+                t.unreadable.is_some() || t.status.is_some(),
+                "a task without a readable status is reported unreadable"
+            );
+        }
+    }
+    let _ = wire::decode_queues("queues.get_all", data, &mut Vec::new());
+}
+
 fn chrono_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
