@@ -7,6 +7,11 @@ use serde_json::Value;
 
 use super::{Error, Result};
 
+/// A string value as serde's messages quote it: `string "…"` (with escapes).
+static QUOTED_STRING: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r#"string "(?:[^"\\]|\\.)*""#).expect("a valid constant regex")
+});
+
 #[derive(Debug, Deserialize)]
 struct Envelope {
     meta: Meta,
@@ -96,7 +101,12 @@ fn decode_item<T: serde::de::DeserializeOwned>(item: Value, at: &str) -> Result<
             ("", inner) => inner.to_string(),
             (at, inner) => format!("{at}.{inner}"),
         };
-        let mut detail = format!("{path}: {}", e.inner());
+        // NB: serde quotes the offending string; it is the task's own data (arguments may carry
+        // credentials), so it is left out of logs and status reasons.
+        let inner = QUOTED_STRING
+            .replace_all(&e.inner().to_string(), "string")
+            .into_owned();
+        let mut detail = format!("{path}: {inner}");
         if detail.len() > 300 {
             let cut = (0..=300)
                 .rev()
@@ -343,13 +353,23 @@ mod tests {
                 true,
                 Ok(vec![("a", None, Some("status: invalid type"))]),
             ),
+            // the offending string is the task's own data: never echoed
             (
-                json!({"tasks": [{"id": "a", "container": "ubuntu"}]}),
+                json!({"tasks": [{"id": "a", "container": "-e TOKEN=s3cr\"et"}]}),
                 false,
                 Ok(vec![(
                     "a",
                     None,
-                    Some("container: invalid type: string \"ubuntu\", expected an object"),
+                    Some("container: invalid type: string, expected an object"),
+                )]),
+            ),
+            (
+                json!({"tasks": [{"id": "a", "status": "queued", "container": {"arguments": ["-e", "TOKEN=s3cret"]}}]}),
+                true,
+                Ok(vec![(
+                    "a",
+                    Some("queued"),
+                    Some("container.arguments: invalid type: sequence, expected a string"),
                 )]),
             ),
             // a missing status matters only when it was asked for
@@ -399,6 +419,14 @@ mod tests {
                     for (doc, (id, status, why)) in docs.iter().zip(want) {
                         assert_eq!(doc.id, id, "{data}");
                         assert_eq!(doc.status.as_deref(), status, "{data}");
+                        assert!(
+                            !doc.unreadable
+                                .as_deref()
+                                .unwrap_or_default()
+                                .contains("s3cr"),
+                            "{data}: task data echoed: {:?}",
+                            doc.unreadable
+                        );
                         match (why, &doc.unreadable) {
                             (None, None) => {}
                             (Some(w), Some(u)) => assert!(u.contains(w), "{data}: {u}"),
