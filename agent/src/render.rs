@@ -55,9 +55,12 @@ const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Why a task cannot be rendered; the agent fails the task with this text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    /// The task's `container.arguments` could not be split like a shell would.
-    #[error("task {task}: container.arguments: unbalanced quotes in {arguments:?}")]
-    Arguments { task: String, arguments: String },
+    /// The task's `container.arguments` could not be split like a shell would. The text is not
+    /// repeated: it is the task's own and may carry credentials (`-e TOKEN=…`).
+    #[error(
+        "task {task}: container.arguments: unbalanced quotes (the {length}-character string does not split like a shell would; check its quotes)"
+    )]
+    Arguments { task: String, length: usize },
     /// A `-e NAME=VALUE` argument has an invalid name.
     #[error("task {task}: container.arguments: {message}")]
     EnvName { task: String, message: String },
@@ -205,7 +208,7 @@ pub fn task_env(task: &TaskParams) -> Result<TaskEnv, RenderError> {
     }
     let tokens = shlex::split(args).ok_or_else(|| RenderError::Arguments {
         task: task.id.clone(),
-        arguments: task.arguments.clone(),
+        length: task.arguments.chars().count(),
     })?;
     let mut env = Vec::new();
     let mut warnings = Vec::new();

@@ -306,6 +306,12 @@ fn task_env_arguments_table() {
         ("-e GIT_USER=task", Ok(&[("GIT_USER", "task")]), 0),
         ("-e 1BAD=x", Err("invalid environment variable name"), 0),
         ("-e 'unbalanced", Err("unbalanced quotes"), 0),
+        // the task's text is not echoed: it may hold credentials
+        (
+            "-e \"TOKEN=s3cret",
+            Err("unbalanced quotes (the 16-character string"),
+            0,
+        ),
     ];
     for (args, want, warnings) in cases {
         let t = TaskParams {
@@ -320,7 +326,10 @@ fn task_env_arguments_table() {
                 assert_eq!(env(&r.pods[0], "KEEP").as_deref(), Some("k"), "{args}");
                 assert_eq!(r.warnings.len(), *warnings, "{args}: {:?}", r.warnings);
             }
-            (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{args}: {e}"),
+            (Err(e), Err(msg)) => {
+                assert!(e.to_string().contains(msg), "{args}: {e}");
+                assert!(!e.to_string().contains("s3cret"), "{args}: echoed: {e}");
+            }
             (got, _) => panic!("{args}: unexpected {got:?}"),
         }
     }
