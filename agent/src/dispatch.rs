@@ -122,11 +122,9 @@ pub struct Dispatcher {
     deleting: HashSet<String>,
     /// Last status message written per task.
     explained: HashMap<String, String>,
-    /// Task statuses and when they were read.
-    statuses: HashMap<String, String>,
-    /// Tasks whose last status read came back unreadable: their status is unknown, not missing
-    /// (a task must never look deleted because of a reply the agent could not read).
-    unreadable_status: HashSet<String>,
+    /// Task statuses as last read (`Unknown` where the reply could not be read: a task must never
+    /// look deleted because of a reply the agent could not read), and when they were read.
+    statuses: HashMap<String, Confirmed>,
     statuses_read: Option<Instant>,
     projects: HashMap<String, String>,
     offset: usize,
@@ -209,7 +207,6 @@ impl Dispatcher {
             deleting: HashSet::new(),
             explained: HashMap::new(),
             statuses: HashMap::new(),
-            unreadable_status: HashSet::new(),
             statuses_read: None,
             projects: HashMap::new(),
             offset: 0,
@@ -876,7 +873,8 @@ impl Dispatcher {
         {
             tracing::warn!(%task, %error, "cannot remove the failed task from the pending queue");
         }
-        self.statuses.insert(task.to_string(), "failed".into());
+        self.statuses
+            .insert(task.to_string(), Confirmed::Known("failed".into()));
         let by_task = self.pods_by_task();
         if let Some(pods) = by_task.get(task) {
             self.delete_task_pods(task, pods, false).await;
@@ -914,6 +912,27 @@ impl Dispatcher {
         }
     }
 
+    /// The statuses of one chunk of tasks as ClearML has them now: a task absent from the reply is
+    /// `Missing`, one whose document could not be read `Unknown`.
+    async fn read_statuses(
+        &self,
+        chunk: &[String],
+    ) -> Result<HashMap<String, Confirmed>, clearml::Error> {
+        let docs = self.clearml.tasks(chunk, &["id", "status"]).await?;
+        let mut read: HashMap<String, Confirmed> = chunk
+            .iter()
+            .map(|t| (t.clone(), Confirmed::Missing))
+            .collect();
+        for d in docs {
+            let status = match (d.status, d.unreadable) {
+                (Some(s), None) => Confirmed::Known(s),
+                _ => Confirmed::Unknown,
+            };
+            read.insert(d.id, status);
+        }
+        Ok(read)
+    }
+
     /// Reads the ClearML status of `tasks` if the cached copy is stale.
     async fn refresh_statuses(&mut self, tasks: &[String]) -> bool {
         if self
@@ -923,21 +942,9 @@ impl Dispatcher {
             return true;
         }
         let mut fresh = HashMap::new();
-        let mut unreadable = HashSet::new();
         for chunk in tasks.chunks(GET_ALL_CHUNK) {
-            match self.clearml.tasks(chunk, &["id", "status"]).await {
-                Ok(docs) => {
-                    for d in docs {
-                        match d.status {
-                            Some(status) if d.unreadable.is_none() => {
-                                fresh.insert(d.id, status);
-                            }
-                            _ => {
-                                unreadable.insert(d.id);
-                            }
-                        }
-                    }
-                }
+            match self.read_statuses(chunk).await {
+                Ok(read) => fresh.extend(read),
                 Err(error) => {
                     tracing::warn!(%error, "cannot read task statuses");
                     return false;
@@ -945,29 +952,21 @@ impl Dispatcher {
             }
         }
         self.statuses = fresh;
-        self.unreadable_status = unreadable;
         self.statuses_read = Some(Instant::now());
         true
     }
 
-    /// Fresh statuses of `tasks` (read in chunks, bypassing the cache, which they update).
+    /// Fresh statuses of `tasks` (read in chunks, bypassing the cache; statuses read update it).
     async fn confirm_statuses(&mut self, tasks: &[String]) -> HashMap<String, Confirmed> {
         let mut fresh = HashMap::new();
         for chunk in tasks.chunks(GET_ALL_CHUNK) {
-            match self.clearml.tasks(chunk, &["id", "status"]).await {
-                Ok(docs) => {
-                    for d in docs {
-                        let confirmed = match (d.status, d.unreadable) {
-                            (Some(s), None) => {
-                                self.statuses.insert(d.id.clone(), s.clone());
-                                Confirmed::Known(s)
-                            }
-                            _ => Confirmed::Unknown,
-                        };
-                        fresh.insert(d.id, confirmed);
-                    }
-                    for task in chunk {
-                        fresh.entry(task.clone()).or_insert(Confirmed::Missing);
+            match self.read_statuses(chunk).await {
+                Ok(read) => {
+                    for (task, status) in read {
+                        if matches!(status, Confirmed::Known(_)) {
+                            self.statuses.insert(task.clone(), status.clone());
+                        }
+                        fresh.insert(task, status);
                     }
                 }
                 Err(error) => {
@@ -994,19 +993,15 @@ impl Dispatcher {
         }
         let known = self.refresh_statuses(&ids).await;
         let now = Timestamp::now();
-        let status_of = |this: &Self, task: &str| -> Confirmed {
-            match (known, this.statuses.get(task)) {
-                (false, _) => Confirmed::Unknown,
-                (true, Some(s)) => Confirmed::Known(s.clone()),
-                (true, None) if this.unreadable_status.contains(task) => Confirmed::Unknown,
-                (true, None) => Confirmed::Missing,
-            }
-        };
         let mut verdicts: Vec<(&String, &Vec<Arc<Pod>>, Verdict)> = by_task
             .iter()
             .map(|(task, pods)| {
-                let status = status_of(self, task);
-                let verdict = decide_pods(pods, status.as_task_status(), now, &self.cfg.timeouts);
+                let status = match self.statuses.get(task) {
+                    _ if !known => TaskStatus::Unknown,
+                    Some(s) => s.as_task_status(),
+                    None => TaskStatus::Missing,
+                };
+                let verdict = decide_pods(pods, status, now, &self.cfg.timeouts);
                 (task, pods, verdict)
             })
             .collect();
