@@ -155,14 +155,19 @@ impl Env {
         }
     }
 
+    /// How many of `tasks` are completed.
+    fn completed(&self, tasks: &[String]) -> usize {
+        tasks
+            .iter()
+            .filter(|t| self.status(t) == "completed")
+            .count()
+    }
+
     /// Waits (up to `limit`) until every task is completed; `context` explains a timeout.
     async fn all_completed(&self, tasks: &[String], limit: Duration, context: &str) {
         let deadline = Instant::now() + limit;
         loop {
-            let done = tasks
-                .iter()
-                .filter(|t| self.status(t) == "completed")
-                .count();
+            let done = self.completed(tasks);
             if done == tasks.len() {
                 return;
             }
@@ -570,10 +575,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let done = tasks
-            .iter()
-            .filter(|t| env.status(t) == "completed")
-            .count();
+        let done = env.completed(&tasks);
         if done == n {
             break;
         }

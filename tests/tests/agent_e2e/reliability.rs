@@ -227,10 +227,7 @@ async fn drain(
     let deadline = Instant::now() + limit;
     loop {
         seen.insert(clearml_state(api).await);
-        let done = tasks
-            .iter()
-            .filter(|t| env.status(t) == "completed")
-            .count();
+        let done = env.completed(tasks);
         if done == tasks.len() {
             return seen;
         }
@@ -241,6 +238,21 @@ async fn drain(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// About 20% of Kubernetes writes fail from now on: 10% answered 500, 11% answered 429 with
+/// `Retry-After: 1`.
+fn inject_kube_write_faults(env: &Env) {
+    use clearml_e2e::k8s::{Fault, RequestMatch};
+    let writes = || RequestMatch::any().verbs(&["create", "update", "patch", "delete"]);
+    env.kube.inject_rate(writes(), Fault::Status(500), 0.1);
+    env.kube.inject_rate(
+        writes(),
+        Fault::TooManyRequests {
+            retry_after_seconds: 1,
+        },
+        0.11,
+    );
 }
 
 fn assert_exactly_once(env: &Env, tasks: &[String], queues: &[&str]) {
@@ -377,20 +389,11 @@ async fn clearml_outage_of_a_minute_is_survived() {
 /// stuck, 429s honoured and no tight retry loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_faults_and_watch_cuts_lose_and_double_nothing() {
-    use clearml_e2e::k8s::{Fault, RequestMatch};
     let env = Env::new(fast_sim()).await;
     let queues = ["kfault-a", "kfault-b"];
     let values = &values_for(&["kfault-a", "kfault-b"]);
     let _agent = env.agent(values).await;
-    let writes = || RequestMatch::any().verbs(&["create", "update", "patch", "delete"]);
-    env.kube.inject_rate(writes(), Fault::Status(500), 0.1);
-    env.kube.inject_rate(
-        writes(),
-        Fault::TooManyRequests {
-            retry_after_seconds: 1,
-        },
-        0.11,
-    );
+    inject_kube_write_faults(&env);
     // a short watch history: a watch resumed after a cut finds its resourceVersion gone unless
     // nothing changed meanwhile (410 Gone → relist)
     env.kube.set_history_limit(2);
@@ -455,10 +458,7 @@ async fn kubernetes_faults_and_watch_cuts_lose_and_double_nothing() {
 /// Kubernetes writes fail. Nothing lost, nothing doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
-    use clearml_e2e::{
-        clearml::Chaos,
-        k8s::{Fault, RequestMatch},
-    };
+    use clearml_e2e::clearml::Chaos;
     let env = Env::new(fast_sim()).await;
     let queues = ["kill-a", "kill-b", "kill-c"];
     let values = &values_for(&["kill-a", "kill-b", "kill-c"]);
@@ -467,15 +467,7 @@ async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
         rate: 0.2,
         delay: Duration::from_millis(500),
     }));
-    let writes = || RequestMatch::any().verbs(&["create", "update", "patch", "delete"]);
-    env.kube.inject_rate(writes(), Fault::Status(500), 0.1);
-    env.kube.inject_rate(
-        writes(),
-        Fault::TooManyRequests {
-            retry_after_seconds: 1,
-        },
-        0.11,
-    );
+    inject_kube_write_faults(&env);
     let n = 500;
     let mut tasks = Vec::new();
     let mut kills = 0;
@@ -489,10 +481,7 @@ async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
                     .map(|i| env.enqueue(&format!("kill-{i}"), queues[i % 3], "")),
             );
         }
-        let done = tasks
-            .iter()
-            .filter(|t| env.status(t) == "completed")
-            .count();
+        let done = env.completed(&tasks);
         if done == n {
             break;
         }
