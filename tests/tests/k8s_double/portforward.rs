@@ -100,6 +100,15 @@ async fn running_pod(env: &Env, name: &str) {
         .expect("pod running");
 }
 
+/// A running pod `agent` whose `PORT` is served by an echo server.
+async fn echo_pod(env: &Env) -> Echo {
+    running_pod(env, "agent").await;
+    let echo = Echo::start(b"").await;
+    env.double
+        .set_port_forward_target("default", "agent", PORT, echo.addr);
+    echo
+}
+
 /// Opens a forward of `ports` and takes every stream.
 async fn forward(
     env: &Env,
@@ -149,10 +158,7 @@ fn refused_port() -> SocketAddr {
 #[tokio::test]
 async fn kube_client_round_trips_and_both_sides_close() {
     let env = env().await;
-    running_pod(&env, "agent").await;
-    let mut echo = Echo::start(b"").await;
-    env.double
-        .set_port_forward_target("default", "agent", PORT, echo.addr);
+    let mut echo = echo_pod(&env).await;
 
     let (pf, mut streams) = forward(&env, "agent", &[PORT]).await;
     let mut stream = streams.remove(0);
@@ -215,10 +221,7 @@ async fn several_ports_and_concurrent_sessions_stay_apart() {
 #[tokio::test]
 async fn four_mebibytes_cross_intact_in_both_directions() {
     let env = env().await;
-    running_pod(&env, "agent").await;
-    let mut echo = Echo::start(b"").await;
-    env.double
-        .set_port_forward_target("default", "agent", PORT, echo.addr);
+    let mut echo = echo_pod(&env).await;
     let (_pf, mut streams) = forward(&env, "agent", &[PORT]).await;
     let (mut rd, mut wr) = tokio::io::split(streams.remove(0));
 
@@ -350,10 +353,7 @@ async fn grpc_runs_over_the_tunnel_as_the_plugin_uses_it() {
 #[tokio::test]
 async fn a_stopped_container_closes_its_forwards() {
     let env = env().await;
-    running_pod(&env, "agent").await;
-    let mut echo = Echo::start(b"").await;
-    env.double
-        .set_port_forward_target("default", "agent", PORT, echo.addr);
+    let mut echo = echo_pod(&env).await;
     let (_pf, mut streams) = forward(&env, "agent", &[PORT]).await;
     round_trip(&mut streams[0], b"before").await;
     env.double
@@ -366,10 +366,7 @@ async fn a_stopped_container_closes_its_forwards() {
 #[tokio::test]
 async fn shutdown_cuts_open_forwards_without_hanging() {
     let env = env().await;
-    running_pod(&env, "agent").await;
-    let mut echo = Echo::start(b"").await;
-    env.double
-        .set_port_forward_target("default", "agent", PORT, echo.addr);
+    let mut echo = echo_pod(&env).await;
     let (_pf, mut streams) = forward(&env, "agent", &[PORT]).await;
     round_trip(&mut streams[0], b"open").await;
     let double: KubeDouble = env.double;
