@@ -60,15 +60,32 @@ const KUBE_BACKOFF_MAX: Duration = Duration::from_secs(10);
 const GET_ALL_CHUNK: usize = 500;
 
 /// The status message a moved task carries; [`origin_from_message`] reads the queue id back.
+///
+/// The status message is the one record of a pending task's origin queue that survives a restart
+/// before its pods exist (they carry it as a label once created), so every status message the
+/// agent writes while the task waits ends with this record: see [`explain_message`].
 pub fn pending_message(queue_name: &str, queue_id: &str) -> String {
-    format!("launching from queue {queue_name} [{queue_id}]")
+    format!("{ORIGIN_PREFIX}{queue_name} [{queue_id}]")
 }
 
-/// The origin queue id from a [`pending_message`].
+const ORIGIN_PREFIX: &str = "launching from queue ";
+
+/// The status message of a pending task whose pods wait: the reason first (what the UI shows),
+/// then the origin record of [`pending_message`], kept so a restarted agent still knows it.
+pub fn explain_message(reason: &str, origin: Option<(&str, &str)>) -> String {
+    match origin {
+        Some((name, id)) => format!("K8S pending: {reason}; {}", pending_message(name, id)),
+        None => format!("K8S pending: {reason}"),
+    }
+}
+
+/// The origin queue id from a message ending with a [`pending_message`] (the last one, so a
+/// reason quoting the phrase cannot mislead it).
 pub fn origin_from_message(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("launching from queue ")?;
+    let rest = &message[message.rfind(ORIGIN_PREFIX)? + ORIGIN_PREFIX.len()..];
     let start = rest.rfind('[')?;
-    rest[start + 1..].strip_suffix(']')
+    let id = rest[start + 1..].strip_suffix(']')?;
+    (!id.is_empty()).then_some(id)
 }
 
 /// A served queue, resolved in ClearML.
@@ -111,7 +128,8 @@ pub struct Dispatcher {
     health: Arc<Health>,
     served: Vec<Served>,
     pending_queue: String,
-    /// Origin queue id of tasks this process moved to the pending queue.
+    /// Origin queue id of the pending tasks this process moved or launched (a restarted agent
+    /// reads it from the pods' queue label, else from the status message).
     origin: HashMap<String, String>,
     /// Tasks whose pods this process created or adopted, with the launch id they serve.
     launched: HashMap<String, String>,
@@ -120,7 +138,9 @@ pub struct Dispatcher {
     unseen: HashMap<String, Instant>,
     /// Tasks whose pods this process is deleting.
     deleting: HashSet<String>,
-    /// Last status message written per task.
+    /// The status message ClearML holds for each task with pods, as last read (every status
+    /// refresh) or written: a reason is written only when it differs, so a restart rewrites
+    /// nothing.
     explained: HashMap<String, String>,
     /// Task statuses as last read (`Unknown` where the reply could not be read: a task must never
     /// look deleted because of a reply the agent could not read), and when they were read.
@@ -141,10 +161,12 @@ enum Launch {
         task: String,
         launch_id: String,
         queue: String,
+        origin: String,
     },
     Adopted {
         task: String,
         launch_id: String,
+        origin: String,
     },
     Retry {
         task: String,
@@ -384,8 +406,12 @@ impl Dispatcher {
             }
         }
         let pending = docs.iter().find(|d| d.id == self.pending_queue);
+        let entries = pending.map(|d| d.entries.as_slice()).unwrap_or_default();
+        // origins are kept while a task is pending or launched
+        self.origin
+            .retain(|t, _| self.launched.contains_key(t) || entries.iter().any(|e| e.task == *t));
         let mut to_launch: Vec<(String, String)> = Vec::new(); // (task, launch id)
-        for entry in pending.map(|d| d.entries.as_slice()).unwrap_or_default() {
+        for entry in entries {
             let launch_id = entry.added.clone().unwrap_or_default();
             let pods = by_task
                 .get(&entry.task)
@@ -394,6 +420,11 @@ impl Dispatcher {
             let current = pods
                 .iter()
                 .any(|p| launch_of(p) == Some(launch_id.as_str()));
+            if pods.is_empty()
+                && let Some(origin) = self.origin.get(&entry.task)
+            {
+                *used.entry(origin.clone()).or_default() += 1; // in flight, no pod counted yet
+            }
             if self.launched.get(&entry.task) == Some(&launch_id) {
                 continue;
             }
@@ -403,11 +434,6 @@ impl Dispatcher {
                 // Pods of an earlier run of this task (re-enqueued): remove them first.
                 self.delete_task_pods(&entry.task, pods, true).await;
                 continue;
-            }
-            if pods.is_empty()
-                && let Some(origin) = self.origin.get(&entry.task)
-            {
-                *used.entry(origin.clone()).or_default() += 1; // in flight, no pod counted yet
             }
             to_launch.push((entry.task.clone(), launch_id));
         }
@@ -552,12 +578,20 @@ impl Dispatcher {
         }
         self.resolve_projects(docs.values()).await;
 
+        let mut by_task = self.pods_by_task();
         let this = &*self;
         let outcomes = stream::iter(tasks)
             .filter(|(task, _)| std::future::ready(!unread.contains(task)))
             .map(|(task, launch_id)| {
                 let doc = docs.get(&task).cloned();
-                async move { this.launch_one(task, launch_id, doc).await }
+                // the pods this launch already has (a restart, or a launch cut short)
+                let existing: Vec<Arc<Pod>> = by_task
+                    .remove(&task)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| launch_of(p) == Some(launch_id.as_str()))
+                    .collect();
+                async move { this.launch_one(task, launch_id, doc, existing).await }
             })
             .buffer_unordered(LAUNCH_CONCURRENCY)
             .collect::<Vec<_>>()
@@ -570,6 +604,7 @@ impl Dispatcher {
                     task,
                     launch_id,
                     queue,
+                    origin,
                 } => {
                     writes_ok += 1;
                     self.metrics
@@ -586,12 +621,16 @@ impl Dispatcher {
                             self.cfg.worker_id
                         ),
                     ));
-                    self.origin.remove(&task);
+                    self.origin.insert(task.clone(), origin);
                     self.unseen.insert(task.clone(), Instant::now());
                     self.launched.insert(task, launch_id);
                 }
-                Launch::Adopted { task, launch_id } => {
-                    self.origin.remove(&task);
+                Launch::Adopted {
+                    task,
+                    launch_id,
+                    origin,
+                } => {
+                    self.origin.insert(task.clone(), origin);
                     self.unseen.insert(task.clone(), Instant::now());
                     self.launched.insert(task, launch_id);
                 }
@@ -643,7 +682,15 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn launch_one(&self, task: String, launch_id: String, doc: Option<TaskDoc>) -> Launch {
+    /// Launches one pending task: renders its pods and creates those of `existing` (the pods of
+    /// this launch already in the cache) lacks, so adopting a complete launch writes nothing.
+    async fn launch_one(
+        &self,
+        task: String,
+        launch_id: String,
+        doc: Option<TaskDoc>,
+        existing: Vec<Arc<Pod>>,
+    ) -> Launch {
         let Some(doc) = doc else {
             // deleted in ClearML: drop its entry
             let _ = self
@@ -671,16 +718,28 @@ impl Dispatcher {
                 .await;
             return Launch::Skipped;
         }
-        let origin = self.origin.get(&task).cloned().or_else(|| {
-            doc.status_message
-                .as_deref()
-                .and_then(origin_from_message)
-                .map(str::to_string)
-        });
+        // The origin queue: this process's memory, else the pods' label (they carry it from
+        // creation), else the status message (every message written while pending ends with it).
+        let origin = self
+            .origin
+            .get(&task)
+            .cloned()
+            .or_else(|| {
+                existing
+                    .iter()
+                    .find_map(|p| p.metadata.labels.as_ref()?.get(render::LABEL_QUEUE_ID))
+                    .cloned()
+            })
+            .or_else(|| {
+                doc.status_message
+                    .as_deref()
+                    .and_then(origin_from_message)
+                    .map(str::to_string)
+            });
         let Some(origin) = origin else {
             return Launch::Failed {
                 task,
-                reason: "k8s agent: cannot tell which queue this pending task came from; enqueue it again".into(),
+                reason: "k8s agent: cannot tell which queue this pending task came from (its status message was overwritten and it has no pods); enqueue it again".into(),
                 category: "LostOrigin",
             };
         };
@@ -732,6 +791,22 @@ impl Dispatcher {
                 };
             }
         };
+        let missing: Vec<&Pod> = rendered
+            .pods
+            .iter()
+            .filter(|pod| {
+                !existing
+                    .iter()
+                    .any(|e| e.metadata.name == pod.metadata.name)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Launch::Adopted {
+                task,
+                launch_id,
+                origin,
+            };
+        }
         for w in &rendered.warnings {
             tracing::info!(%task, warning = %w, "task container argument ignored");
         }
@@ -753,7 +828,7 @@ impl Dispatcher {
             };
         }
         let mut adopted = true;
-        for pod in &rendered.pods {
+        for pod in missing {
             if self.paused() {
                 return Launch::Paused;
             }
@@ -810,12 +885,17 @@ impl Dispatcher {
             }
         }
         if adopted {
-            Launch::Adopted { task, launch_id }
+            Launch::Adopted {
+                task,
+                launch_id,
+                origin,
+            }
         } else {
             Launch::Created {
                 task,
                 launch_id,
                 queue: served.name.clone(),
+                origin,
             }
         }
     }
@@ -913,12 +993,16 @@ impl Dispatcher {
     }
 
     /// The statuses of one chunk of tasks as ClearML has them now: a task absent from the reply is
-    /// `Missing`, one whose document could not be read `Unknown`.
+    /// `Missing`, one whose document could not be read `Unknown`. The status messages read
+    /// refresh [`Self::explained`].
     async fn read_statuses(
-        &self,
+        &mut self,
         chunk: &[String],
     ) -> Result<HashMap<String, Confirmed>, clearml::Error> {
-        let docs = self.clearml.tasks(chunk, &["id", "status"]).await?;
+        let docs = self
+            .clearml
+            .tasks(chunk, &["id", "status", "status_message"])
+            .await?;
         let mut read: HashMap<String, Confirmed> = chunk
             .iter()
             .map(|t| (t.clone(), Confirmed::Missing))
@@ -928,6 +1012,9 @@ impl Dispatcher {
                 (Some(s), None) => Confirmed::Known(s),
                 _ => Confirmed::Unknown,
             };
+            if let Some(message) = d.status_message {
+                self.explained.insert(d.id.clone(), message);
+            }
             read.insert(d.id, status);
         }
         Ok(read)
@@ -1024,11 +1111,22 @@ impl Dispatcher {
             match verdict {
                 Verdict::Wait => {}
                 Verdict::Explain(msg) => {
-                    if self.explained.get(task) != Some(&msg) {
-                        let text = format!("K8S pending: {msg}");
+                    // the origin record stays in the message (see `pending_message`)
+                    let origin = pods.iter().find_map(|p| {
+                        let id = p.metadata.labels.as_ref()?.get(render::LABEL_QUEUE_ID)?;
+                        let name = p
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(render::ANNOTATION_QUEUE_NAME))
+                            .map_or("", String::as_str);
+                        Some((name, id.as_str()))
+                    });
+                    let text = explain_message(&msg, origin);
+                    if self.explained.get(task) != Some(&text) {
                         match self.clearml.set_status_message(task, &text).await {
                             Ok(()) => {
-                                self.explained.insert(task.clone(), msg);
+                                self.explained.insert(task.clone(), text);
                             }
                             Err(error) => {
                                 tracing::warn!(%task, %error, "cannot write pending reason")
@@ -1103,19 +1201,41 @@ impl Dispatcher {
         } else {
             self.confirm_statuses(&vanished).await
         };
+        // One rule, the same before and after a restart: a task still queued never started in
+        // its pods, so it is launched again (a restarted agent finds its pending entry without
+        // pods and launches it); a task that started is failed.
+        let mut relaunched = Vec::new();
         for task in vanished {
             let status = fresh.get(&task).unwrap_or(&Confirmed::Unknown);
             if *status == Confirmed::Unknown {
                 continue; // decided on the next pass, once ClearML answers
             }
             self.launched.remove(&task);
-            if status.as_task_status().is_active() {
+            self.unseen.remove(&task);
+            if *status == Confirmed::Known("queued".into()) {
+                tracing::info!(%task, "pods deleted outside the agent before the task started; launching again");
+                relaunched.push((
+                    task,
+                    "WARNING",
+                    "k8s agent: the task's pods were deleted outside the agent before it started; creating them again".to_string(),
+                ));
+            } else if status.as_task_status().is_active() {
                 self.metrics.task_failed("PodDeleted");
                 self.fail(
                     &task,
-                    "k8s agent: the task's pod was deleted outside the agent",
+                    "k8s agent: the task's pod was deleted outside the agent after the task started",
                 )
                 .await;
+            }
+        }
+        if !relaunched.is_empty() {
+            self.changed.notify_one(); // the next tick launches them
+            if let Err(error) = self
+                .clearml
+                .log_events(&self.cfg.worker_id, &relaunched)
+                .await
+            {
+                tracing::debug!(%error, "cannot write task log lines");
             }
         }
         self.deleting.retain(|t| by_task.contains_key(t));
@@ -1283,6 +1403,29 @@ mod tests {
         }
         assert_eq!(origin_from_message("K8S pending: x"), None);
         assert_eq!(origin_from_message(""), None);
+        assert_eq!(origin_from_message("launching from queue red []"), None);
+    }
+
+    /// A pending reason never overwrites the origin record (a restarted agent reads it back),
+    /// whatever the reason says, even when it quotes the record's own words.
+    #[test]
+    fn pending_reasons_keep_the_origin_record() {
+        let cases = [
+            (
+                "pod clearml-id-t is unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                ("gpu", "q1"),
+            ),
+            ("pod p is waiting: ContainerCreating", ("a [b]", "q2")),
+            ("launching from queue evil [zzz]", ("red", "q3")),
+            ("", ("red", "q4")),
+        ];
+        for (reason, (name, id)) in cases {
+            let message = explain_message(reason, Some((name, id)));
+            assert!(message.starts_with("K8S pending: "), "{message}");
+            assert!(message.contains(reason), "{message}");
+            assert_eq!(origin_from_message(&message), Some(id), "{message}");
+        }
+        assert_eq!(origin_from_message(&explain_message("x", None)), None);
     }
 
     #[test]

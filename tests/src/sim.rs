@@ -12,20 +12,37 @@
 //! | `sim/pull-error` | waits in `ErrImagePull` (kubelet event `Warning Failed`) |
 //! | `sim/config-error` | waits in `CreateContainerConfigError` (kubelet event `Warning Failed`) |
 //! | `sim/unschedulable` | `PodScheduled=False/Unschedulable` (scheduler event `Warning FailedScheduling`) |
+//! | `sim/slow-pull` | scheduled, then waits in `ContainerCreating` while "pulling" (event `Normal Pulling`) |
+//! | `sim/sleep-N` | starts the task, runs N ms, completes it, exits 0 |
 //! | `sim/oom` | starts the task, then is OOM-killed (exit 137) |
 //! | `sim/exit-N` | starts the task, then exits with code N |
 //! | `sim/hang` | starts the task and keeps running |
 //! | `sim/no-start` | exits 0 without running the task |
 //! | anything else | starts the task, runs `run_for`, completes it, exits 0 |
 //!
+//! With [`SimOptions::gpus`] set, the cluster has that many `nvidia.com/gpu` and a pod asking for
+//! GPUs (its containers' limits) is bound only when they are free: until then it is
+//! `Unschedulable` with the scheduler's `Insufficient nvidia.com/gpu` message, and it is bound
+//! (in arrival order, smaller pods passing larger ones as the real scheduler lets them) as soon as
+//! pods holding GPUs finish or are deleted. Bound pods that have not finished hold their GPUs,
+//! terminating ones included, as on a real node.
+//!
 //! The task a pod serves is its `clearml-task-id` label; a pod without that label (the Python
 //! glue's before 2026) serves the task its name carries (`clearml-id-<task>`). Pods that serve no
 //! task (the agent's own pod) are left alone.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
+use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
+use tokio::{
+    sync::{Notify, oneshot},
+    task::JoinHandle,
+};
 
 use crate::{
     clearml::ClearmlDouble,
@@ -49,6 +66,10 @@ pub enum Behaviour {
     Waiting(String, String),
     /// Unschedulable with this message.
     Unschedulable(String),
+    /// Scheduled; the image is being pulled for ever (`ContainerCreating`).
+    Pulling,
+    /// Start the task, run this long, complete it, exit 0.
+    SucceedAfter(Duration),
 }
 
 impl Behaviour {
@@ -68,10 +89,16 @@ impl Behaviour {
             "sim/oom" => Behaviour::Oom,
             "sim/hang" => Behaviour::Hang,
             "sim/no-start" => Behaviour::NoStart,
-            other => match other.strip_prefix("sim/exit-").and_then(|c| c.parse().ok()) {
-                Some(code) => Behaviour::Exit(code),
-                None => Behaviour::Succeed,
-            },
+            "sim/slow-pull" => Behaviour::Pulling,
+            other => {
+                if let Some(code) = other.strip_prefix("sim/exit-").and_then(|c| c.parse().ok()) {
+                    Behaviour::Exit(code)
+                } else if let Some(ms) = other.strip_prefix("sim/sleep-").and_then(|c| c.parse().ok()) {
+                    Behaviour::SucceedAfter(Duration::from_millis(ms))
+                } else {
+                    Behaviour::Succeed
+                }
+            }
         }
     }
 }
@@ -85,6 +112,8 @@ pub struct SimOptions {
     pub start_delay: Duration,
     /// Time a `Succeed` task runs.
     pub run_for: Duration,
+    /// `nvidia.com/gpu` the cluster has (`None`: pods never wait for capacity).
+    pub gpus: Option<u64>,
 }
 
 impl Default for SimOptions {
@@ -93,6 +122,7 @@ impl Default for SimOptions {
             namespace: "clearml".into(),
             start_delay: Duration::from_millis(20),
             run_for: Duration::from_millis(50),
+            gpus: None,
         }
     }
 }
@@ -100,17 +130,157 @@ impl Default for SimOptions {
 /// A running simulator; dropping it stops it.
 pub struct Simulator {
     join: JoinHandle<()>,
+    scheduler: Option<JoinHandle<()>>,
 }
 
 impl Drop for Simulator {
     fn drop(&mut self) {
         self.join.abort();
+        if let Some(s) = &self.scheduler {
+            s.abort();
+        }
     }
+}
+
+/// The scheduler's message for a pod that asks for more GPUs than are free (worded as
+/// kube-scheduler words it for a one-node cluster).
+pub const INSUFFICIENT_GPU: &str = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+
+/// A pod waiting for GPUs.
+struct Waiter {
+    name: String,
+    gpus: u64,
+    /// Marked `Unschedulable` already.
+    told: bool,
+    /// `true` once bound, `false` if the pod was deleted first.
+    bound: oneshot::Sender<bool>,
+}
+
+/// The GPU-capacity part of the scheduler: one loop binds waiting pods whenever the store
+/// changes (pods finishing or deleted free their GPUs).
+struct GpuScheduler {
+    capacity: u64,
+    queue: Mutex<VecDeque<Waiter>>,
+    arrived: Notify,
+}
+
+impl GpuScheduler {
+    /// Waits until `name` is bound (`true`) or deleted (`false`).
+    async fn schedule(&self, name: &str, gpus: u64) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.queue.lock().push_back(Waiter {
+            name: name.to_string(),
+            gpus,
+            told: false,
+            bound: tx,
+        });
+        self.arrived.notify_one();
+        rx.await.unwrap_or(false)
+    }
+
+    async fn run(self: Arc<Self>, kube: Arc<KubeDouble>, ns: String) {
+        loop {
+            if self.queue.lock().is_empty() {
+                self.arrived.notified().await;
+            }
+            let rv = kube.resource_version();
+            let (used, present): (u64, HashSet<String>) = kube.snapshot(|view| {
+                let pods = view.list("pods", Some(&ns));
+                let used = pods
+                    .iter()
+                    .filter(|p| {
+                        p.pointer("/spec/nodeName").is_some()
+                            && !matches!(
+                                p.pointer("/status/phase").and_then(Value::as_str),
+                                Some("Succeeded" | "Failed")
+                            )
+                    })
+                    .map(|p| gpu_request(p))
+                    .sum();
+                let present = pods
+                    .iter()
+                    .filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect();
+                (used, present)
+            });
+            let mut free = self.capacity.saturating_sub(used);
+            let mut unschedulable = Vec::new();
+            {
+                let mut queue = self.queue.lock();
+                let mut keep = VecDeque::new();
+                while let Some(mut w) = queue.pop_front() {
+                    if !present.contains(&w.name) {
+                        let _ = w.bound.send(false);
+                    } else if w.gpus <= free {
+                        match kube.set_pod_waiting(&ns, &w.name, "ContainerCreating", "") {
+                            Ok(()) => {
+                                free -= w.gpus;
+                                let _ = w.bound.send(true);
+                            }
+                            Err(_) => {
+                                let _ = w.bound.send(false);
+                            }
+                        }
+                    } else {
+                        if !w.told {
+                            w.told = true;
+                            unschedulable.push(w.name.clone());
+                        }
+                        keep.push_back(w);
+                    }
+                }
+                *queue = keep;
+            }
+            for name in unschedulable {
+                let _ = kube.record_pod_event(
+                    &ns,
+                    &name,
+                    "Warning",
+                    "FailedScheduling",
+                    INSUFFICIENT_GPU,
+                    "default-scheduler",
+                );
+                let _ = kube.set_pod_unschedulable(&ns, &name, INSUFFICIENT_GPU);
+            }
+            // wait for a change to the store (a pod finished or went) or a new waiter
+            tokio::select! {
+                _ = kube.wait_for(Duration::from_secs(3600), |view| {
+                    (view.resource_version() > rv).then_some(())
+                }) => {}
+                _ = self.arrived.notified() => {}
+            }
+        }
+    }
+}
+
+/// GPUs a pod asks for: the sum of its containers' `nvidia.com/gpu` limits.
+fn gpu_request(pod: &Value) -> u64 {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.pointer("/resources/limits/nvidia.com~1gpu"))
+        .filter_map(|v| match v {
+            Value::String(s) => s.parse().ok(),
+            other => other.as_u64(),
+        })
+        .sum()
 }
 
 impl Simulator {
     /// Starts simulating every pod that appears in `options.namespace`.
     pub fn start(kube: Arc<KubeDouble>, clearml: Arc<ClearmlDouble>, options: SimOptions) -> Self {
+        let gpus = options.gpus.map(|capacity| {
+            Arc::new(GpuScheduler {
+                capacity,
+                queue: Mutex::new(VecDeque::new()),
+                arrived: Notify::new(),
+            })
+        });
+        let scheduler = gpus
+            .clone()
+            .map(|s| tokio::spawn(s.run(kube.clone(), options.namespace.clone())));
         let join = tokio::spawn(async move {
             let mut seen: HashSet<String> = HashSet::new();
             // resourceVersion already looked at: later checks read only the changes since
@@ -143,11 +313,14 @@ impl Simulator {
                 for pod in fresh {
                     seen.insert(uid(&pod).to_string());
                     let (kube, clearml, opts) = (kube.clone(), clearml.clone(), options.clone());
-                    tokio::spawn(async move { run_pod(&kube, &clearml, &opts, &pod).await });
+                    let gpus = gpus.clone();
+                    tokio::spawn(async move {
+                        run_pod(&kube, &clearml, &opts, gpus.as_deref(), &pod).await
+                    });
                 }
             }
         });
-        Self { join }
+        Self { join, scheduler }
     }
 }
 
@@ -193,7 +366,13 @@ fn start_task(clearml: &ClearmlDouble, task: &str) -> bool {
         .is_ok()
 }
 
-async fn run_pod(kube: &KubeDouble, clearml: &ClearmlDouble, opts: &SimOptions, pod: &Value) {
+async fn run_pod(
+    kube: &KubeDouble,
+    clearml: &ClearmlDouble,
+    opts: &SimOptions,
+    gpus: Option<&GpuScheduler>,
+    pod: &Value,
+) {
     let ns = opts.namespace.as_str();
     let Some(name) = pod.pointer("/metadata/name").and_then(Value::as_str) else {
         return;
@@ -213,7 +392,25 @@ async fn run_pod(kube: &KubeDouble, clearml: &ClearmlDouble, opts: &SimOptions, 
     let drives_task = !task.is_empty() && label(pod, "clearml-rank").is_none_or(|r| r == "0");
     tokio::time::sleep(opts.start_delay).await;
     let behaviour = Behaviour::from_image(image);
+    if let Some(gpus) = gpus
+        && !matches!(behaviour, Behaviour::Unschedulable(_))
+        && gpu_request(pod) > 0
+        && !gpus.schedule(name, gpu_request(pod)).await
+    {
+        return; // deleted before it could be bound
+    }
     let result = match &behaviour {
+        Behaviour::Pulling => {
+            let _ = kube.record_pod_event(
+                ns,
+                name,
+                "Normal",
+                "Pulling",
+                &format!("Pulling image {image:?}"),
+                "kubelet",
+            );
+            kube.set_pod_waiting(ns, name, "ContainerCreating", "")
+        }
         Behaviour::Waiting(reason, message) => {
             // the kubelet's events, worded as it words them
             let event = if reason == "ErrImagePull" {
@@ -239,7 +436,11 @@ async fn run_pod(kube: &KubeDouble, clearml: &ClearmlDouble, opts: &SimOptions, 
             Ok(()) => kube.set_pod_succeeded(ns, name),
             Err(e) => Err(e),
         },
-        Behaviour::Succeed | Behaviour::Exit(_) | Behaviour::Oom | Behaviour::Hang => {
+        Behaviour::Succeed
+        | Behaviour::SucceedAfter(_)
+        | Behaviour::Exit(_)
+        | Behaviour::Oom
+        | Behaviour::Hang => {
             if kube.set_pod_running(ns, name).is_err() {
                 return; // deleted meanwhile
             }
@@ -261,7 +462,11 @@ async fn run_pod(kube: &KubeDouble, clearml: &ClearmlDouble, opts: &SimOptions, 
                     kube.set_pod_failed(ns, name, code, "Error")
                 }
                 _ => {
-                    tokio::time::sleep(opts.run_for).await;
+                    let run_for = match behaviour {
+                        Behaviour::SucceedAfter(d) => d,
+                        _ => opts.run_for,
+                    };
+                    tokio::time::sleep(run_for).await;
                     if drives_task {
                         let status = clearml.task(&task).and_then(|t| t.get("status").cloned());
                         if status.as_ref().and_then(Value::as_str) == Some("in_progress") {

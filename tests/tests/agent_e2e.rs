@@ -25,6 +25,8 @@ mod demo;
 mod plugin;
 #[path = "agent_e2e/reliability.rs"]
 mod reliability;
+#[path = "agent_e2e/restart.rs"]
+mod restart;
 
 const NS: &str = "clearml";
 const READY: Duration = Duration::from_secs(60);
@@ -217,6 +219,38 @@ fn values_for(queues: &[&str]) -> String {
         values.push_str(&format!("    {q}: {{}}\n"));
     }
     values
+}
+
+/// GPUs of the simulated cluster in the crash suites, where one task in five asks for one: pods
+/// wait for capacity whenever more GPU tasks are live, so agents die with pods waiting.
+const CRASH_GPUS: u64 = 4;
+/// Image of those GPU tasks: they run long enough for the next ones to wait.
+const GPU_TASK_IMAGE: &str = "sim/sleep-300";
+
+/// `fast_sim` on a cluster of [`CRASH_GPUS`] GPUs.
+fn crash_sim() -> SimOptions {
+    SimOptions {
+        gpus: Some(CRASH_GPUS),
+        ..fast_sim()
+    }
+}
+
+/// `values_for(queues)` plus `gpu_queue`, whose pods ask for one GPU each.
+fn values_with_gpu_queue(queues: &[&str], gpu_queue: &str) -> String {
+    let mut values = values_for(queues);
+    values.push_str(&format!(
+        "    {gpu_queue}:\n      templateOverrides:\n        resources:\n          limits:\n            nvidia.com/gpu: 1\n"
+    ));
+    values
+}
+
+/// Pods that waited for GPUs at some point (the scheduler's `FailedScheduling` events).
+fn pods_that_waited(env: &Env) -> usize {
+    env.kube
+        .list("events", Some(NS))
+        .iter()
+        .filter(|e| s(e, "/reason") == "FailedScheduling")
+        .count()
 }
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -559,18 +593,22 @@ async fn abort_deletes_the_pods_and_ttl_cleans_finished_ones() {
     env.pod_gone(&format!("clearml-id-{finished}")).await;
 }
 
-/// Kill the agent with SIGKILL at random moments while 500 tasks flow; every task must get exactly
-/// one pod and finish.
+/// Kill the agent with SIGKILL at random moments while 500 tasks flow, one in five waiting for
+/// GPUs; every task must get exactly one pod and finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
-    let env = Env::new(fast_sim()).await;
-    let queues = ["q-alpha", "q-bravo", "q-charlie", "q-delta"];
-    let values = values_for(&queues);
+    let env = Env::new(crash_sim()).await;
+    let queues = ["q-alpha", "q-bravo", "q-charlie", "q-delta", "q-gpu"];
+    let values = values_with_gpu_queue(&queues[..4], "q-gpu");
     let mut agent = env.agent(&values).await;
     let n = 500;
     let mut tasks = Vec::new();
     for i in 0..n {
-        tasks.push(env.enqueue(&format!("chaos-{i}"), queues[i % queues.len()], ""));
+        tasks.push(if i % 5 == 4 {
+            env.enqueue(&format!("chaos-{i}"), "q-gpu", GPU_TASK_IMAGE)
+        } else {
+            env.enqueue(&format!("chaos-{i}"), queues[i % 4], "")
+        });
     }
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -600,10 +638,12 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         .map(|p| (s(p, "/metadata/labels/clearml-task-id").to_string(), 1))
         .collect();
     let total = env.pod_creations();
+    let waited = pods_that_waited(&env);
     println!(
-        "sigkill test: {n} tasks, {kills} kills, {total} pod creations, {} pods",
+        "sigkill test: {n} tasks, {kills} kills, {total} pod creations, {} pods, {waited} pods waited for GPUs",
         pods.len()
     );
+    assert!(waited > 0, "no pod ever waited for GPUs");
     for t in &tasks {
         assert!(pods.contains_key(t), "task {t} has no pod");
     }

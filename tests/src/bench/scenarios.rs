@@ -60,6 +60,7 @@ impl Ctx<'_> {
             namespace: NAMESPACE.into(),
             start_delay: self.sizes().start_delay(),
             run_for: self.sizes().run_for(),
+            gpus: None,
         }
     }
 

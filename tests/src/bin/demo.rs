@@ -234,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
             namespace: NS.into(),
             start_delay: Duration::from_millis(300),
             run_for: Duration::from_secs(2),
+            gpus: None,
         },
     );
 

@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn holder(env: &Env) -> Option<String> {
+pub(super) fn holder(env: &Env) -> Option<String> {
     env.kube.get("leases", NS, "clearml-agent").and_then(|l| {
         l.pointer("/spec/holderIdentity")
             .and_then(Value::as_str)
@@ -15,8 +15,8 @@ fn holder(env: &Env) -> Option<String> {
 /// takes over within the lease duration; every task gets exactly one pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_hand_over_on_leader_death_without_doubles() {
-    let env = Env::new(fast_sim()).await;
-    let values = &values_for(&["ha-one", "ha-two"]);
+    let env = Env::new(crash_sim()).await;
+    let values = &values_with_gpu_queue(&["ha-one", "ha-two"], "ha-gpu");
     let mut replicas = HashMap::new();
     for name in ["replica-a", "replica-b"] {
         let mut spec = env.spec(values);
@@ -38,12 +38,13 @@ async fn two_replicas_hand_over_on_leader_death_without_doubles() {
     };
     let n = 200;
     let tasks: Vec<String> = (0..n)
-        .map(|i| {
-            env.enqueue(
+        .map(|i| match i % 5 {
+            4 => env.enqueue(&format!("ha-{i}"), "ha-gpu", GPU_TASK_IMAGE),
+            k => env.enqueue(
                 &format!("ha-{i}"),
-                if i % 2 == 0 { "ha-one" } else { "ha-two" },
+                if k % 2 == 0 { "ha-one" } else { "ha-two" },
                 "",
-            )
+            ),
         })
         .collect();
     env.task_until(&tasks[n / 4], "a quarter done", |t| {
@@ -66,9 +67,11 @@ async fn two_replicas_hand_over_on_leader_death_without_doubles() {
     env.all_completed(&tasks, Duration::from_secs(120), "after the handover")
         .await;
     let creations = env.pod_creations();
+    let waited = pods_that_waited(&env);
     println!(
-        "two replicas: leader {leader} killed, handover after {handover:?}, {creations} pod creations for {n} tasks"
+        "two replicas: leader {leader} killed, handover after {handover:?}, {creations} pod creations for {n} tasks, {waited} pods waited for GPUs"
     );
+    assert!(waited > 0, "no pod ever waited for GPUs");
     assert!(
         handover <= Duration::from_secs(15 + 2),
         "handover took {handover:?} (lease duration 15 s)"
@@ -459,9 +462,9 @@ async fn kubernetes_faults_and_watch_cuts_lose_and_double_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
     use clearml_e2e::clearml::Chaos;
-    let env = Env::new(fast_sim()).await;
-    let queues = ["kill-a", "kill-b", "kill-c"];
-    let values = &values_for(&["kill-a", "kill-b", "kill-c"]);
+    let env = Env::new(crash_sim()).await;
+    let queues = ["kill-a", "kill-b", "kill-c", "kill-gpu"];
+    let values = &values_with_gpu_queue(&queues[..3], "kill-gpu");
     let mut agent = env.agent(values).await;
     env.clearml.faults().set_chaos(Some(Chaos {
         rate: 0.2,
@@ -476,10 +479,13 @@ async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
         // keep work flowing while the kills happen: 25 new tasks per round
         if tasks.len() < n {
             let start = tasks.len();
-            tasks.extend(
-                (start..(start + 25).min(n))
-                    .map(|i| env.enqueue(&format!("kill-{i}"), queues[i % 3], "")),
-            );
+            tasks.extend((start..(start + 25).min(n)).map(|i| {
+                if i % 5 == 4 {
+                    env.enqueue(&format!("kill-{i}"), "kill-gpu", GPU_TASK_IMAGE)
+                } else {
+                    env.enqueue(&format!("kill-{i}"), queues[i % 3], "")
+                }
+            }));
         }
         let done = env.completed(&tasks);
         if done == n {
@@ -502,8 +508,19 @@ async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
     env.clearml.faults().set_chaos(None);
     env.kube.clear_faults();
     let creations = env.pod_creations();
-    println!("SIGKILL with faults: {n} tasks, {kills} kills, {creations} pod creations");
+    let waited = pods_that_waited(&env);
+    println!(
+        "SIGKILL with faults: {n} tasks, {kills} kills, {creations} pod creations, {waited} pods waited for GPUs"
+    );
     assert_eq!(kills, 20);
+    assert!(waited > 0, "no pod ever waited for GPUs");
+    let lost_origin = env
+        .clearml
+        .tasks()
+        .iter()
+        .filter(|t| s(t, "/status_reason").contains("cannot tell which queue"))
+        .count();
+    assert_eq!(lost_origin, 0, "tasks failed for a lost origin");
     assert_exactly_once(&env, &tasks, &queues);
 }
 
