@@ -9,18 +9,22 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use clearml_agent_core::{
+    config::AgentConfig,
+    contract,
+    render::{self, AgentParams},
+    values::Values,
+};
+
 use crate::{
     clearml::{Client, ClientOptions, Credentials},
-    config::AgentConfig,
     config_store::ConfigStore,
     dispatch::{Dispatcher, SharedSnapshot},
     grpc::{self, Control},
     health::Health,
     k8s::{self, Kube},
     metrics::{ClearmlObserver, Metrics},
-    render::{self, AgentParams},
     runtime::{self, LogFormat},
-    values::Values,
 };
 
 /// The ClearML agent for Kubernetes: turns queued ClearML tasks into pods.
@@ -187,7 +191,7 @@ impl Args {
         let changed = Arc::new(Notify::new());
         let selector = format!(
             "{}={}",
-            render::LABEL_AGENT,
+            contract::LABEL_AGENT,
             render::agent_label(&cfg.worker_id)
         );
         let pods = k8s::watch_pods(

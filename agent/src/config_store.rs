@@ -14,10 +14,9 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use crate::{config::AgentConfig, k8s::FIELD_MANAGER, values::Values, yaml};
+use clearml_agent_core::{config::AgentConfig, contract::VALUES_KEY, values::Values, yaml};
 
-/// Key of the values document in the ConfigMap.
-pub const VALUES_KEY: &str = "values.yaml";
+use crate::k8s::FIELD_MANAGER;
 /// Outcome of a conditional write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {

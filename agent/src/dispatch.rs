@@ -26,14 +26,18 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use clearml_agent_core::{
+    config::AgentConfig,
+    contract::{self, PENDING_QUEUE},
+    render::{self, AgentParams, QueueParams, TaskParams},
+};
+
 use crate::{
     clearml::{self, Client, TaskDoc},
-    config::{AgentConfig, PENDING_QUEUE},
     health::Health,
     k8s::{self, Created, Kube, PodStore},
     lifecycle::{self, PodState, TaskStatus, Verdict},
     metrics::{Metrics, PodLabels, QueueLabels},
-    render::{self, AgentParams, QueueParams, TaskParams},
     schedule::{self, QueueWork},
 };
 
@@ -371,7 +375,7 @@ impl Dispatcher {
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(render::LABEL_TASK_ID))
+                .and_then(|l| l.get(contract::LABEL_TASK_ID))
             {
                 out.entry(task.clone()).or_default().push(pod.clone());
             }
@@ -399,7 +403,7 @@ impl Dispatcher {
                         .metadata
                         .labels
                         .as_ref()
-                        .and_then(|l| l.get(render::LABEL_QUEUE_ID))
+                        .and_then(|l| l.get(contract::LABEL_QUEUE_ID))
                 {
                     *used.entry(q.clone()).or_default() += 1;
                 }
@@ -727,7 +731,7 @@ impl Dispatcher {
             .or_else(|| {
                 existing
                     .iter()
-                    .find_map(|p| p.metadata.labels.as_ref()?.get(render::LABEL_QUEUE_ID))
+                    .find_map(|p| p.metadata.labels.as_ref()?.get(contract::LABEL_QUEUE_ID))
                     .cloned()
             })
             .or_else(|| {
@@ -844,7 +848,7 @@ impl Dispatcher {
                         .metadata
                         .labels
                         .as_ref()
-                        .and_then(|l| l.get(render::LABEL_TASK_ID))
+                        .and_then(|l| l.get(contract::LABEL_TASK_ID))
                         .is_some_and(|t| *t == task);
                     if !same_task {
                         return Launch::Failed {
@@ -972,7 +976,7 @@ impl Dispatcher {
                 .metadata
                 .labels
                 .as_ref()
-                .is_some_and(|l| l.contains_key(render::LABEL_RANK));
+                .is_some_and(|l| l.contains_key(contract::LABEL_RANK));
             if state == PodState::Terminating || (!all && state.is_finished()) {
                 continue;
             }
@@ -1113,12 +1117,12 @@ impl Dispatcher {
                 Verdict::Explain(msg) => {
                     // the origin record stays in the message (see `pending_message`)
                     let origin = pods.iter().find_map(|p| {
-                        let id = p.metadata.labels.as_ref()?.get(render::LABEL_QUEUE_ID)?;
+                        let id = p.metadata.labels.as_ref()?.get(contract::LABEL_QUEUE_ID)?;
                         let name = p
                             .metadata
                             .annotations
                             .as_ref()
-                            .and_then(|a| a.get(render::ANNOTATION_QUEUE_NAME))
+                            .and_then(|a| a.get(contract::ANNOTATION_QUEUE_NAME))
                             .map_or("", String::as_str);
                         Some((name, id.as_str()))
                     });
@@ -1250,7 +1254,7 @@ impl Dispatcher {
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(render::ANNOTATION_QUEUE_NAME))
+                .and_then(|a| a.get(contract::ANNOTATION_QUEUE_NAME))
                 .cloned()
                 .unwrap_or_default();
             let phase = match lifecycle::classify(pod) {
@@ -1313,7 +1317,7 @@ fn launch_of(pod: &Pod) -> Option<&str> {
     pod.metadata
         .annotations
         .as_ref()?
-        .get(render::ANNOTATION_LAUNCH)
+        .get(contract::ANNOTATION_LAUNCH)
         .map(String::as_str)
 }
 

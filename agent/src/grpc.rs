@@ -23,17 +23,21 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 
+use clearml_agent_core::{
+    config::AgentConfig,
+    contract,
+    render::{self, AgentParams, QueueParams, TaskParams},
+    values::{FieldError, QueueValues, Values},
+    yaml,
+};
+
 use crate::{
     clearml::Client,
-    config::AgentConfig,
     config_store::{ConfigStore, StoreError, Written},
     dispatch::{SharedSnapshot, create_queue},
     health::{Connectivity, Health},
     k8s::{Kube, PodStore},
     lifecycle::{self, PodState},
-    render::{self, AgentParams, QueueParams, TaskParams},
-    values::{FieldError, QueueValues, Values},
-    yaml,
 };
 
 /// Task id used to render a queue's pod when no task is given.
@@ -187,7 +191,7 @@ impl Control {
     fn pods_by_task(&self) -> BTreeMap<String, Vec<Arc<Pod>>> {
         let mut out: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         for pod in self.pods.state() {
-            if let Some(task) = pod_labels(&pod).and_then(|l| l.get(render::LABEL_TASK_ID)) {
+            if let Some(task) = pod_labels(&pod).and_then(|l| l.get(contract::LABEL_TASK_ID)) {
                 out.entry(task.clone()).or_default().push(pod.clone());
             }
         }
@@ -206,7 +210,7 @@ impl Control {
         drop(snap);
         let (mut pending, mut running, mut gpus) = (0, 0, 0);
         for pod in self.pods.state() {
-            if pod_labels(&pod).and_then(|l| l.get(render::LABEL_QUEUE_ID)) != Some(&id)
+            if pod_labels(&pod).and_then(|l| l.get(contract::LABEL_QUEUE_ID)) != Some(&id)
                 || id.is_empty()
             {
                 continue;
@@ -393,7 +397,7 @@ impl Control {
                 .state()
                 .iter()
                 .filter(|p| {
-                    pod_labels(p).and_then(|l| l.get(render::LABEL_QUEUE_ID)) == Some(&served.id)
+                    pod_labels(p).and_then(|l| l.get(contract::LABEL_QUEUE_ID)) == Some(&served.id)
                 })
                 .filter(|p| !lifecycle::classify(p).is_finished())
                 .count();
@@ -472,11 +476,11 @@ fn summarize(task: &str, pods: &[Arc<Pod>]) -> pb::TaskSummary {
     pb::TaskSummary {
         id: task.to_string(),
         name: ann
-            .and_then(|a| a.get(render::ANNOTATION_TASK_NAME))
+            .and_then(|a| a.get(contract::ANNOTATION_TASK_NAME))
             .cloned()
             .unwrap_or_default(),
         queue: ann
-            .and_then(|a| a.get(render::ANNOTATION_QUEUE_NAME))
+            .and_then(|a| a.get(contract::ANNOTATION_QUEUE_NAME))
             .cloned()
             .unwrap_or_default(),
         phase: phase.into(),
@@ -739,7 +743,7 @@ impl AgentService for ControlService {
                     message,
                     exit_code,
                     rank: pod_labels(p)
-                        .and_then(|l| l.get(render::LABEL_RANK))
+                        .and_then(|l| l.get(contract::LABEL_RANK))
                         .and_then(|r| r.parse().ok())
                         .unwrap_or(0),
                 }

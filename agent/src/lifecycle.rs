@@ -179,16 +179,8 @@ impl TaskStatus<'_> {
     }
 }
 
-/// Timeouts the decisions depend on.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Timeouts {
-    /// How long a pod may stay unschedulable.
-    pub pending: Duration,
-    /// How long a succeeded pod is kept.
-    pub succeeded_ttl: Duration,
-    /// How long a failed pod is kept.
-    pub failed_ttl: Duration,
-}
+/// Timeouts the decisions depend on (resolved from the values by the core's config).
+pub use clearml_agent_core::config::Timeouts;
 
 /// What to do with one task and its pods.
 #[derive(Debug, Clone, PartialEq)]

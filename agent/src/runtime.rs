@@ -8,10 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::sync::watch;
 
-use crate::{
-    clearml::Client, config::AgentConfig, dispatch::SharedSnapshot, health::Health,
-    metrics::Metrics,
-};
+use clearml_agent_core::config::AgentConfig;
+
+use crate::{clearml::Client, dispatch::SharedSnapshot, health::Health, metrics::Metrics};
 
 /// Worker status report period (the Python agent's default).
 pub const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(30);

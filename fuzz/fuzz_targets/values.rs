@@ -1,4 +1,4 @@
 //! Values file bytes → parse → validate → round-trips → merge per queue → render.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| clearml_agent::fuzzing::values(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| clearml_agent_core::fuzzing::values(data));

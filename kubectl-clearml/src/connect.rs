@@ -23,7 +23,7 @@ use kube::{
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{cli::GlobalArgs, render};
+use crate::{cli::GlobalArgs, manifests};
 
 /// The agent's control API client.
 pub type AgentClient = AgentServiceClient<Channel>;
@@ -99,13 +99,13 @@ impl Ctx {
             let pod = pod.clone();
             async move {
                 let mut forwarder = pods
-                    .portforward(&pod, &[render::GRPC_PORT])
+                    .portforward(&pod, &[manifests::GRPC_PORT])
                     .await
                     .map_err(|e| std::io::Error::other(format!("port-forward to {pod}: {e}")))?;
-                let stream = forwarder.take_stream(render::GRPC_PORT).ok_or_else(|| {
+                let stream = forwarder.take_stream(manifests::GRPC_PORT).ok_or_else(|| {
                     std::io::Error::other(format!("port-forward to {pod}: no stream"))
                 })?;
-                if let Some(error) = forwarder.take_error(render::GRPC_PORT) {
+                if let Some(error) = forwarder.take_error(manifests::GRPC_PORT) {
                     tokio::spawn(async move {
                         if let Some(message) = error.await {
                             tracing::warn!(%message, "port-forward error");
@@ -127,14 +127,14 @@ impl Ctx {
 /// not being deleted.
 async fn find_agent_pod(pods: &Api<Pod>, namespace: &str) -> anyhow::Result<String> {
     let list = pods
-        .list(&ListParams::default().labels(render::AGENT_SELECTOR))
+        .list(&ListParams::default().labels(manifests::AGENT_SELECTOR))
         .await
         .with_context(|| format!("cannot list the agent's pods in namespace {namespace}"))?;
     if list.items.is_empty() {
         bail!(
             "no agent pod ({}) in namespace {namespace}: is the agent installed? \
              (kubectl clearml install, or -n NAMESPACE)",
-            render::AGENT_SELECTOR
+            manifests::AGENT_SELECTOR
         );
     }
     list.items
@@ -145,7 +145,7 @@ async fn find_agent_pod(pods: &Api<Pod>, namespace: &str) -> anyhow::Result<Stri
             anyhow!(
                 "the agent pod in namespace {namespace} is not Running and Ready yet \
                  (kubectl -n {namespace} describe pod -l {})",
-                render::AGENT_SELECTOR
+                manifests::AGENT_SELECTOR
             )
         })
 }
@@ -208,7 +208,7 @@ pub fn resolve_namespace(global: &GlobalArgs) -> String {
     {
         return ns.trim().to_string();
     }
-    render::DEFAULT_NAMESPACE.to_string()
+    manifests::DEFAULT_NAMESPACE.to_string()
 }
 
 /// The namespace the kubeconfig's `context` (default: current-context) names, if any.

@@ -3,23 +3,23 @@
 //!
 //! ```text
 //! cli (flags) ──▶ cmd::<verb> ──▶ connect (kube client │ port-forward → gRPC) ──▶ view ──▶ output
-//!                     └─ install: values files ─▶ render (manifests/) ─▶ server-side apply
+//!                     └─ install: values files ─▶ manifests (manifests/*.yaml filled in) ─▶ server-side apply
 //! ```
 //!
 //! - [`cli`]: clap flags and subcommands (kubectl-like globals).
 //! - [`cmd`]: one module per command; each returns a view the renderer prints.
 //! - [`connect`]: the Kubernetes client from the flags, and the gRPC channel to the agent.
 //! - [`values_input`]: values files merged with `--set`, then parsed by the agent's schema.
-//! - [`render`]: the install manifests (`manifests/*.yaml`) filled in from the values.
+//! - [`manifests`]: the install manifests (`manifests/*.yaml`) filled in from the values.
 //! - [`output`]: the one renderer (table, wide, JSON, YAML) and its `Tabular` trait.
 //! - [`progress`]: spinners on stderr, hidden when nobody watches.
 
 pub mod cli;
 pub mod cmd;
 pub mod connect;
+pub mod manifests;
 pub mod output;
 pub mod progress;
-pub mod render;
 pub mod values_input;
 
 use std::process::ExitCode;

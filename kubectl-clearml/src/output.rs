@@ -70,7 +70,7 @@ pub fn render<T: Serialize + Tabular>(
             writeln!(out, "{text}")?;
         }
         OutputFormat::Yaml => {
-            let text = clearml_agent::yaml::to_string(view)
+            let text = clearml_agent_core::yaml::to_string(view)
                 .map_err(|e| OutputError::Encode(e.to_string()))?;
             write!(out, "{text}")?;
         }
@@ -256,7 +256,7 @@ mod tests {
     fn yaml_round_trips_to_the_same_document_as_json() {
         let (yaml, _) = rendered(&sample(), OutputFormat::Yaml);
         let (json, _) = rendered(&sample(), OutputFormat::Json);
-        let from_yaml: serde_json::Value = clearml_agent::yaml::from_str(&yaml).expect("yaml");
+        let from_yaml: serde_json::Value = clearml_agent_core::yaml::from_str(&yaml).expect("yaml");
         let from_json: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(from_yaml, from_json);
     }

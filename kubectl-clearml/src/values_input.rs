@@ -5,7 +5,7 @@
 
 use std::{io::Read as _, path::Path};
 
-use clearml_agent::values::{FieldError, Values};
+use clearml_agent_core::values::{FieldError, Values};
 use serde_json::{Map, Value};
 
 /// The values could not be read or are invalid.
@@ -86,20 +86,21 @@ pub fn merge_inputs(texts: &[(String, String)], sets: &[String]) -> Result<Value
     }
     let mut doc = Value::Object(Map::new());
     for (file, text) in texts {
-        if text.len() > clearml_agent::values::MAX_VALUES_BYTES {
+        if text.len() > clearml_agent_core::values::MAX_VALUES_BYTES {
             return Err(InputError::File {
                 file: file.clone(),
                 message: format!(
                     "the values document is {} bytes; it must fit in a ConfigMap (at most {} bytes)",
                     text.len(),
-                    clearml_agent::values::MAX_VALUES_BYTES
+                    clearml_agent_core::values::MAX_VALUES_BYTES
                 ),
             });
         }
-        let layer: Value = clearml_agent::yaml::from_str(text).map_err(|e| InputError::File {
-            file: file.clone(),
-            message: format!("invalid YAML: {e}"),
-        })?;
+        let layer: Value =
+            clearml_agent_core::yaml::from_str(text).map_err(|e| InputError::File {
+                file: file.clone(),
+                message: format!("invalid YAML: {e}"),
+            })?;
         match layer {
             // an empty file is almost always a mistake (a wrong path, a failed redirect)
             Value::Null => {
@@ -193,7 +194,7 @@ pub fn parse_set(expr: &str) -> Result<(Vec<String>, Value), InputError> {
     let value = if value_text.is_empty() {
         Value::String(String::new())
     } else {
-        clearml_agent::yaml::from_str::<Value>(value_text)
+        clearml_agent_core::yaml::from_str::<Value>(value_text)
             .map_err(|e| err(&format!("the value is not valid YAML: {e}")))?
     };
     Ok((path, value))
@@ -300,7 +301,7 @@ mod tests {
 
     #[test]
     fn every_seed_values_file_loads_unchanged() {
-        for file in crate::render::tests::fixture_files() {
+        for file in crate::manifests::tests::fixture_files() {
             load(&[&file], &[]).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         }
     }

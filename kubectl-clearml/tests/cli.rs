@@ -8,7 +8,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use clearml_agent::values::Values;
+use clearml_agent_core::values::Values;
 use clearml_e2e::k8s::KubeDouble;
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -105,7 +105,7 @@ async fn dry_run_prints_every_object_for_each_seed_file_and_redacts_secrets() {
         .await
         .ok("install --dry-run");
         let docs: Vec<Value> =
-            clearml_agent::yaml::from_str_multi(&run.stdout).expect("multi-document YAML");
+            clearml_agent_core::yaml::from_str_multi(&run.stdout).expect("multi-document YAML");
         let names: Vec<(String, String)> = docs
             .iter()
             .map(|d| {
@@ -508,7 +508,7 @@ async fn an_existing_secret_and_namespace_are_used_and_kept() {
             ("agentk8sglue_key".to_string(), b"k".to_vec()),
             ("agentk8sglue_secret".to_string(), b"s".to_vec()),
         ]);
-        kubectl_clearml::render::credentials_hash(&data)
+        kubectl_clearml::manifests::credentials_hash(&data)
     };
     assert_eq!(c.credentials_hash("team"), expected_hash);
     let secret = c

@@ -610,6 +610,7 @@ impl Client {
 
 /// Fuzzing entry (`crate::fuzzing::clearml_reply`): a reply body through the envelope and the
 /// document decoders exactly as the client reads it. Not an API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn decode_reply_for_fuzzing(status: u16, body: &[u8]) {
     let Ok(data) = wire::unwrap_envelope("tasks.get_all", status, body) else {

@@ -9,7 +9,7 @@ use kube::{
 };
 use serde_json::Value;
 
-use crate::render::{FIELD_MANAGER, LABEL_MANAGED_BY, Manifest};
+use crate::manifests::{FIELD_MANAGER, LABEL_MANAGED_BY, Manifest};
 
 /// The dynamic API of a manifest's type, in `namespace` when namespaced.
 pub fn api_for(client: &Client, m: &Manifest, namespace: &str) -> Api<DynamicObject> {
@@ -71,7 +71,7 @@ pub fn printable(obj: &DynamicObject) -> Value {
     let mut obj = obj.clone();
     obj.metadata.managed_fields = None;
     let doc = serde_json::to_value(&obj).unwrap_or(Value::Null);
-    crate::render::redact(&doc)
+    crate::manifests::redact(&doc)
 }
 
 /// `Ok(())` once the Deployment has rolled out (the controller saw the latest spec and every
@@ -163,7 +163,7 @@ mod tests {
         }))
         .expect("object");
         let v = printable(&obj);
-        assert_eq!(v["data"]["k"], crate::render::REDACTED);
+        assert_eq!(v["data"]["k"], crate::manifests::REDACTED);
         assert!(v["metadata"].get("managedFields").is_none());
     }
 }

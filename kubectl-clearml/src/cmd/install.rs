@@ -28,13 +28,12 @@ use super::cluster::{self, kube_message};
 use crate::{
     cli::InstallArgs,
     connect::Ctx,
-    output::{self, OutputFormat, Tabular},
-    progress,
-    render::{
+    manifests::{
         self, AGENT_NAME, CREDENTIALS_SECRET, ExistingCredentials, FIELD_MANAGER, InstallParams,
         LABEL_MANAGED_BY, Rendered,
     },
-    values_input,
+    output::{self, OutputFormat, Tabular},
+    progress, values_input,
 };
 
 /// How often `--wait` reads the Deployment.
@@ -46,22 +45,22 @@ pub async fn run(args: InstallArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let values = values_input::load(&args.values, &args.set)?;
     let params = InstallParams {
         namespace: ctx.namespace.clone(),
-        image: args.image.clone().unwrap_or_else(render::default_image),
+        image: args.image.clone().unwrap_or_else(manifests::default_image),
         clearml_insecure_skip_tls_verify: args.clearml_insecure_skip_tls_verify,
     };
 
     if args.dry_run {
         // Client-side: the cluster is not consulted, nothing is written.
-        let rendered = render::render(&values, &params, &ExistingCredentials::NotChecked)?;
+        let rendered = manifests::render(&values, &params, &ExistingCredentials::NotChecked)?;
         warn_all(&rendered.warnings);
         return print_dry_run(&rendered, fmt);
     }
 
     let client = ctx.kube(false).await?;
     let state = inspect(&client, &params.namespace).await?;
-    let rendered = render::render(&values, &params, &state.credentials)?;
+    let rendered = manifests::render(&values, &params, &state.credentials)?;
     warn_all(&rendered.warnings);
-    let plan: Vec<&render::Manifest> = rendered
+    let plan: Vec<&manifests::Manifest> = rendered
         .manifests
         .iter()
         .filter(|m| m.namespaced || state.namespace != NamespaceState::Foreign)
@@ -199,7 +198,7 @@ async fn existing_credentials(
                 .map(|(k, v)| (k, v.0))
                 .collect();
             ExistingCredentials::Present {
-                hash: render::credentials_hash(&data),
+                hash: manifests::credentials_hash(&data),
             }
         }
     })
@@ -232,7 +231,7 @@ fn print_dry_run(rendered: &Rendered, fmt: OutputFormat) -> anyhow::Result<()> {
     if fmt.is_machine() && rendered.manifests.iter().any(|m| m.is_secret()) {
         eprintln!(
             "note: Secret data is shown as {}; the install itself writes the real values",
-            render::REDACTED
+            manifests::REDACTED
         );
     }
     Ok(())

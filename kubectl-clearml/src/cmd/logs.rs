@@ -11,7 +11,7 @@ use kube::{
 use tokio::io::AsyncWriteExt as _;
 
 use crate::{cli::LogsArgs, connect::Ctx};
-use clearml_agent::render::{CONTAINER_NAME, LABEL_RANK, LABEL_TASK_ID};
+use clearml_agent_core::contract::{CONTAINER_NAME, LABEL_RANK, LABEL_TASK_ID};
 
 /// Runs `logs`.
 pub async fn run(args: LogsArgs, ctx: &Ctx) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::cli::QueueSpecArgs;
 
 /// The GPU resource name.
-pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+pub use clearml_agent_core::contract::GPU_RESOURCE;
 /// Name of the shared-memory volume (the seeds' name).
 pub const SHM_VOLUME: &str = "dshm";
 /// Where the shared-memory volume is mounted.
@@ -271,7 +271,7 @@ mod tests {
             a.max_pods = Some(3);
         });
         let spec = add_spec(None, &f);
-        clearml_agent::values::QueueValues::from_json("GPUs_with_shared_memory", spec)
+        clearml_agent_core::values::QueueValues::from_json("GPUs_with_shared_memory", spec)
             .expect("the agent accepts what the flags build");
     }
 

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use anyhow::{Context as _, bail};
-use clearml_agent::values::QueueValues;
+use clearml_agent_core::values::QueueValues;
 use clearml_agent_proto::v1::{
     AddQueueRequest, GetQueueRequest, ListQueuesRequest, PatchQueueRequest, PatchType, Queue,
     QueueSummary, RemoveQueueRequest, RenderPodRequest,
@@ -241,7 +241,7 @@ pub fn to_list(queues: Vec<Queue>) -> anyhow::Result<QueueList> {
 pub fn to_manifests(docs: Vec<String>) -> anyhow::Result<Manifests> {
     let mut items = Vec::new();
     for text in docs {
-        let parsed: Vec<Value> = clearml_agent::yaml::from_str_multi(&text)
+        let parsed: Vec<Value> = clearml_agent_core::yaml::from_str_multi(&text)
             .context("the agent sent a manifest that is not YAML")?;
         items.extend(parsed);
     }
@@ -257,7 +257,8 @@ fn parse_spec(text: &str) -> anyhow::Result<Value> {
 
 /// Parses a YAML or JSON document given on the command line or in a file.
 fn parse_doc(what: &str, text: &str) -> anyhow::Result<Value> {
-    clearml_agent::yaml::from_str(text).with_context(|| format!("{what}: not valid JSON or YAML"))
+    clearml_agent_core::yaml::from_str(text)
+        .with_context(|| format!("{what}: not valid JSON or YAML"))
 }
 
 fn read_spec_file(spec: &QueueSpecArgs) -> anyhow::Result<Option<Value>> {
@@ -378,7 +379,7 @@ impl Serialize for Manifests {
 impl Tabular for Manifests {
     fn write_table(&self, _wide: bool, out: &mut dyn Write) -> io::Result<()> {
         for item in &self.items {
-            let text = clearml_agent::yaml::to_string(item).map_err(io::Error::other)?;
+            let text = clearml_agent_core::yaml::to_string(item).map_err(io::Error::other)?;
             write!(out, "---\n{text}")?;
         }
         Ok(())
@@ -472,7 +473,7 @@ mod tests {
         .expect("yaml");
         assert_eq!(m.items.len(), 3);
         let text = render(&m, OutputFormat::Table);
-        let back: Vec<Value> = clearml_agent::yaml::from_str_multi(&text).expect("docs");
+        let back: Vec<Value> = clearml_agent_core::yaml::from_str_multi(&text).expect("docs");
         assert_eq!(back, m.items);
         let v: Value = serde_json::from_str(&render(&m, OutputFormat::Json)).expect("json");
         assert_eq!(v["kind"], "List");

@@ -12,9 +12,9 @@ use super::cluster::{self, kube_message};
 use crate::{
     cli::UninstallArgs,
     connect::Ctx,
+    manifests::{self, FIELD_MANAGER},
     output::{self, Tabular},
     progress,
-    render::{self, FIELD_MANAGER},
 };
 
 /// Runs `uninstall`.
@@ -22,7 +22,7 @@ pub async fn run(args: UninstallArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let fmt = ctx.global.output;
     let namespace = &ctx.namespace;
     let client = ctx.kube(false).await?;
-    let objects = render::all_objects(namespace)?;
+    let objects = manifests::all_objects(namespace)?;
     let bar = progress::spinner("Deleting", fmt);
     let mut view = Uninstalled::default();
     for m in objects.iter().rev() {

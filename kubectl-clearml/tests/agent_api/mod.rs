@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use clearml_agent::values::QueueValues;
+use clearml_agent_core::values::QueueValues;
 use clearml_agent_proto::v1::{
     AddQueueRequest, DescribeTaskRequest, GetQueueRequest, GetStatusRequest, GetStatusResponse,
     GpuReporting, ListQueuesRequest, ListQueuesResponse, ListTasksRequest, ListTasksResponse,
@@ -449,7 +449,7 @@ async fn read_commands_print_views_for_people_and_programs() {
     let out = run(&addr, &["queues", "render", "gpu", "--task", "abc"])
         .await
         .ok("render");
-    let docs: Vec<Value> = clearml_agent::yaml::from_str_multi(&out.stdout).expect("yaml");
+    let docs: Vec<Value> = clearml_agent_core::yaml::from_str_multi(&out.stdout).expect("yaml");
     assert_eq!(docs[0]["metadata"]["name"], "clearml-id-abc");
     assert_eq!(docs[0]["metadata"]["labels"]["queue"], "gpu");
 }

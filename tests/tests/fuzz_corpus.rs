@@ -53,12 +53,12 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[test]
 fn values_corpus_and_regressions_replay_without_panic() {
-    replay("values", clearml_agent::fuzzing::values);
+    replay("values", clearml_agent_core::fuzzing::values);
 }
 
 #[test]
 fn merge_corpus_and_regressions_replay_without_panic() {
-    replay("merge", clearml_agent::fuzzing::merge);
+    replay("merge", clearml_agent_core::fuzzing::merge);
 }
 
 #[test]

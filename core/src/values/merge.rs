@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::values::{FieldError, PodTemplate};
+use super::{FieldError, PodTemplate};
 
 /// The merge key of a named list, by the list's field name; `None` for lists that are replaced.
 fn list_key(field: &str) -> Option<&'static str> {

@@ -430,7 +430,7 @@ fn credentials_hash_changes_with_any_byte_of_the_secret() {
 fn placeholders_are_quoted_so_values_cannot_add_structure() {
     let vars = BTreeMap::from([("x", "a\"\nkind: Evil\nb: \"".to_string())]);
     let text = substitute("t.yaml", "name: {{x}}\n", &vars).expect("substitute");
-    let doc: Value = clearml_agent::yaml::from_str(&text).expect("yaml");
+    let doc: Value = clearml_agent_core::yaml::from_str(&text).expect("yaml");
     assert_eq!(doc, serde_json::json!({"name": vars["x"]}));
     assert!(matches!(
         substitute("t.yaml", "a: {{nope}}", &vars),
@@ -454,7 +454,7 @@ fn printed_yaml_redacts_secret_data_and_keeps_everything_else() {
     let r = render(&override_values(), &params(), &existing()).expect("render");
     let text = r.to_redacted_yaml().expect("yaml");
     assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode("<ACCESS_KEY>")));
-    let docs: Vec<Value> = clearml_agent::yaml::from_str_multi(&text).expect("multi-doc");
+    let docs: Vec<Value> = clearml_agent_core::yaml::from_str_multi(&text).expect("multi-doc");
     assert_eq!(docs.len(), r.manifests.len());
     for (doc, m) in docs.iter().zip(&r.manifests) {
         if m.is_secret() {

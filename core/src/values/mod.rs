@@ -20,6 +20,9 @@ use serde_json::Value;
 
 use crate::{validate, yaml};
 
+pub mod merge;
+pub mod rules;
+
 /// A values document was refused; `path` names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -358,9 +361,8 @@ impl Values {
                 .queue_settings
                 .validate(&format!("{path}.queueSettings"))?;
             // what the queue's pods get: basePodTemplate ⊕ templateOverrides
-            let merged =
-                crate::merge::merge_templates(&a.base_pod_template, &queue.template_overrides)?;
-            crate::render::check_volumes(&merged).map_err(|p| {
+            let merged = merge::merge_templates(&a.base_pod_template, &queue.template_overrides)?;
+            rules::check_volumes(&merged).map_err(|p| {
                 FieldError::new(
                     volume_path(
                         root,
@@ -390,7 +392,7 @@ impl AgentValues {
     /// `basePodTemplate ⊕ templateOverrides` of queue `name`; `None` for a queue not configured.
     pub fn queue_template(&self, name: &str) -> Option<Result<PodTemplate, FieldError>> {
         let queue = self.queues.get(name)?;
-        Some(crate::merge::merge_templates(
+        Some(merge::merge_templates(
             &self.base_pod_template,
             &queue.template_overrides,
         ))
@@ -423,7 +425,7 @@ impl QueueValues {
 impl QueueSettings {
     fn validate(&self, path: &str) -> Result<(), FieldError> {
         if let Some(nodes) = &self.multi_node {
-            crate::render::check_multi_node(nodes).map_err(|(i, why)| match i {
+            rules::check_multi_node(nodes).map_err(|(i, why)| match i {
                 Some(i) => FieldError::new(format!("{path}.multiNode[{i}]"), why),
                 None => FieldError::new(format!("{path}.multiNode"), why),
             })?;
@@ -540,7 +542,7 @@ fn volume_path(
     queue_path: &str,
     base: &PodTemplate,
     over: &PodTemplate,
-    p: &crate::render::VolumeProblem,
+    p: &rules::VolumeProblem,
 ) -> String {
     let lists: [(&str, Vec<&str>); 2] = if p.mount {
         [

@@ -3,11 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::{
-    lifecycle::Timeouts,
-    merge::merge_templates,
-    values::{FieldError, PodTemplate, QueueSettings, Values},
-};
+use crate::values::{FieldError, PodTemplate, QueueSettings, Values, merge::merge_templates};
 
 /// Default seconds between polls when idle.
 pub const DEFAULT_POLL_INTERVAL: f64 = 1.0;
@@ -17,8 +13,17 @@ pub const DEFAULT_PENDING_TIMEOUT: u64 = 600;
 pub const DEFAULT_SUCCEEDED_TTL: u64 = 300;
 /// Default TTL of failed pods (kept longer, for inspection).
 pub const DEFAULT_FAILED_TTL: u64 = 86_400;
-/// Name of the ClearML queue launched tasks wait in until their pod starts (the glue's name).
-pub const PENDING_QUEUE: &str = "k8s_scheduler";
+
+/// Timeouts the lifecycle decisions depend on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// How long a pod may stay unschedulable.
+    pub pending: Duration,
+    /// How long a succeeded pod is kept.
+    pub succeeded_ttl: Duration,
+    /// How long a failed pod is kept.
+    pub failed_ttl: Duration,
+}
 
 /// One served queue.
 #[derive(Debug, Clone, PartialEq)]

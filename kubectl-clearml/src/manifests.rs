@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use clearml_agent::values::{FieldError, Values};
+use clearml_agent_core::values::{FieldError, Values};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{
@@ -28,10 +28,11 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-/// Name of the agent's ServiceAccount, Role, RoleBinding, ConfigMap, Deployment and Service.
-pub const AGENT_NAME: &str = "clearml-agent";
-/// The ClearML key pair (keys [`SECRET_KEY_ACCESS`], [`SECRET_KEY_SECRET`]); task pods read it too.
-pub const CREDENTIALS_SECRET: &str = "clearml-agent-credentials";
+/// Names shared with the agent: its objects' name, the credentials Secret and its keys, the
+/// ConfigMap key, the gRPC port.
+pub use clearml_agent_core::contract::{
+    AGENT_NAME, CREDENTIALS_SECRET, GRPC_PORT, SECRET_KEY_ACCESS, SECRET_KEY_SECRET, VALUES_KEY,
+};
 /// The image pull Secret made from `imageCredentials`.
 pub const REGISTRY_SECRET: &str = "clearml-agent-registry";
 /// Namespace when neither `-n` nor the kubeconfig context names one.
@@ -42,19 +43,11 @@ pub const FIELD_MANAGER: &str = "kubectl-clearml";
 pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=clearml-agent";
 /// Label marking what `install` created (uninstall deletes only objects carrying it).
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Key of the values document in the ConfigMap (the agent reads this key).
-pub use clearml_agent::config_store::VALUES_KEY;
-/// The agent's gRPC port inside its pod (bound to 127.0.0.1, reached by port-forward).
-pub const GRPC_PORT: u16 = 9090;
 /// Pod-template annotation with the hash of the credentials: a change restarts the agent.
 pub const ANNOTATION_CREDENTIALS_HASH: &str = "clearml.ai/credentials-hash";
 /// Shown instead of Secret data in anything the plugin prints.
 pub const REDACTED: &str = "REDACTED";
-/// Keys of the credentials Secret (the agent's and the chart's names).
-pub use clearml_agent::render::{SECRET_KEY_ACCESS, SECRET_KEY_SECRET};
-
-/// Env var that turns off TLS verification of the ClearML server in the agent.
-const ENV_SKIP_TLS_VERIFY: &str = "CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY";
+use clearml_agent_core::contract::ENV_SKIP_TLS_VERIFY;
 /// Registry of `imageCredentials` when none is given.
 const DEFAULT_REGISTRY: &str = "docker.io";
 
@@ -203,7 +196,7 @@ impl Rendered {
     pub fn to_redacted_yaml(&self) -> Result<String, RenderError> {
         let mut out = String::new();
         for m in &self.manifests {
-            let text = clearml_agent::yaml::to_string(&m.redacted()).map_err(|e| {
+            let text = clearml_agent_core::yaml::to_string(&m.redacted()).map_err(|e| {
                 RenderError::Template {
                     file: m.display_name(),
                     message: e.to_string(),
@@ -329,7 +322,7 @@ pub fn render(
     params: &InstallParams,
     existing: &ExistingCredentials,
 ) -> Result<Rendered, RenderError> {
-    clearml_agent::validate::dns_label(&params.namespace).map_err(RenderError::Namespace)?;
+    clearml_agent_core::validate::dns_label(&params.namespace).map_err(RenderError::Namespace)?;
     let mut warnings = Vec::new();
 
     let credentials = credentials_data(values).map_err(RenderError::Values)?;
@@ -377,7 +370,7 @@ pub fn render(
     }
 
     let config = config_values(values, docker.is_some());
-    let values_yaml = clearml_agent::yaml::to_string(&config).map_err(|e| {
+    let values_yaml = clearml_agent_core::yaml::to_string(&config).map_err(|e| {
         RenderError::Values(FieldError {
             path: "(root)".into(),
             message: format!("cannot encode the values: {e}"),
@@ -408,11 +401,12 @@ pub fn render(
     let mut manifests = Vec::new();
     for (file, text) in TEMPLATES {
         let filled = substitute(file, text, &vars)?;
-        let docs: Vec<Value> =
-            clearml_agent::yaml::from_str_multi(&filled).map_err(|e| RenderError::Template {
+        let docs: Vec<Value> = clearml_agent_core::yaml::from_str_multi(&filled).map_err(|e| {
+            RenderError::Template {
                 file: file.to_string(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         for doc in docs {
             let name = doc
                 .pointer("/metadata/name")
@@ -438,11 +432,11 @@ pub fn render(
 /// apply order: what `uninstall` looks for, named by the same templates.
 pub fn all_objects(namespace: &str) -> Result<Vec<Manifest>, RenderError> {
     let values = Values {
-        clearml: Some(clearml_agent::values::ClearmlCredentials {
+        clearml: Some(clearml_agent_core::values::ClearmlCredentials {
             agentk8sglue_key: Some("-".into()),
             agentk8sglue_secret: Some("-".into()),
         }),
-        image_credentials: Some(clearml_agent::values::ImageCredentials {
+        image_credentials: Some(clearml_agent_core::values::ImageCredentials {
             password: Some("-".into()),
             username: Some("-".into()),
             ..Default::default()

@@ -1,0 +1,52 @@
+//! Every name the agent and the plugin must agree on, in one place: the labels and annotations
+//! on task pods, the credentials Secret and its keys, the ConfigMap key, the agent's ports and
+//! environment variables, the pending queue and the GPU resource. A name here is part of the
+//! product's contract with existing clusters: changing one strands what older versions created.
+
+/// Label carrying the agent's identity (`agent-<md5(worker id)[..8]>`, the Python glue's scheme).
+pub const LABEL_AGENT: &str = "CLEARML";
+/// Label carrying the ClearML queue id.
+pub const LABEL_QUEUE_ID: &str = "clearml-agent-queue";
+/// Label carrying the (sanitised) ClearML queue name.
+pub const LABEL_QUEUE_NAME: &str = "clearml-agent-queue-name";
+/// Label carrying the ClearML task id.
+pub const LABEL_TASK_ID: &str = "clearml-task-id";
+/// Label carrying the rank of a multi-node pod.
+pub const LABEL_RANK: &str = "clearml-rank";
+/// `app.kubernetes.io/managed-by` value on everything the agent creates.
+pub const MANAGED_BY: &str = "clearml-k8s-agent";
+/// Annotation with the task's name.
+pub const ANNOTATION_TASK_NAME: &str = "clearml.ai/task-name";
+/// Annotation with the task's project.
+pub const ANNOTATION_PROJECT: &str = "clearml.ai/project";
+/// Annotation with the launch id (see `render::TaskParams::launch_id`).
+pub const ANNOTATION_LAUNCH: &str = "clearml.ai/launch";
+/// Annotation with the unsanitised queue name.
+pub const ANNOTATION_QUEUE_NAME: &str = "clearml.ai/queue-name";
+/// Pod names are this prefix and the task id (as the Python glue names them).
+pub const POD_PREFIX: &str = "clearml-id-";
+/// Name of the task container.
+pub const CONTAINER_NAME: &str = "task";
+/// Keys of the credentials Secret (the chart's names).
+pub const SECRET_KEY_ACCESS: &str = "agentk8sglue_key";
+/// See [`SECRET_KEY_ACCESS`].
+pub const SECRET_KEY_SECRET: &str = "agentk8sglue_secret";
+/// The GPU resource name task pods ask for (`resources.limits`).
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// Name of the agent's ServiceAccount, Role, RoleBinding, ConfigMap, Deployment, Service and
+/// leader-election Lease.
+pub const AGENT_NAME: &str = "clearml-agent";
+/// The Secret holding the ClearML key pair (keys [`SECRET_KEY_ACCESS`], [`SECRET_KEY_SECRET`]);
+/// task pods read it through `secretKeyRef`.
+pub const CREDENTIALS_SECRET: &str = "clearml-agent-credentials";
+/// Key of the values document in the agent's ConfigMap.
+pub const VALUES_KEY: &str = "values.yaml";
+/// The agent's gRPC control port (bound to 127.0.0.1 in its pod, reached by port-forward).
+pub const GRPC_PORT: u16 = 9090;
+/// The agent's health and metrics port.
+pub const ADMIN_PORT: u16 = 8080;
+/// Env var that turns off TLS verification of the ClearML server in the agent.
+pub const ENV_SKIP_TLS_VERIFY: &str = "CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY";
+/// Name of the ClearML queue launched tasks wait in until their pod starts (the glue's name).
+pub const PENDING_QUEUE: &str = "k8s_scheduler";
