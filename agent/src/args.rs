@@ -19,8 +19,9 @@ use clearml_agent_core::{
 use crate::{
     clearml::{Client, ClientOptions, Credentials},
     config_store::ConfigStore,
-    dispatch::{Dispatcher, SharedSnapshot},
-    grpc::{self, Control},
+    control::Control,
+    dispatch::{Deps, Dispatcher, SharedSnapshot},
+    grpc,
     health::Health,
     k8s::{self, Kube},
     metrics::{ClearmlObserver, Metrics},
@@ -239,18 +240,18 @@ impl Args {
             leader_rx: leader_rx.clone(),
         });
         let dispatcher = retry_startup("resolve the queues in ClearML", &shutdown, || {
-            Dispatcher::start(
-                clearml.clone(),
-                kube.clone(),
-                pods.clone(),
-                changed.clone(),
-                cfg_rx.clone(),
-                agent.clone(),
-                metrics.clone(),
-                health.clone(),
-                snapshot.clone(),
-                leader_rx.clone(),
-            )
+            Dispatcher::start(Deps {
+                clearml: clearml.clone(),
+                kube: kube.clone(),
+                pods: pods.clone(),
+                changed: changed.clone(),
+                cfg_rx: cfg_rx.clone(),
+                agent: agent.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                snapshot: snapshot.clone(),
+                leader_rx: leader_rx.clone(),
+            })
         })
         .await?;
         let grpc = grpc::serve(control, grpc_addr, shutdown.clone())

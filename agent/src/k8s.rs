@@ -1,7 +1,9 @@
 //! Kubernetes side of the agent: creating and deleting task pods and Services, and the pod watch
 //! (kube's runtime watcher feeding a reflector store) that every decision reads from.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
+
+use clearml_agent_core::contract::{ANNOTATION_LAUNCH, LABEL_TASK_ID};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
@@ -224,6 +226,31 @@ impl Kube {
 
 /// The agent's pods, kept current by a watch.
 pub type PodStore = reflector::Store<Pod>;
+
+/// The store's pods grouped by the task they serve (their `clearml-task-id` label).
+pub fn pods_by_task(pods: &PodStore) -> BTreeMap<String, Vec<Arc<Pod>>> {
+    let mut out: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+    for pod in pods.state() {
+        if let Some(task) = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_TASK_ID))
+        {
+            out.entry(task.clone()).or_default().push(pod);
+        }
+    }
+    out
+}
+
+/// The launch id a pod serves (its `clearml.ai/launch` annotation).
+pub fn launch_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_LAUNCH)
+        .map(String::as_str)
+}
 
 /// Starts watching the pods matching `selector` in `namespace`; `changed` is notified on every
 /// event. The watch retries with kube's default backoff, relisting after 410 Gone, for ever.

@@ -14,12 +14,14 @@
 //! - [`k8s`]: pod and Service writes, and the pod watch.
 //! - [`lifecycle`]: pure per-task decisions from pod states and ClearML status.
 //! - [`dispatch`]: the data path loop that runs all of the above.
-//! - [`grpc`]: the control API served to `kubectl clearml`.
+//! - [`control`]: what the control API serves: pure views and validated ConfigMap edits.
+//! - [`grpc`]: the gRPC edge of the control API served to `kubectl clearml`.
 //! - [`runtime`], [`health`], [`metrics`]: admin server, reports, signals, readiness, Prometheus.
 
 pub mod args;
 pub mod clearml;
 pub mod config_store;
+pub mod control;
 pub mod dispatch;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

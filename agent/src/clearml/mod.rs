@@ -6,14 +6,17 @@
 //! `{meta, data}` envelope; an error reply becomes [`Error::Api`] with its code and subcode.
 //! Credentials never appear in `Debug` output or errors.
 
+mod endpoints;
+mod resolve;
 mod wire;
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::RwLock;
 
+pub use resolve::{Served, create_queue, resolve_queues};
 pub use wire::{QueueDoc, QueueEntry, TaskContainer, TaskDoc};
 
 /// Default [`ClientOptions::max_reply_bytes`]: far above any reply the agent asks for (a page
@@ -295,7 +298,11 @@ impl Client {
     }
 
     /// Sends one request and unwraps the envelope.
-    async fn send(&self, endpoint: &'static str, req: reqwest::RequestBuilder) -> Result<Value> {
+    pub(super) async fn send(
+        &self,
+        endpoint: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Value> {
         let started = std::time::Instant::now();
         let result = self.send_inner(endpoint, req).await;
         if let Some(obs) = &self.inner.observer {
@@ -352,7 +359,7 @@ impl Client {
     }
 
     /// `queues.get_all`, reporting the queues and entries left out.
-    async fn get_queues(&self, body: &Value) -> Result<Vec<QueueDoc>> {
+    pub(super) async fn get_queues(&self, body: &Value) -> Result<Vec<QueueDoc>> {
         const ENDPOINT: &str = "queues.get_all";
         let data = self.call_value(ENDPOINT, body).await?;
         let mut problems = Vec::new();
@@ -384,230 +391,6 @@ fn backoff(opts: &ClientOptions, attempt: u32) -> Duration {
     exp.mul_f64(jitter).min(opts.max_backoff)
 }
 
-// === endpoints ===
-
-impl Client {
-    /// Queues with exactly these names (one `queues.get_all` with an anchored regex).
-    pub async fn queues_by_name(&self, names: &[String]) -> Result<Vec<QueueDoc>> {
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let alternatives: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
-        let body = json!({
-            "name": format!("^({})$", alternatives.join("|")),
-            "only_fields": ["id", "name"],
-            "search_hidden": true,
-        });
-        Ok(self
-            .get_queues(&body)
-            .await?
-            .into_iter()
-            .filter(|q| names.contains(&q.name))
-            .collect())
-    }
-
-    /// The queues with these ids and up to `max_entries` head entries each (one call per tick).
-    pub async fn queue_entries(&self, ids: &[String], max_entries: usize) -> Result<Vec<QueueDoc>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let body = json!({
-            "id": ids,
-            "only_fields": ["id", "name", "entries"],
-            "max_task_entries": max_entries,
-            "search_hidden": true,
-        });
-        self.get_queues(&body).await
-    }
-
-    /// Creates a queue; returns its id.
-    pub async fn create_queue(&self, name: &str, system_tags: &[&str]) -> Result<String> {
-        let body = json!({"name": name, "system_tags": system_tags});
-        let data: wire::Created = self.call("queues.create", &body).await?;
-        Ok(data.id)
-    }
-
-    /// Number of entries in a queue.
-    pub async fn queue_length(&self, queue: &str) -> Result<u64> {
-        let data: Value = self
-            .call("queues.get_num_entries", &json!({"queue": queue}))
-            .await?;
-        data.get("num")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| Error::Decode {
-                endpoint: "queues.get_num_entries",
-                detail: "no data.num".into(),
-            })
-    }
-
-    /// Tasks by id with the given fields (missing ids are simply absent). A task whose document
-    /// does not decode (or lacks its status, when `status` is asked for) is returned with
-    /// [`TaskDoc::unreadable`] set; see [`wire::decode_tasks`].
-    pub async fn tasks(&self, ids: &[String], only_fields: &[&str]) -> Result<Vec<TaskDoc>> {
-        const ENDPOINT: &str = "tasks.get_all";
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let body = json!({"id": ids, "only_fields": only_fields, "search_hidden": true});
-        let data = self.call_value(ENDPOINT, &body).await?;
-        let tasks = wire::decode_tasks(ENDPOINT, data, only_fields.contains(&"status"))?;
-        for t in &tasks {
-            if let Some(why) = &t.unreadable {
-                self.report(ENDPOINT, &format!("task {}: {why}", t.id));
-            }
-        }
-        Ok(tasks)
-    }
-
-    /// Moves a queued task into `queue` (the server removes it from every other queue in the same
-    /// call), with `reason` and `message` on the task.
-    ///
-    /// NB: never re-sent blindly. After a lost reply the move may have happened, and a second
-    /// `tasks.enqueue` of a task already in that queue fails with 706, on which the server reverts
-    /// the task's status and wipes the status message (where the agent records the origin queue).
-    /// So after a transport error the task is read first, and the move is sent again only if it
-    /// did not happen.
-    pub async fn enqueue(
-        &self,
-        task: &str,
-        queue: &str,
-        reason: &str,
-        message: &str,
-    ) -> Result<()> {
-        let body = json!({
-            "task": task, "queue": queue,
-            "status_reason": reason, "status_message": message,
-        });
-        let opts = &self.inner.options;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let err = match self.call_once("tasks.enqueue", &body).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_api(400, subcode::TASK_ALREADY_QUEUED) => return Ok(()),
-                Err(e) if e.is_retryable() && attempt < opts.attempts => e,
-                Err(e) => return Err(e),
-            };
-            tokio::time::sleep(backoff(opts, attempt)).await;
-            let fields = ["id", "status", "execution.queue", "status_message"];
-            if let Ok(docs) = self.tasks(&[task.to_string()], &fields).await
-                && let Some(doc) = docs.first()
-                && doc.status.as_deref() == Some("queued")
-                && doc.execution.as_ref().and_then(|e| e.queue.as_deref()) == Some(queue)
-                && doc.status_message.as_deref() == Some(message)
-            {
-                tracing::debug!(%task, error = %err, "the move happened before its reply was lost");
-                return Ok(());
-            }
-        }
-    }
-
-    /// Removes a task from a queue; a task no longer there is success.
-    pub async fn remove_from_queue(&self, queue: &str, task: &str) -> Result<()> {
-        let body = json!({"queue": queue, "task": task});
-        match self.call_value("queues.remove_task", &body).await {
-            Err(e) if e.is_api(400, subcode::TASK_NOT_QUEUED) => Ok(()),
-            other => other.map(|_| ()),
-        }
-    }
-
-    /// Marks a task failed (forced: from any status) with a reason shown in the UI.
-    pub async fn fail_task(&self, task: &str, reason: &str, message: &str) -> Result<()> {
-        let body = json!({
-            "task": task, "force": true,
-            "status_reason": reason, "status_message": message,
-        });
-        self.call_value("tasks.failed", &body).await.map(|_| ())
-    }
-
-    /// Writes a task's status message (e.g. why its pod is pending).
-    pub async fn set_status_message(&self, task: &str, message: &str) -> Result<()> {
-        let body = json!({"task": task, "status_message": message});
-        self.call_value("tasks.update", &body).await.map(|_| ())
-    }
-
-    /// Registers the agent as a worker listening on `queues`.
-    pub async fn register_worker(
-        &self,
-        worker: &str,
-        queues: &[String],
-        timeout_secs: u64,
-    ) -> Result<()> {
-        let body = json!({"worker": worker, "queues": queues, "timeout": timeout_secs});
-        self.call_value("workers.register", &body).await.map(|_| ())
-    }
-
-    /// Periodic worker status report.
-    pub async fn status_report(&self, worker: &str, queues: &[String]) -> Result<()> {
-        let body = json!({
-            "worker": worker,
-            "timestamp": chrono_millis(),
-            "queues": queues,
-        });
-        self.call_value("workers.status_report", &body)
-            .await
-            .map(|_| ())
-    }
-
-    /// Unregisters the worker (on shutdown).
-    pub async fn unregister_worker(&self, worker: &str) -> Result<()> {
-        self.call_value("workers.unregister", &json!({"worker": worker}))
-            .await
-            .map(|_| ())
-    }
-
-    /// Orchestration-dashboard report of the GPUs this agent offers.
-    pub async fn cluster_report(
-        &self,
-        worker: &str,
-        key: &str,
-        max_gpus: u32,
-        interval_secs: u64,
-    ) -> Result<()> {
-        let body = json!({
-            "worker": worker,
-            "key": key,
-            "partial": false,
-            "timestamp": chrono_millis(),
-            "timeout": 2 * interval_secs,
-            "resource_groups": [],
-            "properties": {"max_gpus": max_gpus},
-        });
-        self.call_value("workers.cluster_report", &body)
-            .await
-            .map(|_| ())
-    }
-
-    /// Adds log lines to tasks' consoles (one json-lines batch; `(task, level, message)`).
-    pub async fn log_events(&self, worker: &str, lines: &[(String, &str, String)]) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let now = chrono_millis();
-        let mut body = String::new();
-        for (task, level, msg) in lines {
-            let ev = json!({"type": "log", "task": task, "level": level, "worker": worker,
-                            "msg": msg, "timestamp": now});
-            body.push_str(&ev.to_string());
-            body.push('\n');
-        }
-        let token = self.token().await?;
-        let req = self
-            .inner
-            .http
-            .post(format!(
-                "{}/v{API_VERSION}/events.add_batch",
-                self.inner.base
-            ))
-            .bearer_auth(token)
-            .header("Content-Type", "application/json-lines")
-            .body(body);
-        // Best effort: a lost log line is not worth a retry loop.
-        let result = self.send("events.add_batch", req).await;
-        result.map(|_| ())
-    }
-}
-
 /// Fuzzing entry (`crate::fuzzing::clearml_reply`): a reply body through the envelope and the
 /// document decoders exactly as the client reads it. Not an API.
 #[cfg(feature = "fuzzing")]
@@ -625,13 +408,6 @@ pub fn decode_reply_for_fuzzing(status: u16, body: &[u8]) {
         }
     }
     let _ = wire::decode_queues("queues.get_all", data, &mut Vec::new());
-}
-
-fn chrono_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

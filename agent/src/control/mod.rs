@@ -1,0 +1,254 @@
+//! What the control API serves, without the transport: the [`Control`] state (config, pod cache,
+//! the dispatcher's snapshot, the two servers), pure [`view`]s of it, and the validated
+//! ConfigMap [`edit`]s. Errors are [`ControlError`]; `grpc.rs` maps them to gRPC statuses.
+
+pub mod edit;
+pub mod view;
+
+use std::sync::{Arc, Mutex};
+
+use clearml_agent_proto::v1 as pb;
+use tokio::sync::watch;
+
+use clearml_agent_core::{
+    config::AgentConfig,
+    render::{AgentParams, TaskParams},
+    values::FieldError,
+};
+
+use crate::{
+    clearml::Client,
+    config_store::{ConfigStore, StoreError},
+    dispatch::SharedSnapshot,
+    health::{Connectivity, Health},
+    k8s::{self, Kube, PodStore},
+};
+
+pub use edit::{QueueEdit, apply_edit};
+
+/// Task id used to render a queue's pod when no task is given.
+const PREVIEW_TASK: &str = "00000000000000000000000000000000";
+/// How many of a task's pod events `describe task` shows.
+const DESCRIBE_EVENTS: usize = 20;
+
+/// Why a control request failed; each variant is one kind of gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The values (or a queue entry) are invalid: the message names the field.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// A request's input is malformed (a patch that is not JSON, …).
+    #[error("{0}")]
+    BadInput(String),
+    /// The queue or task does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The queue already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request cannot be served in this state (values from a file, an unreadable task).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The ConfigMap read or write failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The ConfigMap kept changing under the edit.
+    #[error("the agent's ConfigMap kept changing; try again")]
+    Contended,
+    /// ClearML or the API server could not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug: something the agent itself produced could not be encoded.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Everything the control API reads and changes.
+pub struct Control {
+    /// The ConfigMap (None when the agent runs from a file: changes are refused).
+    pub store: Option<ConfigStore>,
+    /// The config in force.
+    pub cfg_rx: watch::Receiver<Arc<AgentConfig>>,
+    /// The last invalid ConfigMap version's error, if the newest one is invalid.
+    pub config_error: Arc<Mutex<Option<String>>>,
+    /// What the dispatcher saw last.
+    pub snapshot: SharedSnapshot,
+    /// The agent's pods.
+    pub pods: PodStore,
+    /// ClearML.
+    pub clearml: Client,
+    /// Pod dry runs.
+    pub kube: Kube,
+    /// Agent identity for rendering.
+    pub agent: AgentParams,
+    /// Readiness and ClearML connectivity.
+    pub health: Arc<Health>,
+    /// Whether this replica holds the lease.
+    pub leader_rx: watch::Receiver<bool>,
+}
+
+impl Control {
+    /// The config in force.
+    pub fn cfg(&self) -> Arc<AgentConfig> {
+        self.cfg_rx.borrow().clone()
+    }
+
+    /// The agent's state for `kubectl clearml status`.
+    pub fn status(&self) -> pb::GetStatusResponse {
+        let cfg = self.cfg();
+        let state = match self.health.clearml() {
+            Connectivity::Ok => pb::clearml_connection::State::Ok,
+            Connectivity::Degraded => pb::clearml_connection::State::Degraded,
+            Connectivity::Down => pb::clearml_connection::State::Down,
+        };
+        let mut last_error = self.health.last_error().unwrap_or_default();
+        if let Ok(Some(e)) = self.config_error.lock().map(|g| g.clone()) {
+            last_error = format!(
+                "{last_error}{}invalid ConfigMap (last good config in force): {e}",
+                if last_error.is_empty() { "" } else { "; " }
+            );
+        }
+        let pods = self.pods.state();
+        let snap = self.snapshot.read();
+        pb::GetStatusResponse {
+            version: crate::VERSION.into(),
+            leader: *self.leader_rx.borrow(),
+            clearml: Some(pb::ClearmlConnection {
+                state: state as i32,
+                api_server: self.clearml.base_url().to_string(),
+                last_error,
+                last_success: None,
+            }),
+            queues: cfg
+                .queues
+                .keys()
+                .map(|q| view::queue_summary(q, &cfg, &snap, &pods))
+                .collect(),
+            gpu_reporting: Some(pb::GpuReporting {
+                max_gpus: cfg.report_max_gpus,
+            }),
+            namespace: cfg.task_namespace.clone(),
+            worker_id: cfg.worker_id.clone(),
+        }
+    }
+
+    /// One configured queue with its counts.
+    pub fn queue(&self, name: &str, cfg: &AgentConfig) -> Result<pb::Queue, ControlError> {
+        let entry =
+            cfg.values.agentk8sglue.queues.get(name).ok_or_else(|| {
+                ControlError::NotFound(format!("queue {name:?} is not configured"))
+            })?;
+        let summary = view::queue_summary(name, cfg, &self.snapshot.read(), &self.pods.state());
+        Ok(pb::Queue {
+            name: name.to_string(),
+            id: summary.id.clone(),
+            spec_json: serde_json::to_string(entry)
+                .map_err(|e| ControlError::Internal(e.to_string()))?,
+            summary: Some(summary),
+        })
+    }
+
+    /// Every configured queue.
+    pub fn queues(&self) -> Result<Vec<pb::Queue>, ControlError> {
+        let cfg = self.cfg();
+        cfg.queues.keys().map(|q| self.queue(q, &cfg)).collect()
+    }
+
+    /// Every task the agent knows, optionally of one queue.
+    pub fn tasks(&self, queue: &str) -> Vec<pb::TaskSummary> {
+        let by_task = k8s::pods_by_task(&self.pods);
+        view::task_summaries(&self.cfg(), &self.snapshot.read(), &by_task)
+            .into_iter()
+            .filter(|t| queue.is_empty() || t.queue == queue)
+            .collect()
+    }
+
+    /// A task, its pods and their events: why it is pending, or how it ended.
+    pub async fn describe(&self, id: &str) -> Result<pb::TaskDetail, ControlError> {
+        let doc = self
+            .clearml
+            .tasks(
+                &[id.to_string()],
+                &["id", "name", "status", "status_reason", "status_message"],
+            )
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?
+            .into_iter()
+            .next();
+        let mut summary = self
+            .tasks("")
+            .into_iter()
+            .find(|t| t.id == id)
+            .or_else(|| {
+                doc.as_ref().map(|d| pb::TaskSummary {
+                    id: id.to_string(),
+                    phase: d.status.clone().unwrap_or_default(),
+                    pending_reason: d.status_reason.clone().unwrap_or_default(),
+                    ..Default::default()
+                })
+            })
+            .ok_or_else(|| {
+                ControlError::NotFound(format!("task {id} is not known to ClearML or this agent"))
+            })?;
+        if let Some(d) = &doc
+            && summary.name.is_empty()
+        {
+            summary.name = d.name.clone().unwrap_or_default();
+        }
+        let pods = k8s::pods_by_task(&self.pods).remove(id).unwrap_or_default();
+        let details: Vec<pb::PodDetail> = pods.iter().map(|p| view::pod_detail(p)).collect();
+        let names: Vec<String> = details.iter().map(|p| p.name.clone()).collect();
+        let events = match self.kube.pod_events(&names, DESCRIBE_EVENTS).await {
+            Ok(events) => events
+                .into_iter()
+                .map(|e| pb::Event {
+                    last_seen: k8s::event_time(&e).map(view::timestamp),
+                    object: e.involved_object.name.unwrap_or_default(),
+                    reason: e.reason.unwrap_or_default(),
+                    message: e.message.unwrap_or_default(),
+                    r#type: e.type_.unwrap_or_default(),
+                    count: e.count.unwrap_or(1).max(0) as u32,
+                })
+                .collect(),
+            Err(error) => {
+                tracing::debug!(%error, "cannot list events");
+                Vec::new()
+            }
+        };
+        Ok(pb::TaskDetail {
+            task: Some(summary),
+            pods: details,
+            events,
+        })
+    }
+
+    /// The render parameters of `task_id` as ClearML has it (a placeholder task when empty).
+    async fn preview_task(&self, task_id: &str) -> Result<TaskParams, ControlError> {
+        if task_id.is_empty() {
+            return Ok(TaskParams {
+                id: PREVIEW_TASK.into(),
+                name: "preview".into(),
+                ..Default::default()
+            });
+        }
+        let doc = self
+            .clearml
+            .tasks(
+                &[task_id.to_string()],
+                &["id", "name", "project", "container"],
+            )
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ControlError::NotFound(format!("task {task_id} not found in ClearML"))
+            })?;
+        if let Some(why) = &doc.unreadable {
+            return Err(ControlError::FailedPrecondition(format!(
+                "task {task_id}: cannot read its document from ClearML ({why})"
+            )));
+        }
+        Ok(doc.render_params("", &Default::default()))
+    }
+}

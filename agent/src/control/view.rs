@@ -1,0 +1,402 @@
+//! Pure views for the control API: what `kubectl clearml status`, `tasks` and `describe task`
+//! show, computed from the pod cache, the dispatcher's snapshot and the config. No I/O.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use clearml_agent_proto::v1 as pb;
+use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+
+use clearml_agent_core::{
+    config::AgentConfig,
+    contract::{
+        ANNOTATION_QUEUE_NAME, ANNOTATION_TASK_NAME, GPU_RESOURCE, LABEL_QUEUE_ID, LABEL_RANK,
+    },
+};
+
+use crate::{
+    dispatch::Snapshot,
+    lifecycle::{self, PodState},
+};
+
+fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a String> {
+    pod.metadata.labels.as_ref()?.get(key)
+}
+
+/// GPUs a pod asks for (its containers' `nvidia.com/gpu` limits).
+pub fn pod_gpus(pod: &Pod) -> u32 {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter_map(|c| c.resources.as_ref()?.limits.as_ref()?.get(GPU_RESOURCE))
+        .filter_map(|q| q.0.parse::<u32>().ok())
+        .sum()
+}
+
+/// The phase a pod state is shown as.
+pub fn phase_name(state: &PodState) -> &'static str {
+    match state {
+        PodState::Pending { .. } => "Pending",
+        PodState::Running => "Running",
+        PodState::Succeeded { .. } => "Succeeded",
+        PodState::Failed { .. } => "Failed",
+        PodState::Terminating => "Terminating",
+    }
+}
+
+/// Why a pod is not running, or how it ended: `(reason, message, exit code)`.
+pub fn pod_reason(state: &PodState) -> (String, String, Option<i32>) {
+    match state {
+        PodState::Pending {
+            waiting: Some((r, m)),
+            ..
+        } => (r.clone(), m.clone(), None),
+        PodState::Pending {
+            unschedulable: Some((m, _)),
+            ..
+        } => ("Unschedulable".into(), m.clone(), None),
+        PodState::Pending { .. } => ("Pending".into(), String::new(), None),
+        PodState::Failed {
+            reason,
+            message,
+            exit_code,
+            ..
+        } => (reason.clone(), message.clone(), *exit_code),
+        PodState::Succeeded { .. } => ("Completed".into(), String::new(), Some(0)),
+        PodState::Running | PodState::Terminating => (String::new(), String::new(), None),
+    }
+}
+
+/// A protobuf timestamp.
+pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.as_second(),
+        nanos: t.subsec_nanosecond(),
+    }
+}
+
+/// One pod as `describe task` shows it.
+pub fn pod_detail(pod: &Pod) -> pb::PodDetail {
+    let state = lifecycle::classify(pod);
+    let (reason, message, exit_code) = pod_reason(&state);
+    pb::PodDetail {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        phase: phase_name(&state).into(),
+        node: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        reason,
+        message,
+        exit_code,
+        rank: label(pod, LABEL_RANK)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// A served queue's counts: tasks waiting in ClearML, its pods pending and running, GPUs asked.
+pub fn queue_summary(
+    name: &str,
+    cfg: &AgentConfig,
+    snap: &Snapshot,
+    pods: &[Arc<Pod>],
+) -> pb::QueueSummary {
+    let id = snap
+        .served
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.id.clone())
+        .unwrap_or_default();
+    let waiting = snap.waiting.get(&id).map_or(0, Vec::len) as u32;
+    let (mut pending, mut running, mut gpus) = (0, 0, 0);
+    for pod in pods {
+        if id.is_empty() || label(pod, LABEL_QUEUE_ID) != Some(&id) {
+            continue;
+        }
+        match lifecycle::classify(pod) {
+            PodState::Pending { .. } => pending += 1,
+            PodState::Running => running += 1,
+            _ => continue,
+        }
+        gpus += pod_gpus(pod);
+    }
+    pb::QueueSummary {
+        name: name.to_string(),
+        id,
+        waiting,
+        pods_pending: pending,
+        pods_running: running,
+        max_pods: cfg.queues.get(name).and_then(|q| q.settings.max_pods),
+        gpus_requested: gpus,
+    }
+}
+
+/// Every task the agent knows: those with pods, those waiting in a served queue (with why), and
+/// those taken but without a pod yet.
+pub fn task_summaries(
+    cfg: &AgentConfig,
+    snap: &Snapshot,
+    by_task: &BTreeMap<String, Vec<Arc<Pod>>>,
+) -> Vec<pb::TaskSummary> {
+    let mut out: Vec<pb::TaskSummary> = by_task
+        .iter()
+        .map(|(task, pods)| summarize(task, pods))
+        .collect();
+    for served in &snap.served {
+        let live = by_task
+            .values()
+            .flatten()
+            .filter(|p| label(p, LABEL_QUEUE_ID) == Some(&served.id))
+            .filter(|p| !lifecycle::classify(p).is_finished())
+            .count();
+        let limit = cfg
+            .queues
+            .get(&served.name)
+            .and_then(|q| q.settings.max_pods);
+        for task in snap.waiting.get(&served.id).into_iter().flatten() {
+            let reason = match limit {
+                Some(max) if live >= max as usize => {
+                    format!(
+                        "waiting in ClearML queue {}: maxPods reached ({live}/{max} pods)",
+                        served.name
+                    )
+                }
+                _ => format!("waiting in ClearML queue {}", served.name),
+            };
+            out.push(pb::TaskSummary {
+                id: task.clone(),
+                queue: served.name.clone(),
+                phase: "Queued".into(),
+                pending_reason: reason,
+                ..Default::default()
+            });
+        }
+    }
+    for task in &snap.pending {
+        if !by_task.contains_key(task) {
+            out.push(pb::TaskSummary {
+                id: task.clone(),
+                phase: "Launching".into(),
+                pending_reason: "taken by the agent; its pod is being created".into(),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+/// A task's summary from its pods (`pods` is not empty).
+pub fn summarize(task: &str, pods: &[Arc<Pod>]) -> pb::TaskSummary {
+    let states: Vec<PodState> = pods.iter().map(|p| lifecycle::classify(p)).collect();
+    let phase = if states.iter().any(|s| matches!(s, PodState::Failed { .. })) {
+        "Failed"
+    } else if states.iter().any(|s| matches!(s, PodState::Pending { .. })) {
+        "Pending"
+    } else if states.contains(&PodState::Terminating) {
+        "Terminating"
+    } else if states
+        .iter()
+        .all(|s| matches!(s, PodState::Succeeded { .. }))
+    {
+        "Succeeded"
+    } else {
+        "Running"
+    };
+    let pending_reason = states
+        .iter()
+        .zip(pods)
+        .find_map(|(s, p)| match s {
+            PodState::Pending { .. } => {
+                let (reason, message, _) = pod_reason(s);
+                let name = p.metadata.name.clone().unwrap_or_default();
+                Some(if message.is_empty() {
+                    format!("pod {name}: {reason}")
+                } else {
+                    format!("pod {name}: {reason}: {message}")
+                })
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    let first = pods.first();
+    let ann = first.and_then(|p| p.metadata.annotations.as_ref());
+    pb::TaskSummary {
+        id: task.to_string(),
+        name: ann
+            .and_then(|a| a.get(ANNOTATION_TASK_NAME))
+            .cloned()
+            .unwrap_or_default(),
+        queue: ann
+            .and_then(|a| a.get(ANNOTATION_QUEUE_NAME))
+            .cloned()
+            .unwrap_or_default(),
+        phase: phase.into(),
+        pods: pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect(),
+        pending_reason,
+        created: first
+            .and_then(|p| p.metadata.creation_timestamp.as_ref())
+            .map(|t| timestamp(t.0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clearml_agent_core::values::Values;
+    use serde_json::json;
+
+    use super::*;
+    use crate::clearml::Served;
+
+    fn pod(name: &str, task: &str, queue: &str, gpus: u32, status: serde_json::Value) -> Arc<Pod> {
+        let pod = json!({
+            "metadata": {
+                "name": name,
+                "labels": {"clearml-task-id": task, "clearml-agent-queue": queue},
+                "annotations": {"clearml.ai/task-name": format!("name of {task}"), "clearml.ai/queue-name": "gpu"},
+                "creationTimestamp": "2026-12-04T10:00:00Z",
+            },
+            "spec": {"containers": [{"name": "task", "resources": {"limits": {"nvidia.com/gpu": gpus.to_string()}}}]},
+            "status": status,
+        });
+        Arc::new(serde_json::from_value(pod).expect("pod"))
+    }
+
+    fn running() -> serde_json::Value {
+        json!({"phase": "Running"})
+    }
+
+    fn unschedulable() -> serde_json::Value {
+        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}]})
+    }
+
+    fn succeeded() -> serde_json::Value {
+        json!({"phase": "Succeeded"})
+    }
+
+    fn world() -> (AgentConfig, Snapshot) {
+        let values = Values::from_yaml(
+            "agentk8sglue:\n  queues:\n    gpu:\n      queueSettings:\n        maxPods: 2\n    cpu: {}\n",
+        )
+        .expect("values");
+        let cfg = AgentConfig::from_values(&values, "ns").expect("config");
+        let snap = Snapshot {
+            served: vec![
+                Served {
+                    name: "gpu".into(),
+                    id: "G".into(),
+                },
+                Served {
+                    name: "cpu".into(),
+                    id: "C".into(),
+                },
+            ],
+            waiting: HashMap::from([
+                ("G".into(), vec!["w1".into()]),
+                ("C".into(), vec!["w2".into()]),
+            ]),
+            pending: vec!["t1".into(), "p1".into()],
+            pending_queue: "P".into(),
+        };
+        (cfg, snap)
+    }
+
+    #[test]
+    fn queue_summaries_count_live_pods_and_gpus_of_their_queue() {
+        let (cfg, snap) = world();
+        let pods = vec![
+            pod("a", "t1", "G", 2, running()),
+            pod("b", "t2", "G", 1, unschedulable()),
+            pod("c", "t3", "G", 4, succeeded()),
+            pod("d", "t4", "C", 0, running()),
+        ];
+        let cases = [
+            ("gpu", "G", 1, 1, 1, 3, Some(2)),
+            ("cpu", "C", 1, 0, 1, 0, None),
+            ("unknown", "", 0, 0, 0, 0, None),
+        ];
+        for (name, id, waiting, pending, running, gpus, max) in cases {
+            let q = queue_summary(name, &cfg, &snap, &pods);
+            assert_eq!(
+                (
+                    q.id.as_str(),
+                    q.waiting,
+                    q.pods_pending,
+                    q.pods_running,
+                    q.gpus_requested,
+                    q.max_pods
+                ),
+                (id, waiting, pending, running, gpus, max),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn task_summaries_say_why_each_task_waits() {
+        let (cfg, snap) = world();
+        let mut by_task = BTreeMap::new();
+        by_task.insert("t1".to_string(), vec![pod("a", "t1", "G", 1, running())]);
+        by_task.insert(
+            "t2".to_string(),
+            vec![pod("b", "t2", "G", 1, unschedulable())],
+        );
+        let got: BTreeMap<String, (String, String)> = task_summaries(&cfg, &snap, &by_task)
+            .into_iter()
+            .map(|t| (t.id, (t.phase, t.pending_reason)))
+            .collect();
+        let want: BTreeMap<String, (String, String)> = [
+            ("t1", "Running", ""),
+            (
+                "t2",
+                "Pending",
+                "pod b: Unschedulable: 0/3 nodes are available",
+            ),
+            (
+                "w1",
+                "Queued",
+                "waiting in ClearML queue gpu: maxPods reached (2/2 pods)",
+            ),
+            ("w2", "Queued", "waiting in ClearML queue cpu"),
+            (
+                "p1",
+                "Launching",
+                "taken by the agent; its pod is being created",
+            ),
+        ]
+        .into_iter()
+        .map(|(id, phase, why)| (id.to_string(), (phase.to_string(), why.to_string())))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_task_phase_is_its_most_telling_pod() {
+        let cases = [
+            (vec![running(), running()], "Running"),
+            (vec![running(), unschedulable()], "Pending"),
+            (vec![succeeded(), succeeded()], "Succeeded"),
+            (
+                vec![succeeded(), json!({"phase": "Failed", "reason": "Evicted"})],
+                "Failed",
+            ),
+        ];
+        for (statuses, want) in cases {
+            let pods: Vec<Arc<Pod>> = statuses
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| pod(&format!("p{i}"), "t", "G", 0, s))
+                .collect();
+            let s = summarize("t", &pods);
+            assert_eq!(s.phase, want);
+            assert_eq!(s.name, "name of t");
+            assert_eq!(s.queue, "gpu");
+            assert_eq!(s.pods.len(), pods.len());
+        }
+    }
+}

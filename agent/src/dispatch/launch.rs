@@ -1,0 +1,525 @@
+//! Launching pending tasks: read their documents (one batched `tasks.get_all`), render their pods
+//! from the origin queue's template and create the pods the launch still lacks (adopting those it
+//! has), behind a write gate that pauses every pod write for a 429's `Retry-After` and backs off
+//! while a tick's writes all fail.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Pod;
+
+use clearml_agent_core::{
+    contract,
+    render::{self, QueueParams},
+};
+
+use crate::{
+    clearml::{self, TaskDoc},
+    k8s::{self, Created, launch_of},
+    metrics::QueueLabels,
+};
+
+use super::{Dispatcher, GET_ALL_CHUNK, origin_from_message};
+
+/// Concurrent launches (and moves) within a tick.
+pub(super) const LAUNCH_CONCURRENCY: usize = 32;
+/// First backoff after a tick whose pod writes failed; doubles per failing tick.
+const KUBE_BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Cap of that backoff.
+const KUBE_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Outcome of one launch attempt, applied to the dispatcher's state after the concurrent batch.
+enum Launch {
+    Created {
+        task: String,
+        launch_id: String,
+        queue: String,
+        origin: String,
+    },
+    Adopted {
+        task: String,
+        launch_id: String,
+        origin: String,
+    },
+    Retry {
+        task: String,
+        why: String,
+        retry_after: Option<Duration>,
+    },
+    /// Pod writes are paused; the task stays pending for a later tick.
+    Paused,
+    Failed {
+        task: String,
+        reason: String,
+        category: &'static str,
+    },
+    Skipped,
+}
+
+/// The pause on pod writes, shared by the concurrent launches of a tick so one 429 stops the rest
+/// of the batch at once.
+#[derive(Default)]
+pub(super) struct WriteGate {
+    /// No pod writes before this.
+    until: parking_lot::Mutex<Option<Instant>>,
+    /// Consecutive ticks whose pod writes all failed.
+    failures: u32,
+}
+
+impl WriteGate {
+    /// Pod writes are paused (the API server asked us to wait, or writes keep failing).
+    pub(super) fn paused(&self) -> bool {
+        self.until.lock().is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Pauses pod writes for at least `wait`.
+    pub(super) fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut slot = self.until.lock();
+        if slot.is_none_or(|t| t < until) {
+            *slot = Some(until);
+        }
+    }
+
+    /// After a tick's launches: pauses for what the API server asked (429 `Retry-After`) or the
+    /// backoff of consecutive failing ticks, whichever is longer; returns that pause. A tick
+    /// whose writes all failed doubles the backoff; one with a success resets it.
+    pub(super) fn after_tick(&mut self, failed: u32, ok: u32, asked: Duration) -> Duration {
+        if failed > 0 && ok == 0 {
+            self.failures = self.failures.saturating_add(1);
+        } else {
+            self.failures = 0;
+        }
+        let wait = asked.max(backoff(self.failures));
+        if !wait.is_zero() {
+            self.pause(wait);
+        }
+        wait
+    }
+}
+
+/// The pause after `failures` consecutive failing ticks: 0, then 200 ms doubling up to 10 s.
+fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => KUBE_BACKOFF_BASE
+            .saturating_mul(1 << n.min(7))
+            .min(KUBE_BACKOFF_MAX),
+    }
+}
+
+impl Dispatcher {
+    /// Renders and creates the pods of pending tasks.
+    pub(super) async fn launch(
+        &mut self,
+        tasks: Vec<(String, String)>,
+    ) -> Result<(), clearml::Error> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = tasks.iter().map(|(t, _)| t.clone()).collect();
+        let mut docs: HashMap<String, TaskDoc> = HashMap::new();
+        let mut unread: HashSet<String> = HashSet::new();
+        let fields = [
+            "id",
+            "name",
+            "project",
+            "status",
+            "status_message",
+            "container",
+            "execution.queue",
+            "hyperparams.properties",
+        ];
+        for chunk in ids.chunks(GET_ALL_CHUNK) {
+            match self.clearml.tasks(chunk, &fields).await {
+                Ok(found) => docs.extend(found.into_iter().map(|d| (d.id.clone(), d))),
+                // A reply that cannot be read as a whole: read the tasks one by one, so one
+                // bad document holds back only its own task.
+                Err(clearml::Error::Decode { .. }) if chunk.len() > 1 => {
+                    for task in chunk {
+                        match self
+                            .clearml
+                            .tasks(std::slice::from_ref(task), &fields)
+                            .await
+                        {
+                            Ok(found) => docs.extend(found.into_iter().map(|d| (d.id.clone(), d))),
+                            Err(error) => {
+                                tracing::warn!(%task, %error, "cannot read the pending task; it stays pending");
+                                unread.insert(task.clone());
+                            }
+                        }
+                    }
+                }
+                Err(clearml::Error::Decode { .. }) => {
+                    unread.extend(chunk.iter().cloned());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.resolve_projects(docs.values()).await;
+
+        let mut by_task = k8s::pods_by_task(&self.pods);
+        let this = &*self;
+        let outcomes = stream::iter(tasks)
+            .filter(|(task, _)| std::future::ready(!unread.contains(task)))
+            .map(|(task, launch_id)| {
+                let doc = docs.get(&task).cloned();
+                // the pods this launch already has (a restart, or a launch cut short)
+                let existing: Vec<Arc<Pod>> = by_task
+                    .remove(&task)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| launch_of(p) == Some(launch_id.as_str()))
+                    .collect();
+                async move { this.launch_one(task, launch_id, doc, existing).await }
+            })
+            .buffer_unordered(LAUNCH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut logs = Vec::new();
+        let (mut write_failures, mut writes_ok, mut asked_wait) = (0u32, 0u32, Duration::ZERO);
+        for outcome in outcomes {
+            match outcome {
+                Launch::Created {
+                    task,
+                    launch_id,
+                    queue,
+                    origin,
+                } => {
+                    writes_ok += 1;
+                    self.metrics
+                        .tasks_dispatched
+                        .get_or_create(&QueueLabels {
+                            queue: queue.clone(),
+                        })
+                        .inc();
+                    logs.push((
+                        task.clone(),
+                        "INFO",
+                        format!(
+                            "k8s agent {}: pod created from queue {queue}",
+                            self.cfg.worker_id
+                        ),
+                    ));
+                    self.origin.insert(task.clone(), origin);
+                    self.unseen.insert(task.clone(), Instant::now());
+                    self.launched.insert(task, launch_id);
+                }
+                Launch::Adopted {
+                    task,
+                    launch_id,
+                    origin,
+                } => {
+                    self.origin.insert(task.clone(), origin);
+                    self.unseen.insert(task.clone(), Instant::now());
+                    self.launched.insert(task, launch_id);
+                }
+                Launch::Retry {
+                    task,
+                    why,
+                    retry_after,
+                } => {
+                    tracing::info!(%task, %why, "launch deferred");
+                    write_failures += 1;
+                    if let Some(wait) = retry_after {
+                        asked_wait = asked_wait.max(wait);
+                    }
+                }
+                Launch::Failed {
+                    task,
+                    reason,
+                    category,
+                } => {
+                    self.metrics.task_failed(category);
+                    self.fail(&task, &reason).await;
+                    logs.push((task, "ERROR", reason));
+                }
+                Launch::Skipped | Launch::Paused => {}
+            }
+        }
+        let wait = self.gate.after_tick(write_failures, writes_ok, asked_wait);
+        if !wait.is_zero() {
+            tracing::info!(failures = write_failures, ?wait, "pausing pod creation");
+        }
+        if let Err(error) = self.clearml.log_events(&self.cfg.worker_id, &logs).await {
+            tracing::debug!(%error, "cannot write task log lines");
+        }
+        Ok(())
+    }
+
+    /// Launches one pending task: renders its pods and creates those of `existing` (the pods of
+    /// this launch already in the cache) lacks, so adopting a complete launch writes nothing.
+    async fn launch_one(
+        &self,
+        task: String,
+        launch_id: String,
+        doc: Option<TaskDoc>,
+        existing: Vec<Arc<Pod>>,
+    ) -> Launch {
+        let Some(doc) = doc else {
+            // deleted in ClearML: drop its entry
+            let _ = self
+                .clearml
+                .remove_from_queue(&self.pending_queue, &task)
+                .await;
+            return Launch::Skipped;
+        };
+        if let Some(why) = &doc.unreadable
+            && doc.status.as_deref().is_none_or(|s| s == "queued")
+        {
+            return Launch::Failed {
+                task,
+                reason: format!(
+                    "k8s agent: cannot read this task's document from ClearML ({why}); fix the task and enqueue it again"
+                ),
+                category: "UnreadableTask",
+            };
+        }
+        if doc.status.as_deref() != Some("queued") {
+            tracing::info!(%task, status = ?doc.status, "pending task is no longer queued; not launching");
+            let _ = self
+                .clearml
+                .remove_from_queue(&self.pending_queue, &task)
+                .await;
+            return Launch::Skipped;
+        }
+        // The origin queue: this process's memory, else the pods' label (they carry it from
+        // creation), else the status message (every message written while pending ends with it).
+        let origin = self
+            .origin
+            .get(&task)
+            .cloned()
+            .or_else(|| {
+                existing
+                    .iter()
+                    .find_map(|p| p.metadata.labels.as_ref()?.get(contract::LABEL_QUEUE_ID))
+                    .cloned()
+            })
+            .or_else(|| {
+                doc.status_message
+                    .as_deref()
+                    .and_then(origin_from_message)
+                    .map(str::to_string)
+            });
+        let Some(origin) = origin else {
+            return Launch::Failed {
+                task,
+                reason: "k8s agent: cannot tell which queue this pending task came from (its status message was overwritten and it has no pods); enqueue it again".into(),
+                category: "LostOrigin",
+            };
+        };
+        let Some(served) = self.served.iter().find(|s| s.id == origin) else {
+            // the queue is no longer served: give the task back to it, in front
+            let _ = self.clearml.enqueue(&task, &origin, "", "").await;
+            return Launch::Skipped;
+        };
+        let Some(qcfg) = self.cfg.queues.get(&served.name) else {
+            return Launch::Skipped;
+        };
+        let params = doc.render_params(&launch_id, &self.projects);
+        // A task's own multi-node request (user properties) overrides the queue's multiNode.
+        let mut settings = qcfg.settings.clone();
+        match render::multi_node_request(doc.hyperparams.as_ref()) {
+            Ok(Some(nodes)) => settings.multi_node = Some(nodes),
+            Ok(None) => {}
+            Err(e) => {
+                return Launch::Failed {
+                    task,
+                    reason: format!("k8s agent: {e}"),
+                    category: "Render",
+                };
+            }
+        }
+        let queue = QueueParams {
+            name: &served.name,
+            id: &served.id,
+            template: &qcfg.template,
+            settings: &settings,
+        };
+        let rendered = match render::render(&self.agent, &queue, &params) {
+            Ok(r) => r,
+            Err(e) => {
+                return Launch::Failed {
+                    task,
+                    reason: format!("k8s agent: {e}"),
+                    category: "Render",
+                };
+            }
+        };
+        let missing: Vec<&Pod> = rendered
+            .pods
+            .iter()
+            .filter(|pod| {
+                !existing
+                    .iter()
+                    .any(|e| e.metadata.name == pod.metadata.name)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Launch::Adopted {
+                task,
+                launch_id,
+                origin,
+            };
+        }
+        for w in &rendered.warnings {
+            tracing::info!(%task, warning = %w, "task container argument ignored");
+        }
+        if let Some(svc) = &rendered.service
+            && let Err(e) = self.kube.create_service(svc).await
+        {
+            return if e.is_permanent() {
+                Launch::Failed {
+                    task,
+                    reason: format!("k8s agent: {e}"),
+                    category: "Create",
+                }
+            } else {
+                Launch::Retry {
+                    task,
+                    retry_after: e.retry_after(),
+                    why: e.to_string(),
+                }
+            };
+        }
+        let mut adopted = true;
+        for pod in missing {
+            if self.gate.paused() {
+                return Launch::Paused;
+            }
+            let started = Instant::now();
+            let result = self.kube.create_pod(pod).await;
+            self.metrics
+                .kube_latency
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(Created::New) => adopted = false,
+                Ok(Created::Exists(existing)) => {
+                    let same_task = existing
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(contract::LABEL_TASK_ID))
+                        .is_some_and(|t| *t == task);
+                    if !same_task {
+                        return Launch::Failed {
+                            task,
+                            reason: format!(
+                                "k8s agent: a pod named {} already exists and belongs to something else",
+                                existing.metadata.name.clone().unwrap_or_default()
+                            ),
+                            category: "NameTaken",
+                        };
+                    }
+                    if launch_of(&existing) != Some(launch_id.as_str()) {
+                        // left from an earlier run: removed by the next tick, then launched
+                        return Launch::Retry {
+                            task,
+                            why: "a pod of an earlier run still exists".into(),
+                            retry_after: None,
+                        };
+                    }
+                }
+                Err(e) if e.is_permanent() => {
+                    return Launch::Failed {
+                        task,
+                        reason: format!("k8s agent: the pod was refused: {}", e.message()),
+                        category: "Create",
+                    };
+                }
+                Err(e) => {
+                    if let Some(wait) = e.retry_after() {
+                        self.gate.pause(wait); // stops the rest of this batch too
+                    }
+                    return Launch::Retry {
+                        task,
+                        retry_after: e.retry_after(),
+                        why: e.to_string(),
+                    };
+                }
+            }
+        }
+        if adopted {
+            Launch::Adopted {
+                task,
+                launch_id,
+                origin,
+            }
+        } else {
+            Launch::Created {
+                task,
+                launch_id,
+                queue: served.name.clone(),
+                origin,
+            }
+        }
+    }
+
+    /// Learns the names of the tasks' projects not known yet (one `projects.get_all`).
+    async fn resolve_projects<'a>(&mut self, docs: impl Iterator<Item = &'a TaskDoc>) {
+        let unknown: Vec<String> = docs
+            .filter_map(|d| d.project.clone())
+            .filter(|p| !p.is_empty() && !self.projects.contains_key(p))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        match self.clearml.project_names(&unknown).await {
+            Ok(names) => self.projects.extend(names),
+            Err(error) => tracing::debug!(%error, "cannot resolve project names"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        let ms = Duration::from_millis;
+        for (failures, want) in [
+            (0, Duration::ZERO),
+            (1, ms(200)),
+            (2, ms(400)),
+            (5, ms(3200)),
+            (6, ms(6400)),
+            (7, Duration::from_secs(10)),
+            (u32::MAX, Duration::from_secs(10)),
+        ] {
+            assert_eq!(backoff(failures), want, "{failures} failing ticks");
+        }
+    }
+
+    #[test]
+    fn the_gate_pauses_for_the_longer_of_asked_and_backoff() {
+        let mut gate = WriteGate::default();
+        assert!(!gate.paused());
+        assert_eq!(gate.after_tick(0, 3, Duration::ZERO), Duration::ZERO);
+        assert!(!gate.paused(), "a clean tick does not pause");
+        let asked = Duration::from_secs(1);
+        assert_eq!(gate.after_tick(2, 0, asked), asked, "Retry-After wins");
+        assert!(gate.paused());
+        let mut gate = WriteGate::default();
+        assert_eq!(
+            gate.after_tick(1, 0, Duration::ZERO),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            gate.after_tick(1, 0, Duration::ZERO),
+            Duration::from_millis(400),
+            "doubles while every write fails"
+        );
+        assert_eq!(
+            gate.after_tick(1, 1, Duration::ZERO),
+            Duration::ZERO,
+            "a success resets it"
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! The data path, top-down, one module per step:
+//!
+//! ```text
+//!  take       ClearML queues ──queues.get_all (one call)──▶ plan() ──tasks.enqueue(k8s_scheduler)──▶
+//!  launch     pending queue ──render──▶ create (or adopt) pods, behind a write gate (429 / backoff)
+//!  reconcile  pod watch ──lifecycle::decide──▶ verdicts ──▶ tasks.failed / status message / cleanup
+//!  statuses   the ClearML statuses and messages the verdicts read (one batched read per refresh)
+//!  origin     the origin-queue record a pending task carries in its status message
+//! ```
+//!
+//! This module holds the loop that runs the steps, leadership and live config changes.
+//!
+//! Crash safety: a task is never out of a ClearML queue until its pod runs. Taking a task is one
+//! atomic `tasks.enqueue` into the pending queue (the server removes it from its own queue in the
+//! same call) whose status message records the origin queue; every tick launches the pending
+//! tasks that have no pod for their current launch, so a launch cut short by a crash is finished by
+//! the next agent. Pod names are deterministic and a pod's `clearml.ai/launch` annotation names the
+//! pending entry it serves, so a retry finds (and adopts) its own pod instead of making a second.
+//! The in-pod `clearml-agent execute --require-queue` dequeues the task when it starts.
+
+mod launch;
+mod origin;
+mod reconcile;
+mod statuses;
+mod take;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use parking_lot::RwLock;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use clearml_agent_core::{config::AgentConfig, render::AgentParams};
+
+pub use origin::{explain_message, origin_from_message, pending_message};
+
+use crate::{
+    clearml::{self, Client, Served, resolve_queues},
+    health::Health,
+    k8s::{Kube, PodStore},
+    metrics::Metrics,
+};
+use launch::WriteGate;
+use statuses::StatusCache;
+
+/// `status_reason` of tasks waiting in the pending queue (the Python glue's, so the UI reads the
+/// same).
+pub const PENDING_REASON: &str = "k8s pending scheduler";
+/// Poll interval while there is work (tasks were taken on the last tick).
+const BUSY_POLL: Duration = Duration::from_millis(100);
+/// How often task statuses are re-read to notice aborts.
+const STATUS_REFRESH: Duration = Duration::from_secs(2);
+/// ClearML caps `get_all` results per call.
+const GET_ALL_CHUNK: usize = 500;
+
+/// What the last tick saw, for the control API: served queues and the head of each queue.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Served queues, in config order.
+    pub served: Vec<Served>,
+    /// Task ids waiting in each served queue (by queue id; at most one batch each).
+    pub waiting: HashMap<String, Vec<String>>,
+    /// Task ids in the pending queue.
+    pub pending: Vec<String>,
+    /// Pending queue id.
+    pub pending_queue: String,
+}
+
+/// Shared [`Snapshot`].
+pub type SharedSnapshot = Arc<RwLock<Snapshot>>;
+
+/// What the dispatcher works with: the two servers, the pod cache, the config and leadership
+/// channels, and what it shares with the control API and the admin server.
+pub struct Deps {
+    /// ClearML.
+    pub clearml: Client,
+    /// Pod and Service writes.
+    pub kube: Kube,
+    /// The pod cache (the watch's store).
+    pub pods: PodStore,
+    /// Woken on every pod change.
+    pub changed: Arc<Notify>,
+    /// The config in force (the ConfigMap watch sends new versions).
+    pub cfg_rx: watch::Receiver<Arc<AgentConfig>>,
+    /// Identity and endpoints for rendering.
+    pub agent: AgentParams,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness and the last error.
+    pub health: Arc<Health>,
+    /// What the last tick saw, for the control API.
+    pub snapshot: SharedSnapshot,
+    /// Whether this replica holds the lease.
+    pub leader_rx: watch::Receiver<bool>,
+}
+
+/// Identity and dependencies of the dispatcher.
+pub struct Dispatcher {
+    clearml: Client,
+    kube: Kube,
+    pods: PodStore,
+    changed: Arc<Notify>,
+    cfg: AgentConfig,
+    cfg_rx: watch::Receiver<Arc<AgentConfig>>,
+    leader_rx: watch::Receiver<bool>,
+    snapshot: SharedSnapshot,
+    agent: AgentParams,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    served: Vec<Served>,
+    pending_queue: String,
+    /// Origin queue id of the pending tasks this process moved or launched (a restarted agent
+    /// reads it from the pods' queue label, else from the status message).
+    origin: HashMap<String, String>,
+    /// Tasks whose pods this process created or adopted, with the launch id they serve.
+    launched: HashMap<String, String>,
+    /// Launched tasks whose pods the watch has not shown yet, and when they were launched: a
+    /// pod the create call returned can reach the store after the next reconcile.
+    unseen: HashMap<String, Instant>,
+    /// Tasks whose pods this process is deleting.
+    deleting: HashSet<String>,
+    /// ClearML statuses and status messages of the tasks with pods.
+    statuses: StatusCache,
+    /// Project names by id (for the pods' annotations and worker ids).
+    projects: HashMap<String, String>,
+    /// Rotates the queue the fair pick starts from.
+    offset: usize,
+    /// Pauses pod writes (429 Retry-After, backoff after failing ticks).
+    gate: WriteGate,
+}
+
+impl Dispatcher {
+    /// Resolves (and with `createQueues`, creates) the served queues and the pending queue, and
+    /// registers the worker.
+    pub async fn start(deps: Deps) -> Result<Self, clearml::Error> {
+        let Deps {
+            clearml,
+            kube,
+            pods,
+            changed,
+            cfg_rx,
+            agent,
+            metrics,
+            health,
+            snapshot,
+            leader_rx,
+        } = deps;
+        let cfg = (**cfg_rx.borrow()).clone();
+        let (served, pending_queue) = resolve_queues(&clearml, &cfg).await?;
+        let ids: Vec<String> = served.iter().map(|s| s.id.clone()).collect();
+        clearml.register_worker(&cfg.worker_id, &ids, 600).await?;
+        tracing::info!(worker = %cfg.worker_id, queues = served.len(), "registered with ClearML");
+        {
+            let mut snap = snapshot.write();
+            snap.served = served.clone();
+            snap.pending_queue = pending_queue.clone();
+        }
+        Ok(Self {
+            clearml,
+            kube,
+            pods,
+            changed,
+            cfg,
+            cfg_rx,
+            leader_rx,
+            snapshot,
+            agent,
+            metrics,
+            health,
+            served,
+            pending_queue,
+            origin: HashMap::new(),
+            launched: HashMap::new(),
+            unseen: HashMap::new(),
+            deleting: HashSet::new(),
+            statuses: StatusCache::default(),
+            projects: HashMap::new(),
+            offset: 0,
+            gate: WriteGate::default(),
+        })
+    }
+
+    /// Applies a new config from the ConfigMap: re-resolves (and creates) queues and re-registers.
+    /// Identity settings (task namespace, worker id) need a restart and are kept.
+    async fn apply_config(&mut self, new: Arc<AgentConfig>) -> Result<(), clearml::Error> {
+        let mut cfg = (*new).clone();
+        if cfg.task_namespace != self.cfg.task_namespace || cfg.worker_id != self.cfg.worker_id {
+            tracing::warn!("taskNamespace and workerId changes take effect after a restart");
+            cfg.task_namespace = self.cfg.task_namespace.clone();
+            cfg.worker_id = self.cfg.worker_id.clone();
+        }
+        let (served, pending) = resolve_queues(&self.clearml, &cfg).await?;
+        let ids: Vec<String> = served.iter().map(|s| s.id.clone()).collect();
+        self.clearml
+            .register_worker(&cfg.worker_id, &ids, 600)
+            .await?;
+        tracing::info!(queues = served.len(), "config applied");
+        self.served = served;
+        self.pending_queue = pending;
+        self.agent.default_image = cfg.values.agentk8sglue.default_image.clone();
+        self.cfg = cfg;
+        let mut snap = self.snapshot.write();
+        snap.served = self.served.clone();
+        snap.pending_queue = self.pending_queue.clone();
+        Ok(())
+    }
+
+    /// Ids of the served queues.
+    pub fn queue_ids(&self) -> Vec<String> {
+        self.served.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Runs until `shutdown`: a tick finishes its launches before the loop ends (drain).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if tokio::select! {
+            _ = shutdown.cancelled() => true,
+            r = self.pods.wait_until_ready() => r.is_err(),
+        } {
+            return;
+        }
+        self.health.set_ready(true);
+        tracing::info!(
+            pods = self.pods.state().len(),
+            "pod cache warm; dispatching"
+        );
+        let mut next_poll = Instant::now();
+        loop {
+            // Side effects only while holding the lease; a follower keeps its caches warm.
+            if !*self.leader_rx.borrow_and_update() {
+                tracing::info!("not the leader; waiting for the lease");
+                self.launched.clear();
+                self.origin.clear();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    r = self.leader_rx.changed() => if r.is_err() { break },
+                }
+                if *self.leader_rx.borrow() {
+                    tracing::info!("acquired the lease; dispatching");
+                    next_poll = Instant::now();
+                }
+                continue;
+            }
+            if self.cfg_rx.has_changed().unwrap_or(false) {
+                let new = self.cfg_rx.borrow_and_update().clone();
+                if let Err(error) = self.apply_config(new).await {
+                    tracing::warn!(%error, "cannot apply the new config yet; retrying");
+                    self.cfg_rx.mark_changed();
+                }
+                next_poll = Instant::now();
+            }
+            let now = Instant::now();
+            if now >= next_poll {
+                let busy = match self.tick().await {
+                    Ok(n) => {
+                        self.health.set_last_error(None);
+                        n > 0
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch tick failed");
+                        self.health.set_last_error(Some(e.to_string()));
+                        false
+                    }
+                };
+                next_poll = Instant::now()
+                    + if busy {
+                        BUSY_POLL
+                    } else {
+                        self.cfg.poll_interval
+                    };
+            }
+            self.reconcile().await;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = self.changed.notified() => {}
+                r = self.leader_rx.changed() => if r.is_err() {
+                    tracing::error!("leader election stopped; no longer dispatching");
+                    break;
+                },
+                // NB: changed() marks the version seen; mark it again for the check at the top
+                _ = self.cfg_rx.changed() => self.cfg_rx.mark_changed(),
+                _ = tokio::time::sleep_until(next_poll.min(Instant::now() + STATUS_REFRESH).into()) => {}
+            }
+        }
+        self.health.set_ready(false);
+        if *self.leader_rx.borrow()
+            && let Err(error) = self.clearml.unregister_worker(&self.cfg.worker_id).await
+        {
+            tracing::warn!(%error, "cannot unregister the worker");
+        }
+        tracing::info!("dispatcher stopped");
+    }
+}

@@ -1,0 +1,141 @@
+//! The status cache: the ClearML status and status message of every task the reconciler watches,
+//! re-read in one batched `tasks.get_all` per chunk at most every [`STATUS_REFRESH`], and read
+//! fresh (bypassing the cache) before anything destructive. A task whose document could not be
+//! read is `Unknown`, never `Missing`: a reply the agent could not read must never make a task
+//! look deleted.
+
+use std::{collections::HashMap, time::Instant};
+
+use crate::{clearml, lifecycle::TaskStatus};
+
+use super::{GET_ALL_CHUNK, STATUS_REFRESH};
+
+/// A task's status as read, owned (see [`TaskStatus`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Confirmed {
+    Known(String),
+    Missing,
+    Unknown,
+}
+
+impl Confirmed {
+    pub(super) fn as_task_status(&self) -> TaskStatus<'_> {
+        match self {
+            Confirmed::Known(s) => TaskStatus::Known(s),
+            Confirmed::Missing => TaskStatus::Missing,
+            Confirmed::Unknown => TaskStatus::Unknown,
+        }
+    }
+}
+
+/// Statuses and status messages as last read (or, for messages, written).
+#[derive(Default)]
+pub(super) struct StatusCache {
+    statuses: HashMap<String, Confirmed>,
+    read_at: Option<Instant>,
+    /// The status message ClearML holds per task: a pending reason is written only when it
+    /// differs, so a restarted agent rewrites nothing.
+    messages: HashMap<String, String>,
+}
+
+impl StatusCache {
+    /// The cached status of `task`, if it was read.
+    pub(super) fn get(&self, task: &str) -> Option<&Confirmed> {
+        self.statuses.get(task)
+    }
+
+    /// Records a status the agent itself just set.
+    pub(super) fn set(&mut self, task: &str, status: Confirmed) {
+        self.statuses.insert(task.to_string(), status);
+    }
+
+    /// The status message ClearML holds for `task`, as last read or written.
+    pub(super) fn message(&self, task: &str) -> Option<&String> {
+        self.messages.get(task)
+    }
+
+    /// Records a status message the agent just wrote.
+    pub(super) fn set_message(&mut self, task: &str, message: String) {
+        self.messages.insert(task.to_string(), message);
+    }
+
+    /// Forgets the messages of tasks `keep` rejects.
+    pub(super) fn retain_messages(&mut self, keep: impl Fn(&str) -> bool) {
+        self.messages.retain(|t, _| keep(t));
+    }
+
+    /// The statuses of one chunk of tasks as ClearML has them now: a task absent from the reply is
+    /// `Missing`, one whose document could not be read `Unknown`. The messages read are cached.
+    async fn read(
+        &mut self,
+        clearml: &clearml::Client,
+        chunk: &[String],
+    ) -> Result<HashMap<String, Confirmed>, clearml::Error> {
+        let docs = clearml
+            .tasks(chunk, &["id", "status", "status_message"])
+            .await?;
+        let mut read: HashMap<String, Confirmed> = chunk
+            .iter()
+            .map(|t| (t.clone(), Confirmed::Missing))
+            .collect();
+        for d in docs {
+            let status = match (d.status, d.unreadable) {
+                (Some(s), None) => Confirmed::Known(s),
+                _ => Confirmed::Unknown,
+            };
+            if let Some(message) = d.status_message {
+                self.messages.insert(d.id.clone(), message);
+            }
+            read.insert(d.id, status);
+        }
+        Ok(read)
+    }
+
+    /// Re-reads the statuses of `tasks` if the cache is older than [`STATUS_REFRESH`]; false when
+    /// ClearML could not answer (the cache is then not to be trusted this pass).
+    pub(super) async fn refresh(&mut self, clearml: &clearml::Client, tasks: &[String]) -> bool {
+        if self.read_at.is_some_and(|t| t.elapsed() < STATUS_REFRESH) {
+            return true;
+        }
+        let mut fresh = HashMap::new();
+        for chunk in tasks.chunks(GET_ALL_CHUNK) {
+            match self.read(clearml, chunk).await {
+                Ok(read) => fresh.extend(read),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read task statuses");
+                    return false;
+                }
+            }
+        }
+        self.statuses = fresh;
+        self.read_at = Some(Instant::now());
+        true
+    }
+
+    /// Fresh statuses of `tasks` (read in chunks, bypassing the cache; statuses read update it);
+    /// a chunk ClearML did not answer is `Unknown`.
+    pub(super) async fn confirm(
+        &mut self,
+        clearml: &clearml::Client,
+        tasks: &[String],
+    ) -> HashMap<String, Confirmed> {
+        let mut fresh = HashMap::new();
+        for chunk in tasks.chunks(GET_ALL_CHUNK) {
+            match self.read(clearml, chunk).await {
+                Ok(read) => {
+                    for (task, status) in read {
+                        if matches!(status, Confirmed::Known(_)) {
+                            self.statuses.insert(task.clone(), status.clone());
+                        }
+                        fresh.insert(task, status);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot confirm task statuses");
+                    fresh.extend(chunk.iter().map(|t| (t.clone(), Confirmed::Unknown)));
+                }
+            }
+        }
+        fresh
+    }
+}

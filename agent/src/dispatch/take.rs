@@ -1,0 +1,461 @@
+//! Taking tasks from their queues: poll → plan → move. One `queues.get_all` reads every served
+//! queue and the pending queue; the pure [`plan`] decides what to launch, which stale pods to
+//! remove and which waiting tasks to take within each queue's `maxPods`; each task taken is moved
+//! into the pending queue with one atomic `tasks.enqueue` whose status message records its origin.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Pod;
+
+use clearml_agent_core::contract::LABEL_QUEUE_ID;
+
+use crate::{
+    clearml::{self, Served},
+    k8s::{self, launch_of},
+    lifecycle,
+    schedule::{self, QueueWork},
+};
+
+use super::{Dispatcher, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message};
+
+/// Most tasks taken per tick (bounds the size of each ClearML request).
+pub(super) const BATCH: usize = 500;
+
+/// What [`plan`] needs to know of one pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PodFacts<'a> {
+    /// The launch (pending entry) it serves.
+    pub launch: Option<&'a str>,
+    /// Its queue id label.
+    pub queue: Option<&'a str>,
+    /// Not finished (counts against its queue's `maxPods`).
+    pub live: bool,
+}
+
+impl<'a> PodFacts<'a> {
+    fn of(pod: &'a Pod) -> Self {
+        Self {
+            launch: launch_of(pod),
+            queue: pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_QUEUE_ID))
+                .map(String::as_str),
+            live: !lifecycle::classify(pod).is_finished(),
+        }
+    }
+}
+
+/// Everything one tick decides from.
+#[derive(Debug)]
+pub(super) struct TickState<'a> {
+    /// Served queues, in config order, with their `maxPods`.
+    pub served: &'a [(&'a Served, Option<u32>)],
+    /// Task ids waiting in each served queue, in queue order (same order as `served`).
+    pub waiting: &'a [Vec<String>],
+    /// The pending queue's entries: `(task, launch id)`.
+    pub pending: &'a [(String, String)],
+    /// The agent's pods by task.
+    pub pods: &'a BTreeMap<String, Vec<PodFacts<'a>>>,
+    /// Tasks this process launched, with the launch id.
+    pub launched: &'a HashMap<String, String>,
+    /// Origin queue ids this process knows (moved or launched tasks).
+    pub origin: &'a HashMap<String, String>,
+    /// Most tasks to launch and take in all.
+    pub budget: usize,
+    /// Queue the fair pick starts from.
+    pub offset: usize,
+}
+
+/// What one tick does.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Plan {
+    /// Pending tasks to launch (or adopt): `(task, launch id)`.
+    pub launch: Vec<(String, String)>,
+    /// Pending tasks whose pods serve an earlier launch: removed first, launched next tick.
+    pub stale: Vec<String>,
+    /// Waiting tasks to move into the pending queue: `(served index, task)`.
+    pub take: Vec<(usize, String)>,
+}
+
+/// Decides a tick (pure). A queue's used pods are its live pods plus its pending tasks without a
+/// pod yet whose origin is known (in flight); `maxPods` minus that is what it may still start.
+pub(super) fn plan(s: &TickState<'_>) -> Plan {
+    let mut used: HashMap<&str, usize> = HashMap::new();
+    for pod in s.pods.values().flatten().filter(|p| p.live) {
+        if let Some(q) = pod.queue {
+            *used.entry(q).or_default() += 1;
+        }
+    }
+    let mut out = Plan::default();
+    for (task, launch_id) in s.pending {
+        let pods = s.pods.get(task).map(Vec::as_slice).unwrap_or_default();
+        if pods.is_empty()
+            && let Some(origin) = s.origin.get(task)
+        {
+            *used.entry(origin).or_default() += 1; // in flight, no pod counted yet
+        }
+        if s.launched.get(task) == Some(launch_id) {
+            continue;
+        }
+        let current = pods.iter().any(|p| p.launch == Some(launch_id.as_str()));
+        if !current && !pods.is_empty() {
+            out.stale.push(task.clone());
+            continue;
+        }
+        // no pods yet, or pods of this launch not known as launched (a restart, or a launch cut
+        // short between ranks): launching adopts them and creates the rest
+        out.launch.push((task.clone(), launch_id.clone()));
+    }
+    let work: Vec<QueueWork<'_>> = s
+        .served
+        .iter()
+        .zip(s.waiting)
+        .map(|((queue, max_pods), waiting)| QueueWork {
+            waiting,
+            free: max_pods.map(|m| {
+                (m as usize).saturating_sub(used.get(queue.id.as_str()).copied().unwrap_or(0))
+            }),
+        })
+        .collect();
+    out.take = schedule::decide(&work, s.budget.saturating_sub(out.launch.len()), s.offset);
+    out
+}
+
+impl Dispatcher {
+    /// One dispatch pass; returns how many tasks were taken from served queues.
+    pub(super) async fn tick(&mut self) -> Result<usize, clearml::Error> {
+        if self.gate.paused() {
+            return Ok(0); // pod writes paused: take nothing we could not launch
+        }
+        // poll
+        let mut ids = self.queue_ids();
+        ids.push(self.pending_queue.clone());
+        let docs = self.clearml.queue_entries(&ids, BATCH).await?;
+        let by_task = k8s::pods_by_task(&self.pods);
+        self.update_pod_gauges(&by_task);
+        let entries_of = |id: &str| {
+            docs.iter()
+                .find(|d| d.id == id)
+                .map(|d| d.entries.as_slice())
+                .unwrap_or_default()
+        };
+        let pending: Vec<(String, String)> = entries_of(&self.pending_queue)
+            .iter()
+            .map(|e| (e.task.clone(), e.added.clone().unwrap_or_default()))
+            .collect();
+        let waiting: Vec<Vec<String>> = self
+            .served
+            .iter()
+            .map(|s| entries_of(&s.id).iter().map(|e| e.task.clone()).collect())
+            .collect();
+        // origins are kept while a task is pending or launched
+        let in_pending: HashSet<&str> = pending.iter().map(|(t, _)| t.as_str()).collect();
+        self.origin
+            .retain(|t, _| self.launched.contains_key(t) || in_pending.contains(t.as_str()));
+
+        // plan
+        let facts: BTreeMap<String, Vec<PodFacts<'_>>> = by_task
+            .iter()
+            .map(|(t, pods)| (t.clone(), pods.iter().map(|p| PodFacts::of(p)).collect()))
+            .collect();
+        let served: Vec<(&Served, Option<u32>)> = self
+            .served
+            .iter()
+            .map(|s| {
+                let max = self
+                    .cfg
+                    .queues
+                    .get(&s.name)
+                    .and_then(|q| q.settings.max_pods);
+                (s, max)
+            })
+            .collect();
+        let plan = plan(&TickState {
+            served: &served,
+            waiting: &waiting,
+            pending: &pending,
+            pods: &facts,
+            launched: &self.launched,
+            origin: &self.origin,
+            budget: BATCH,
+            offset: self.offset,
+        });
+        self.offset = self.offset.wrapping_add(1);
+        {
+            let mut snap = self.snapshot.write();
+            snap.waiting = self
+                .served
+                .iter()
+                .zip(&waiting)
+                .map(|(s, w)| (s.id.clone(), w.clone()))
+                .collect();
+            snap.pending = pending.iter().map(|(t, _)| t.clone()).collect();
+        }
+        for task in &plan.stale {
+            // pods of an earlier run of this task (re-enqueued): removed first
+            if let Some(pods) = by_task.get(task) {
+                self.delete_task_pods(task, pods, true).await;
+            }
+        }
+
+        // move
+        let taken = self.take(plan.take).await;
+        let mut to_launch = plan.launch;
+        // the tasks just moved get their entry's id on the next read, so read the pending
+        // queue's entries again only when something was moved
+        if taken > 0 {
+            let again = self
+                .clearml
+                .queue_entries(std::slice::from_ref(&self.pending_queue), BATCH)
+                .await?;
+            let known: HashSet<String> = to_launch.iter().map(|(t, _)| t.clone()).collect();
+            for entry in again.iter().flat_map(|d| d.entries.iter()) {
+                if !known.contains(&entry.task)
+                    && !self.launched.contains_key(&entry.task)
+                    && !by_task.contains_key(&entry.task)
+                {
+                    to_launch.push((entry.task.clone(), entry.added.clone().unwrap_or_default()));
+                }
+            }
+        }
+        self.launch(to_launch).await?;
+        Ok(taken)
+    }
+
+    /// Moves the picks into the pending queue (one atomic `tasks.enqueue` each, concurrently);
+    /// returns how many moved. A task whose move failed stays in its queue.
+    async fn take(&mut self, picks: Vec<(usize, String)>) -> usize {
+        let moved = stream::iter(picks)
+            .map(|(qi, task)| {
+                let s = &self.served[qi];
+                let clearml = &self.clearml;
+                let pending = &self.pending_queue;
+                async move {
+                    let r = clearml
+                        .enqueue(
+                            &task,
+                            pending,
+                            PENDING_REASON,
+                            &pending_message(&s.name, &s.id),
+                        )
+                        .await;
+                    (task, s.id.clone(), r)
+                }
+            })
+            .buffer_unordered(LAUNCH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut taken = 0;
+        for (task, queue, result) in moved {
+            match result {
+                Ok(()) => {
+                    taken += 1;
+                    self.origin.insert(task, queue);
+                }
+                Err(e) => {
+                    tracing::warn!(%task, error = %e, "cannot move task to the pending queue; it stays in its queue");
+                }
+            }
+        }
+        taken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served(id: &str) -> Served {
+        Served {
+            name: format!("q-{id}"),
+            id: id.into(),
+        }
+    }
+
+    fn pod<'a>(launch: &'a str, queue: &'a str, live: bool) -> PodFacts<'a> {
+        PodFacts {
+            launch: Some(launch),
+            queue: Some(queue),
+            live,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn map(v: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs(v).into_iter().collect()
+    }
+
+    struct Case<'a> {
+        name: &'a str,
+        max_pods: [Option<u32>; 2],
+        waiting: [&'a [&'a str]; 2],
+        pending: &'a [(&'a str, &'a str)],
+        pods: &'a [(&'a str, PodFacts<'a>)],
+        launched: &'a [(&'a str, &'a str)],
+        origin: &'a [(&'a str, &'a str)],
+        budget: usize,
+        want: Plan,
+    }
+
+    #[test]
+    fn plan_table() {
+        let none: &[&str] = &[];
+        let cases = [
+            Case {
+                name: "nothing to do",
+                max_pods: [None, None],
+                waiting: [none, none],
+                pending: &[],
+                pods: &[],
+                launched: &[],
+                origin: &[],
+                budget: 10,
+                want: Plan::default(),
+            },
+            Case {
+                name: "no limit: round robin within the budget",
+                max_pods: [None, None],
+                waiting: [&["a1", "a2", "a3"], &["b1"]],
+                pending: &[],
+                pods: &[],
+                launched: &[],
+                origin: &[],
+                budget: 3,
+                want: Plan {
+                    take: vec![(0, "a1".into()), (1, "b1".into()), (0, "a2".into())],
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "maxPods minus live pods; finished pods do not count",
+                max_pods: [Some(2), None],
+                waiting: [&["a1", "a2"], none],
+                pending: &[],
+                pods: &[("x", pod("l", "A", true)), ("y", pod("l", "A", false))],
+                launched: &[("x", "l"), ("y", "l")],
+                origin: &[],
+                budget: 10,
+                want: Plan {
+                    take: vec![(0, "a1".into())],
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "a pending task without pods is launched and counts as in flight",
+                max_pods: [Some(1), None],
+                waiting: [&["a1"], none],
+                pending: &[("p", "l1")],
+                pods: &[],
+                launched: &[],
+                origin: &[("p", "A")],
+                budget: 10,
+                want: Plan {
+                    launch: pairs(&[("p", "l1")]),
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "a task launched for this entry is left alone",
+                max_pods: [None, None],
+                waiting: [none, none],
+                pending: &[("p", "l1")],
+                pods: &[("p", pod("l1", "A", true))],
+                launched: &[("p", "l1")],
+                origin: &[],
+                budget: 10,
+                want: Plan::default(),
+            },
+            Case {
+                name: "after a restart: pods of the current launch are adopted",
+                max_pods: [Some(1), None],
+                waiting: [&["a1"], none],
+                pending: &[("p", "l1")],
+                pods: &[("p", pod("l1", "A", true))],
+                launched: &[],
+                origin: &[],
+                budget: 10,
+                want: Plan {
+                    launch: pairs(&[("p", "l1")]),
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "pods of an earlier launch are stale",
+                max_pods: [None, None],
+                waiting: [none, none],
+                pending: &[("p", "l2")],
+                pods: &[("p", pod("l1", "A", false))],
+                launched: &[],
+                origin: &[],
+                budget: 10,
+                want: Plan {
+                    stale: strings(&["p"]),
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "launches use the budget first",
+                max_pods: [None, None],
+                waiting: [&["a1", "a2"], none],
+                pending: &[("p", "l1"), ("q", "l1")],
+                pods: &[],
+                launched: &[],
+                origin: &[],
+                budget: 3,
+                want: Plan {
+                    launch: pairs(&[("p", "l1"), ("q", "l1")]),
+                    take: vec![(0, "a1".into())],
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "a queue at maxPods gives nothing; the other still does",
+                max_pods: [Some(1), Some(5)],
+                waiting: [&["a1"], &["b1"]],
+                pending: &[],
+                pods: &[("x", pod("l", "A", true))],
+                launched: &[("x", "l")],
+                origin: &[],
+                budget: 10,
+                want: Plan {
+                    take: vec![(1, "b1".into())],
+                    ..Plan::default()
+                },
+            },
+        ];
+        let (a, b) = (served("A"), served("B"));
+        for c in cases {
+            let served = [(&a, c.max_pods[0]), (&b, c.max_pods[1])];
+            let waiting = [strings(c.waiting[0]), strings(c.waiting[1])];
+            let pending = pairs(c.pending);
+            let mut pods: BTreeMap<String, Vec<PodFacts<'_>>> = BTreeMap::new();
+            for (task, p) in c.pods {
+                pods.entry(task.to_string()).or_default().push(*p);
+            }
+            let (launched, origin) = (map(c.launched), map(c.origin));
+            let got = plan(&TickState {
+                served: &served,
+                waiting: &waiting,
+                pending: &pending,
+                pods: &pods,
+                launched: &launched,
+                origin: &origin,
+                budget: c.budget,
+                offset: 0,
+            });
+            assert_eq!(got, c.want, "{}", c.name);
+        }
+    }
+}
