@@ -8,15 +8,17 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so edits to the sources reuse the cached dependency layer.
+# The agent needs proto, core and agent; the other members only need to exist for the workspace.
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
+COPY core core
 COPY agent agent
 COPY kubectl-clearml/Cargo.toml kubectl-clearml/Cargo.toml
-COPY tests/Cargo.toml tests/Cargo.toml
-RUN mkdir -p kubectl-clearml/src tests/src \
+COPY tests/doubles/Cargo.toml tests/doubles/Cargo.toml
+COPY tests/e2e/Cargo.toml tests/e2e/Cargo.toml
+RUN mkdir -p kubectl-clearml/src tests/doubles/src tests/e2e/src \
  && echo 'fn main() {}' > kubectl-clearml/src/main.rs \
- && touch kubectl-clearml/src/lib.rs tests/src/lib.rs \
+ && touch kubectl-clearml/src/lib.rs tests/doubles/src/lib.rs tests/e2e/src/lib.rs \
  && cargo build --release --locked -p clearml-agent --bin clearml-k8s-agent
 
 FROM gcr.io/distroless/cc-debian12:nonroot

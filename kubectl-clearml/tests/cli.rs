@@ -9,7 +9,7 @@ use std::{
 
 use base64::Engine as _;
 use clearml_agent_core::values::Values;
-use clearml_e2e::k8s::KubeDouble;
+use clearml_doubles::k8s::KubeDouble;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},

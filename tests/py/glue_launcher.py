@@ -1,5 +1,5 @@
 """Runs the official Python k8s glue (clearml-agent's K8sIntegration, from PyPI, unmodified) for the
-benchmark (tests/src/bench/), the way the clearml-agent Helm chart's k8s_glue_example.py does:
+benchmark (tests/e2e/src/bench/), the way the clearml-agent Helm chart's k8s_glue_example.py does:
 K8sIntegration(...) then k8s_daemon(queues).
 
 ClearML is configured by the environment only (CLEARML_API_HOST, CLEARML_API_ACCESS_KEY,

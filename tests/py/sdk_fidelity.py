@@ -1,6 +1,6 @@
 """Drives the ClearML API double with the official Python SDK (clearml==2.1.12).
 
-Run by tests/tests/clearml_double.rs (sdk_fidelity test) with the double's address in
+Run by tests/doubles/tests/clearml_double.rs (sdk_fidelity test) with the double's address in
 CLEARML_API_HOST and credentials in CLEARML_API_ACCESS_KEY / CLEARML_API_SECRET_KEY.
 It creates two tasks the way a user would (Task.create with a docker image), enqueues one by
 queue name and one into a queue created through APIClient, queries the server through APIClient,

@@ -2,9 +2,9 @@
 # Creates (idempotently) one of the tests' Python venvs and prints its python path on success.
 # Usage: ensure-venv.sh NAME [VENV_DIR], NAME being
 #   sdk   the official ClearML SDK (clearml), used by the fidelity test of the ClearML API double
-#         (tests/tests/clearml_double/sdk.rs). Default VENV_DIR: <repo>/target/py-venv.
+#         (tests/doubles/tests/clearml_double/sdk.rs). Default VENV_DIR: <repo>/target/py-venv.
 #   glue  the official clearml-agent, whose K8sIntegration (the Python k8s glue) the benchmark runs
-#         side by side with our agent (tests/src/bin/bench.rs, tests/py/glue_launcher.py).
+#         side by side with our agent (tests/e2e/src/bin/bench.rs, tests/py/glue_launcher.py).
 #         Default VENV_DIR: <repo>/target/glue-venv.
 # A venv is complete once its stamp file (.<package>-<version>.ok) exists; later runs then only
 # print its python. Needs only python3 (with the venv module; PYTHON=... picks another) and PyPI.
@@ -22,14 +22,14 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 case "${name}" in
     sdk)
         package="clearml"
-        version="2.1.12" # keep in step with tests/tests/clearml_double/sdk.rs
+        version="2.1.12" # keep in step with tests/doubles/tests/clearml_double/sdk.rs
         default_venv_dir="${repo_root}/target/py-venv"
         # Checks the installed package (run by the venv's python).
         check="import clearml; assert clearml.__version__ == '${version}', clearml.__version__"
         ;;
     glue)
         package="clearml-agent"
-        version="3.0.3" # keep in step with CLEARML_AGENT_VERSION in tests/src/bench/glue.rs
+        version="3.0.3" # keep in step with CLEARML_AGENT_VERSION in tests/e2e/src/bench/glue.rs
         default_venv_dir="${repo_root}/target/glue-venv"
         check="
 from clearml_agent.version import __version__ as v
