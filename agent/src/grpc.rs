@@ -68,29 +68,28 @@ pub struct Control {
     pub leader_rx: watch::Receiver<bool>,
 }
 
-/// Serves the control API and gRPC health on `addr` until `shutdown`; returns the bound address.
-pub fn serve(
+/// Serves the control API and gRPC health on `addr` until `shutdown` (a task for the
+/// [`Supervisor`](crate::runtime::Supervisor)). It binds when first polled, so a port in use
+/// fails the task like any later failure of the server.
+pub async fn serve(
     control: Arc<Control>,
     addr: SocketAddr,
     shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let incoming = TcpIncoming::bind(addr)?;
+) -> std::io::Result<()> {
+    let incoming = TcpIncoming::bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let bound = incoming.local_addr()?;
-    tokio::spawn(async move {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_serving::<AgentServiceServer<ControlService>>()
-            .await;
-        let result = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(AgentServiceServer::new(ControlService(control)))
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "control API server failed");
-        }
-    });
-    Ok(bound)
+    tracing::info!(grpc = %bound, "control API up");
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<AgentServiceServer<ControlService>>()
+        .await;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(AgentServiceServer::new(ControlService(control)))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// The tonic service.

@@ -16,7 +16,8 @@
 //! - [`lifecycle`]: pure per-task decisions from pod states and ClearML status.
 //! - [`dispatch`]: the data path loop that runs all of the above.
 //! - [`grpc`]: the control API served to `kubectl clearml`.
-//! - [`runtime`], [`health`], [`metrics`]: admin server, reports, signals, readiness, Prometheus.
+//! - [`runtime`], [`health`], [`metrics`]: admin server, reports, signals, the supervisor of the
+//!   long-lived tasks, readiness, Prometheus.
 //! - [`validate`]: Kubernetes syntax rules (quantities, names) shared by the schema and rendering.
 //! - [`yaml`]: the one wrapper around the YAML library.
 
