@@ -281,11 +281,12 @@ impl Args {
         })
         .await
         .map_err(|e| or_task_failure(&tasks, e))?;
-        tasks.spawn("dispatcher", dispatcher.run(shutdown.clone()));
+        // NB: serve binds the control API's port before the dispatcher can mark the agent ready.
         tasks.spawn(
             "control API",
             grpc::serve(control, grpc_addr, shutdown.clone()),
         );
+        tasks.spawn("dispatcher", dispatcher.run(shutdown.clone()));
         tasks.spawn(
             "reports",
             runtime::report_loop(clearml, cfg_rx, snapshot, leader_rx, shutdown.clone()),
