@@ -25,7 +25,7 @@ use crate::{
     health::Health,
     k8s::{self, Kube},
     metrics::{ClearmlObserver, Metrics},
-    runtime::{self, LogFormat},
+    runtime::{self, LogFormat, Supervisor},
 };
 
 /// The ClearML agent for Kubernetes: turns queued ClearML tasks into pods.
@@ -159,13 +159,20 @@ impl Args {
         }
 
         let shutdown = CancellationToken::new();
-        runtime::cancel_on_signal(shutdown.clone());
         let metrics = Metrics::new();
         let health = Arc::new(Health::default());
-        let admin =
+        // Every long-lived task runs under the supervisor: one that ends while no shutdown was
+        // requested makes the process drain and exit non-zero (Kubernetes restarts it).
+        let mut tasks = Supervisor::new(shutdown.clone(), health.clone());
+        tasks.spawn(
+            "signal handler",
+            runtime::cancel_on_signal(shutdown.clone()),
+        );
+        let (admin, admin_server) =
             runtime::serve_admin(http_addr, health.clone(), metrics.clone(), shutdown.clone())
                 .await
                 .with_context(|| format!("cannot listen on {http_addr}"))?;
+        tasks.spawn("admin server", admin_server);
         tracing::info!(%admin, "admin endpoints up");
 
         let observer = Arc::new(ClearmlObserver(metrics.clone(), health.clone()));
@@ -182,12 +189,17 @@ impl Args {
             options,
             Some(observer),
         )?;
-        retry_startup("log in to ClearML", &shutdown, || clearml.login()).await?;
+        retry_startup("log in to ClearML", &shutdown, || clearml.login())
+            .await
+            .map_err(|e| or_task_failure(&tasks, e))?;
 
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
         let config_error = Arc::new(std::sync::Mutex::new(None));
         if let Some(store) = &store {
-            store.spawn_watch(namespace.clone(), cfg_tx, config_error.clone());
+            tasks.spawn_until_shutdown(
+                "ConfigMap watch",
+                store.watch(namespace.clone(), cfg_tx, config_error.clone()),
+            );
         }
         let changed = Arc::new(Notify::new());
         let selector = format!(
@@ -195,12 +207,13 @@ impl Args {
             contract::LABEL_AGENT,
             render::agent_label(&cfg.worker_id)
         );
-        let pods = k8s::watch_pods(
+        let (pods, pod_watch) = k8s::watch_pods(
             kube_client.clone(),
             &cfg.task_namespace,
             &selector,
             changed.clone(),
         );
+        tasks.spawn_until_shutdown("pod watch", pod_watch);
         let kube = Kube::new(kube_client.clone(), &cfg.task_namespace);
         let agent = AgentParams {
             namespace: cfg.task_namespace.clone(),
@@ -223,8 +236,26 @@ impl Args {
             .await
             .with_context(|| {
                 format!("cannot set up leader election on Lease {namespace}/{lease_name}")
-            })?;
+            })
+            .map_err(|e| or_task_failure(&tasks, e))?;
         let (leader_rx, lease_task) = lease.watch().await;
+        // The lease task runs until every `leader_rx` is gone (the dispatcher, the reports and
+        // the control API have stopped), then releases the lease so another replica takes over.
+        tasks.spawn("lease", async move {
+            match lease_task.await {
+                Ok(Ok(_)) => {
+                    tracing::info!("lease released");
+                    Ok(())
+                }
+                Ok(Err(error)) => {
+                    Err(anyhow::Error::new(error).context("cannot release the lease"))
+                }
+                Err(error) => match error.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(error) => Err(anyhow::Error::new(error)),
+                },
+            }
+        });
         tracing::info!(%identity, lease = %lease_name, "leader election started");
         let snapshot = SharedSnapshot::default();
         let control = Arc::new(Control {
@@ -253,28 +284,21 @@ impl Args {
                 leader_rx: leader_rx.clone(),
             })
         })
-        .await?;
-        let grpc = grpc::serve(control, grpc_addr, shutdown.clone())
-            .with_context(|| format!("cannot listen on {grpc_addr}"))?;
-        tracing::info!(%grpc, "control API up");
-        let reports = tokio::spawn(runtime::report_loop(
-            clearml,
-            cfg_rx,
-            snapshot,
-            leader_rx.clone(),
-            shutdown.clone(),
-        ));
-        dispatcher.run(shutdown.clone()).await;
-        shutdown.cancel();
-        let _ = reports.await;
-        // Every receiver gone: the lease task releases the lease so another replica takes over now.
-        drop(leader_rx);
-        match tokio::time::timeout(std::time::Duration::from_secs(5), lease_task).await {
-            Ok(Ok(Ok(_))) => tracing::info!("lease released"),
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "cannot release the lease"),
-            Ok(Err(error)) => tracing::warn!(%error, "lease task failed"),
-            Err(_) => tracing::warn!("lease release timed out"),
-        }
+        .await
+        .map_err(|e| or_task_failure(&tasks, e))?;
+        // NB: serve binds the control API's port before the dispatcher can mark the agent ready.
+        tasks.spawn(
+            "control API",
+            grpc::serve(control, grpc_addr, shutdown.clone()),
+        );
+        tasks.spawn("dispatcher", dispatcher.run(shutdown.clone()));
+        tasks.spawn(
+            "reports",
+            runtime::report_loop(clearml, cfg_rx, snapshot, leader_rx, shutdown.clone()),
+        );
+        // Until SIGTERM (the dispatcher finishes the launches in flight and unregisters, then the
+        // lease is released) or until a task fails (the same drain, then an error).
+        tasks.wait().await?;
         Ok(())
     }
 }
@@ -283,6 +307,12 @@ impl Args {
 const LEASE_DURATION_SECS: u64 = 15;
 /// Seconds before expiry at which the holder renews.
 const LEASE_GRACE_SECS: u64 = 5;
+
+/// A start-up step cut short by a failed task (the shutdown token was cancelled) reports that
+/// task's failure instead.
+fn or_task_failure(tasks: &Supervisor, error: anyhow::Error) -> anyhow::Error {
+    tasks.failure().map_or(error, anyhow::Error::from)
+}
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

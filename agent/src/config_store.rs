@@ -113,15 +113,16 @@ impl ConfigStore {
     }
 
     /// Watches the ConfigMap and sends each valid new config on `tx`; `errors` gets the text of
-    /// an invalid version (`None` once a valid one arrives).
-    pub fn spawn_watch(
+    /// an invalid version (`None` once a valid one arrives). The watch retries for ever: the
+    /// returned future (for the [`Supervisor`](crate::runtime::Supervisor)) never ends by itself.
+    pub fn watch(
         &self,
         namespace: String,
         tx: watch::Sender<Arc<AgentConfig>>,
         errors: Arc<std::sync::Mutex<Option<String>>>,
-    ) {
+    ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.clone();
-        tokio::spawn(async move {
+        async move {
             let config =
                 watcher::Config::default().fields(&format!("metadata.name={}", store.name));
             let stream = watcher(store.api.clone(), config)
@@ -160,7 +161,7 @@ impl ConfigStore {
                     }
                 }
             }
-        });
+        }
     }
 }
 

@@ -20,29 +20,31 @@ use crate::{
     },
 };
 
-/// Serves the control API and gRPC health on `addr` until `shutdown`; returns the bound address.
+/// Serves the control API and gRPC health on `addr` until `shutdown`: binds now (so the port is
+/// open before the agent reports ready) and returns the server, a task for the
+/// [`Supervisor`](crate::runtime::Supervisor); a port that cannot be bound is that task's error.
 pub fn serve(
     control: Arc<Control>,
     addr: SocketAddr,
     shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let incoming = TcpIncoming::bind(addr)?;
-    let bound = incoming.local_addr()?;
-    tokio::spawn(async move {
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let incoming = TcpIncoming::bind(addr)
+        .and_then(|incoming| Ok((incoming.local_addr()?, incoming)))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
+    async move {
+        let (bound, incoming) = incoming?;
+        tracing::info!(grpc = %bound, "control API up");
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_serving::<AgentServiceServer<ControlService>>()
             .await;
-        let result = tonic::transport::Server::builder()
+        tonic::transport::Server::builder()
             .add_service(health)
             .add_service(AgentServiceServer::new(ControlService(control)))
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "control API server failed");
-        }
-    });
-    Ok(bound)
+            .await
+            .map_err(std::io::Error::other)
+    }
 }
 
 /// The tonic service.

@@ -252,19 +252,21 @@ pub fn launch_of(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Starts watching the pods matching `selector` in `namespace`; `changed` is notified on every
-/// event. The watch retries with kube's default backoff, relisting after 410 Gone, for ever.
+/// The pods matching `selector` in `namespace`: the store, and the watch that fills it (for the
+/// [`Supervisor`](crate::runtime::Supervisor) to run); `changed` is notified on every event.
+/// The watch retries with kube's default backoff, relisting after 410 Gone, for ever: it never
+/// ends by itself.
 pub fn watch_pods(
     client: Client,
     namespace: &str,
     selector: &str,
     changed: Arc<Notify>,
-) -> PodStore {
+) -> (PodStore, impl Future<Output = ()> + Send + 'static) {
     let api: Api<Pod> = Api::namespaced(client, namespace);
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(selector);
     let stream = reflector(writer, watcher(api, config)).default_backoff();
-    tokio::spawn(async move {
+    let watch = async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
@@ -272,6 +274,6 @@ pub fn watch_pods(
                 Err(error) => tracing::warn!(%error, "pod watch error; retrying"),
             }
         }
-    });
-    reader
+    };
+    (reader, watch)
 }

@@ -16,7 +16,8 @@
 //! - [`dispatch`]: the data path loop that runs all of the above.
 //! - [`control`]: what the control API serves: pure views and validated ConfigMap edits.
 //! - [`grpc`]: the gRPC edge of the control API served to `kubectl clearml`.
-//! - [`runtime`], [`health`], [`metrics`]: admin server, reports, signals, readiness, Prometheus.
+//! - [`runtime`], [`health`], [`metrics`]: admin server, reports, signals, the supervisor of the
+//!   long-lived tasks, readiness, Prometheus.
 
 pub mod args;
 pub mod clearml;

@@ -217,6 +217,7 @@ impl Dispatcher {
     /// Runs until `shutdown`: a tick finishes its launches before the loop ends (drain).
     pub async fn run(mut self, shutdown: CancellationToken) {
         if tokio::select! {
+            biased;
             _ = shutdown.cancelled() => true,
             r = self.pods.wait_until_ready() => r.is_err(),
         } {

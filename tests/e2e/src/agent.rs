@@ -97,6 +97,13 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts the agent and waits (up to `timeout`) until `/readyz` answers 200.
     pub async fn start(spec: &AgentSpec, timeout: Duration) -> anyhow::Result<Self> {
+        let mut agent = Self::spawn(spec)?;
+        agent.wait_ready(timeout).await?;
+        Ok(agent)
+    }
+
+    /// Starts the agent without waiting for it (for a test that expects it to fail).
+    pub fn spawn(spec: &AgentSpec) -> anyhow::Result<Self> {
         let values = spec.dir.join("values.yaml");
         std::fs::write(&values, &spec.values)?;
         let port = free_port()?;
@@ -126,14 +133,12 @@ impl AgentProcess {
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .spawn()
             .context("cannot start the agent")?;
-        let mut agent = Self {
+        Ok(Self {
             child,
             admin_url: format!("http://127.0.0.1:{port}"),
             log,
             grpc_url: format!("http://127.0.0.1:{grpc_port}"),
-        };
-        agent.wait_ready(timeout).await?;
-        Ok(agent)
+        })
     }
 
     /// Waits until `/readyz` answers 200 (or the process exits, or `timeout` passes).
@@ -179,13 +184,19 @@ impl AgentProcess {
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
+        self.wait_exit(timeout)
+            .context("agent did not exit after SIGTERM")
+    }
+
+    /// Waits (up to `timeout`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("agent did not exit within {timeout:?} of SIGTERM");
+                bail!("agent did not exit within {timeout:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -27,6 +27,8 @@ mod plugin;
 mod reliability;
 #[path = "agent_e2e/restart.rs"]
 mod restart;
+#[path = "agent_e2e/supervision.rs"]
+mod supervision;
 
 const NS: &str = "clearml";
 const READY: Duration = Duration::from_secs(60);
