@@ -53,6 +53,18 @@ pub struct AgentConfig {
     pub create_queues: bool,
     /// GPUs reported to the dashboard, if any.
     pub report_max_gpus: Option<u32>,
+    /// Most pods of all queues together, if limited.
+    pub max_pods: Option<u32>,
+}
+
+impl QueueConfig {
+    /// Pods one task of this queue is made of: the ranks of its `multiNode` layout, else 1.
+    pub fn pods_per_task(&self) -> usize {
+        match self.settings.multi_node.as_deref() {
+            Some(nodes) if !nodes.is_empty() => crate::values::rules::multi_node_layout(nodes).1,
+            _ => 1,
+        }
+    }
 }
 
 impl AgentConfig {
@@ -108,6 +120,7 @@ impl AgentConfig {
             },
             create_queues: a.create_queues,
             report_max_gpus: a.dashboard_report_max_gpu,
+            max_pods: a.max_pods,
         })
     }
 }

@@ -150,18 +150,19 @@ pub fn task_summaries(
             .filter(|p| label(p, LABEL_QUEUE_ID) == Some(&served.id))
             .filter(|p| !lifecycle::classify(p).is_finished())
             .count();
-        let limit = cfg
-            .queues
-            .get(&served.name)
-            .and_then(|q| q.settings.max_pods);
+        let queue = cfg.queues.get(&served.name);
+        let limit = queue.and_then(|q| q.settings.max_pods);
+        let need = queue.map_or(1, |q| q.pods_per_task());
         for task in snap.waiting.get(&served.id).into_iter().flatten() {
             let reason = match limit {
-                Some(max) if live >= max as usize => {
-                    format!(
-                        "waiting in ClearML queue {}: maxPods reached ({live}/{max} pods)",
-                        served.name
-                    )
-                }
+                Some(max) if need > max as usize => format!(
+                    "waiting in ClearML queue {}: each task needs {need} pods but maxPods is {max}",
+                    served.name
+                ),
+                Some(max) if live + need > max as usize => format!(
+                    "waiting in ClearML queue {}: maxPods reached ({live}/{max} pods, a task needs {need})",
+                    served.name
+                ),
                 _ => format!("waiting in ClearML queue {}", served.name),
             };
             out.push(pb::TaskSummary {
@@ -360,7 +361,7 @@ mod tests {
             (
                 "w1",
                 "Queued",
-                "waiting in ClearML queue gpu: maxPods reached (2/2 pods)",
+                "waiting in ClearML queue gpu: maxPods reached (2/2 pods, a task needs 1)",
             ),
             ("w2", "Queued", "waiting in ClearML queue cpu"),
             (

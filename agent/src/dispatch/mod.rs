@@ -131,6 +131,8 @@ pub struct Dispatcher {
     offset: usize,
     /// Pauses pod writes (429 Retry-After, backoff after failing ticks).
     gate: WriteGate,
+    /// Waiting tasks told that their queue's `maxPods` is below their pod count.
+    told_too_big: HashSet<String>,
 }
 
 impl Dispatcher {
@@ -181,6 +183,7 @@ impl Dispatcher {
             projects: HashMap::new(),
             offset: 0,
             gate: WriteGate::default(),
+            told_too_big: HashSet::new(),
         })
     }
 

@@ -48,11 +48,20 @@ impl<'a> PodFacts<'a> {
     }
 }
 
+/// A served queue's limit, in pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limit {
+    /// `queueSettings.maxPods`.
+    pub max_pods: Option<u32>,
+    /// Pods one of its tasks is made of (the ranks of its `multiNode` layout, else 1).
+    pub pods_per_task: usize,
+}
+
 /// Everything one tick decides from.
 #[derive(Debug)]
 pub(super) struct TickState<'a> {
-    /// Served queues, in config order, with their `maxPods`.
-    pub served: &'a [(&'a Served, Option<u32>)],
+    /// Served queues, in config order, with their limits.
+    pub served: &'a [(&'a Served, Limit)],
     /// Task ids waiting in each served queue, in queue order (same order as `served`).
     pub waiting: &'a [Vec<String>],
     /// The pending queue's entries: `(task, launch id)`.
@@ -63,6 +72,8 @@ pub(super) struct TickState<'a> {
     pub launched: &'a HashMap<String, String>,
     /// Origin queue ids this process knows (moved or launched tasks).
     pub origin: &'a HashMap<String, String>,
+    /// `agentk8sglue.maxPods`: most pods of all queues together.
+    pub max_pods: Option<u32>,
     /// Most tasks to launch and take in all.
     pub budget: usize,
     /// Queue the fair pick starts from.
@@ -78,11 +89,20 @@ pub(super) struct Plan {
     pub stale: Vec<String>,
     /// Waiting tasks to move into the pending queue: `(served index, task)`.
     pub take: Vec<(usize, String)>,
+    /// Served queues whose tasks can never start: one task needs more pods than `maxPods`
+    /// (`(served index, pods per task, maxPods)`).
+    pub too_big: Vec<(usize, usize, u32)>,
 }
 
-/// Decides a tick (pure). A queue's used pods are its live pods plus its pending tasks without a
-/// pod yet whose origin is known (in flight); `maxPods` minus that is what it may still start.
+/// Decides a tick (pure). Limits count pods: a queue's used pods are its live pods plus the pods
+/// of its pending tasks that have none yet (in flight); a task is taken only if its pods fit
+/// under its queue's `maxPods` and under the global `maxPods` with everything taken before it.
 pub(super) fn plan(s: &TickState<'_>) -> Plan {
+    let ppt: HashMap<&str, usize> = s
+        .served
+        .iter()
+        .map(|(q, l)| (q.id.as_str(), l.pods_per_task))
+        .collect();
     let mut used: HashMap<&str, usize> = HashMap::new();
     for pod in s.pods.values().flatten().filter(|p| p.live) {
         if let Some(q) = pod.queue {
@@ -95,7 +115,8 @@ pub(super) fn plan(s: &TickState<'_>) -> Plan {
         if pods.is_empty()
             && let Some(origin) = s.origin.get(task)
         {
-            *used.entry(origin).or_default() += 1; // in flight, no pod counted yet
+            // in flight, no pod counted yet
+            *used.entry(origin).or_default() += ppt.get(origin.as_str()).copied().unwrap_or(1);
         }
         if s.launched.get(task) == Some(launch_id) {
             continue;
@@ -113,14 +134,37 @@ pub(super) fn plan(s: &TickState<'_>) -> Plan {
         .served
         .iter()
         .zip(s.waiting)
-        .map(|((queue, max_pods), waiting)| QueueWork {
+        .map(|((queue, limit), waiting)| QueueWork {
             waiting,
-            free: max_pods.map(|m| {
+            // tasks that fit: the pods left under maxPods, in whole tasks
+            free: limit.max_pods.map(|m| {
                 (m as usize).saturating_sub(used.get(queue.id.as_str()).copied().unwrap_or(0))
+                    / limit.pods_per_task.max(1)
             }),
         })
         .collect();
-    out.take = schedule::decide(&work, s.budget.saturating_sub(out.launch.len()), s.offset);
+    for (i, ((_, limit), waiting)) in s.served.iter().zip(s.waiting).enumerate() {
+        if let Some(max) = limit.max_pods
+            && limit.pods_per_task > max as usize
+            && !waiting.is_empty()
+        {
+            out.too_big.push((i, limit.pods_per_task, max));
+        }
+    }
+    let picks = schedule::decide(&work, s.budget.saturating_sub(out.launch.len()), s.offset);
+    // the global maxPods, in the order of the picks
+    let mut global_free = s
+        .max_pods
+        .map(|m| (m as usize).saturating_sub(used.values().sum()));
+    for (qi, task) in picks {
+        let need = s.served[qi].1.pods_per_task.max(1);
+        match &mut global_free {
+            Some(free) if *free < need => continue,
+            Some(free) => *free -= need,
+            None => {}
+        }
+        out.take.push((qi, task));
+    }
     out
 }
 
@@ -161,16 +205,16 @@ impl Dispatcher {
             .iter()
             .map(|(t, pods)| (t.clone(), pods.iter().map(|p| PodFacts::of(p)).collect()))
             .collect();
-        let served: Vec<(&Served, Option<u32>)> = self
+        let served: Vec<(&Served, Limit)> = self
             .served
             .iter()
             .map(|s| {
-                let max = self
-                    .cfg
-                    .queues
-                    .get(&s.name)
-                    .and_then(|q| q.settings.max_pods);
-                (s, max)
+                let q = self.cfg.queues.get(&s.name);
+                let limit = Limit {
+                    max_pods: q.and_then(|q| q.settings.max_pods),
+                    pods_per_task: q.map_or(1, |q| q.pods_per_task()),
+                };
+                (s, limit)
             })
             .collect();
         let plan = plan(&TickState {
@@ -180,6 +224,7 @@ impl Dispatcher {
             pods: &facts,
             launched: &self.launched,
             origin: &self.origin,
+            max_pods: self.cfg.max_pods,
             budget: BATCH,
             offset: self.offset,
         });
@@ -194,6 +239,7 @@ impl Dispatcher {
                 .collect();
             snap.pending = pending.iter().map(|(t, _)| t.clone()).collect();
         }
+        self.explain_too_big(&plan.too_big, &waiting).await;
         for task in &plan.stale {
             // pods of an earlier run of this task (re-enqueued): removed first
             if let Some(pods) = by_task.get(task) {
@@ -223,6 +269,28 @@ impl Dispatcher {
         }
         self.launch(to_launch).await?;
         Ok(taken)
+    }
+
+    /// Tells the waiting tasks of a queue whose tasks need more pods than its `maxPods` why they
+    /// never start (once per task and process; they stay in their queue, in order).
+    async fn explain_too_big(&mut self, too_big: &[(usize, usize, u32)], waiting: &[Vec<String>]) {
+        for (qi, pods, max) in too_big {
+            let queue = &self.served[*qi].name;
+            let text = format!(
+                "K8S pending: each task of queue {queue} needs {pods} pods (multiNode) but the queue's maxPods is {max}; raise maxPods or lower multiNode"
+            );
+            for task in &waiting[*qi] {
+                if self.told_too_big.contains(task) {
+                    continue;
+                }
+                match self.clearml.set_status_message(task, &text).await {
+                    Ok(()) => {
+                        self.told_too_big.insert(task.clone());
+                    }
+                    Err(error) => tracing::debug!(%task, %error, "cannot write the maxPods reason"),
+                }
+            }
+        }
     }
 
     /// Moves the picks into the pending queue (one atomic `tasks.enqueue` each, concurrently);
@@ -300,6 +368,8 @@ mod tests {
     struct Case<'a> {
         name: &'a str,
         max_pods: [Option<u32>; 2],
+        pods_per_task: [usize; 2],
+        global: Option<u32>,
         waiting: [&'a [&'a str]; 2],
         pending: &'a [(&'a str, &'a str)],
         pods: &'a [(&'a str, PodFacts<'a>)],
@@ -316,6 +386,8 @@ mod tests {
             Case {
                 name: "nothing to do",
                 max_pods: [None, None],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [none, none],
                 pending: &[],
                 pods: &[],
@@ -327,6 +399,8 @@ mod tests {
             Case {
                 name: "no limit: round robin within the budget",
                 max_pods: [None, None],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [&["a1", "a2", "a3"], &["b1"]],
                 pending: &[],
                 pods: &[],
@@ -341,6 +415,8 @@ mod tests {
             Case {
                 name: "maxPods minus live pods; finished pods do not count",
                 max_pods: [Some(2), None],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [&["a1", "a2"], none],
                 pending: &[],
                 pods: &[("x", pod("l", "A", true)), ("y", pod("l", "A", false))],
@@ -355,6 +431,8 @@ mod tests {
             Case {
                 name: "a pending task without pods is launched and counts as in flight",
                 max_pods: [Some(1), None],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [&["a1"], none],
                 pending: &[("p", "l1")],
                 pods: &[],
@@ -369,6 +447,8 @@ mod tests {
             Case {
                 name: "a task launched for this entry is left alone",
                 max_pods: [None, None],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [none, none],
                 pending: &[("p", "l1")],
                 pods: &[("p", pod("l1", "A", true))],
@@ -380,6 +460,8 @@ mod tests {
             Case {
                 name: "after a restart: pods of the current launch are adopted",
                 max_pods: [Some(1), None],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [&["a1"], none],
                 pending: &[("p", "l1")],
                 pods: &[("p", pod("l1", "A", true))],
@@ -394,6 +476,8 @@ mod tests {
             Case {
                 name: "pods of an earlier launch are stale",
                 max_pods: [None, None],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [none, none],
                 pending: &[("p", "l2")],
                 pods: &[("p", pod("l1", "A", false))],
@@ -408,6 +492,8 @@ mod tests {
             Case {
                 name: "launches use the budget first",
                 max_pods: [None, None],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [&["a1", "a2"], none],
                 pending: &[("p", "l1"), ("q", "l1")],
                 pods: &[],
@@ -423,6 +509,8 @@ mod tests {
             Case {
                 name: "a queue at maxPods gives nothing; the other still does",
                 max_pods: [Some(1), Some(5)],
+                pods_per_task: [1, 1],
+                global: None,
                 waiting: [&["a1"], &["b1"]],
                 pending: &[],
                 pods: &[("x", pod("l", "A", true))],
@@ -434,10 +522,83 @@ mod tests {
                     ..Plan::default()
                 },
             },
+            Case {
+                name: "maxPods counts pods: 3-pod tasks under maxPods 10, 3 pods live",
+                max_pods: [Some(10), None],
+                pods_per_task: [3, 1],
+                global: None,
+                waiting: [&["a1", "a2", "a3"], none],
+                pending: &[],
+                pods: &[
+                    ("x", pod("l", "A", true)),
+                    ("x", pod("l", "A", true)),
+                    ("x", pod("l", "A", true)),
+                ],
+                launched: &[("x", "l")],
+                origin: &[],
+                budget: 10,
+                want: Plan {
+                    take: vec![(0, "a1".into()), (0, "a2".into())],
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "a task in flight counts all its pods",
+                max_pods: [Some(6), None],
+                pods_per_task: [3, 1],
+                global: None,
+                waiting: [&["a1"], none],
+                pending: &[("p", "l1")],
+                pods: &[],
+                launched: &[("p", "l1")],
+                origin: &[("p", "A")],
+                budget: 10,
+                want: Plan {
+                    take: vec![(0, "a1".into())],
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "a task bigger than maxPods never starts, and is reported",
+                max_pods: [Some(2), None],
+                pods_per_task: [3, 1],
+                global: None,
+                waiting: [&["a1"], &["b1"]],
+                pending: &[],
+                pods: &[],
+                launched: &[],
+                origin: &[],
+                budget: 10,
+                want: Plan {
+                    take: vec![(1, "b1".into())],
+                    too_big: vec![(0, 3, 2)],
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "the global maxPods caps all queues together, in pick order",
+                max_pods: [None, None],
+                pods_per_task: [2, 1],
+                global: Some(4),
+                waiting: [&["a1", "a2"], &["b1", "b2"]],
+                pending: &[],
+                pods: &[("x", pod("l", "B", true))],
+                launched: &[("x", "l")],
+                origin: &[],
+                budget: 10,
+                want: Plan {
+                    take: vec![(0, "a1".into()), (1, "b1".into())],
+                    ..Plan::default()
+                },
+            },
         ];
         let (a, b) = (served("A"), served("B"));
         for c in cases {
-            let served = [(&a, c.max_pods[0]), (&b, c.max_pods[1])];
+            let limit = |i: usize| Limit {
+                max_pods: c.max_pods[i],
+                pods_per_task: c.pods_per_task[i],
+            };
+            let served = [(&a, limit(0)), (&b, limit(1))];
             let waiting = [strings(c.waiting[0]), strings(c.waiting[1])];
             let pending = pairs(c.pending);
             let mut pods: BTreeMap<String, Vec<PodFacts<'_>>> = BTreeMap::new();
@@ -452,6 +613,7 @@ mod tests {
                 pods: &pods,
                 launched: &launched,
                 origin: &origin,
+                max_pods: c.global,
                 budget: c.budget,
                 offset: 0,
             });

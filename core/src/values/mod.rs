@@ -135,6 +135,10 @@ pub struct AgentValues {
     /// unset turns reporting off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard_report_max_gpu: Option<u32>,
+    /// Most pods (Pending + Running) of all queues together (the Enterprise chart's `maxPods`);
+    /// unset = no global limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods: Option<u32>,
     /// The pod template every queue starts from.
     #[serde(default, skip_serializing_if = "PodTemplate::is_empty")]
     pub base_pod_template: PodTemplate,

@@ -476,6 +476,71 @@ async fn max_pods_keeps_the_rest_queued_in_order() {
     assert_eq!(env.clearml.queue_entries(&queue), tasks[3..].to_vec());
 }
 
+/// Waits until the agent has polled `n` more times (a condition on the ClearML request log).
+async fn polls(env: &Env, n: usize) {
+    let start = env.clearml.requests().calls("queues.get_all");
+    let deadline = Instant::now() + WAIT;
+    while env.clearml.requests().calls("queues.get_all") < start + n {
+        assert!(Instant::now() < deadline, "the agent stopped polling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The seed's queue-settings example (`maxPods: 10`, `multiNode: [4, 2]`: 3 pods per task):
+/// `maxPods` counts pods, so 3 tasks (9 pods) run and the rest wait in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pods_counts_the_pods_of_multi_node_tasks() {
+    let env = Env::new(SimOptions::default()).await;
+    let _agent = env.agent(&fixture("queue-settings.yaml")).await;
+    let tasks: Vec<String> = (0..5)
+        .map(|i| env.enqueue(&format!("multi-{i}"), "exampleQueue", "sim/hang"))
+        .collect();
+    for t in &tasks[..3] {
+        env.task_status(t, "in_progress").await;
+    }
+    polls(&env, 3).await;
+    let queue = env.queue("exampleQueue");
+    assert_eq!(
+        env.kube.list("pods", Some(NS)).len(),
+        9,
+        "3 tasks of 3 pods"
+    );
+    assert_eq!(env.clearml.queue_entries(&queue), tasks[3..].to_vec());
+    // one is aborted → its 3 pods go → the next in line starts, still 9 pods
+    env.clearml
+        .call("tasks.stop", json!({"task": tasks[0]}))
+        .expect("stop");
+    env.task_status(&tasks[3], "in_progress").await;
+    polls(&env, 2).await;
+    let live: Vec<Value> = env
+        .kube
+        .list("pods", Some(NS))
+        .into_iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .collect();
+    assert_eq!(live.len(), 9, "maxPods 10 holds 3 tasks of 3 pods");
+    assert_eq!(env.clearml.queue_entries(&queue), tasks[4..].to_vec());
+}
+
+/// A queue whose tasks need more pods than its `maxPods` keeps them queued, saying why in the
+/// task's status message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_bigger_than_max_pods_stays_queued_with_the_reason() {
+    let env = Env::new(SimOptions::default()).await;
+    let values = "agentk8sglue:\n  createQueues: true\n  queues:\n    small:\n      queueSettings:\n        maxPods: 2\n        multiNode: [4, 2]\n";
+    let _agent = env.agent(values).await;
+    let task = env.enqueue("big", "small", "sim/hang");
+    let t = env
+        .task_until(&task, "a reason naming both numbers", |t| {
+            s(t, "/status_message").contains("needs 3 pods")
+        })
+        .await;
+    assert!(s(&t, "/status_message").contains("maxPods is 2"), "{t:#}");
+    assert_eq!(s(&t, "/status"), "queued");
+    assert_eq!(env.clearml.queue_entries(&env.queue("small")), vec![task]);
+    assert!(env.kube.list("pods", Some(NS)).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_reported_with_their_reason() {
     let env = Env::new(SimOptions::default()).await;

@@ -278,7 +278,10 @@ async fn gpu_reporting_status_describe_and_render() {
         .expect("describe")
         .into_inner();
     let reason = detail.task.expect("summary").pending_reason;
-    assert!(reason.contains("maxPods reached (1/1 pods)"), "{reason}");
+    assert!(
+        reason.contains("maxPods reached (1/1 pods, a task needs 1)"),
+        "{reason}"
+    );
 
     let tasks = api
         .list_tasks(pb::ListTasksRequest {
