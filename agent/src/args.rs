@@ -149,6 +149,7 @@ impl Args {
         let cfg = AgentConfig::from_values(&values, &namespace)
             .with_context(|| format!("invalid config in {source}"))?;
         let a = &values.agentk8sglue;
+        let api_from_env = api_server.is_some();
         let Some(api) = api_server.or_else(|| a.api_server_url_reference.clone()) else {
             bail!(
                 "no ClearML API server: set agentk8sglue.apiServerUrlReference or CLEARML_API_HOST"
@@ -282,6 +283,7 @@ impl Args {
                 health: health.clone(),
                 snapshot: snapshot.clone(),
                 leader_rx: leader_rx.clone(),
+                api_from_env,
             })
         })
         .await

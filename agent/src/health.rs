@@ -22,6 +22,7 @@ pub struct Health {
     clearml_failures: AtomicU32,
     last_failure: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
+    restart_needed: Mutex<Vec<String>>,
 }
 
 /// How ClearML is answering.
@@ -63,6 +64,21 @@ impl Health {
         if let Ok(mut slot) = self.last_error.lock() {
             *slot = error;
         }
+    }
+
+    /// Records the config changes that apply only after a restart (empty: none).
+    pub fn set_restart_needed(&self, changes: Vec<String>) {
+        if let Ok(mut slot) = self.restart_needed.lock() {
+            *slot = changes;
+        }
+    }
+
+    /// The config changes waiting for a restart.
+    pub fn restart_needed(&self) -> Vec<String> {
+        self.restart_needed
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// The last ClearML error, if any.

@@ -56,7 +56,7 @@ pub enum RenderError {
 }
 
 /// Settings of this agent that every pod carries.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentParams {
     /// Namespace of task pods.
     pub namespace: String,

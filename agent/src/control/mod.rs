@@ -108,6 +108,14 @@ impl Control {
                 if last_error.is_empty() { "" } else { "; " }
             );
         }
+        let restart = self.health.restart_needed();
+        if !restart.is_empty() {
+            last_error = format!(
+                "{last_error}{}restart needed: {}",
+                if last_error.is_empty() { "" } else { "; " },
+                restart.join("; ")
+            );
+        }
         let pods = self.pods.state();
         let snap = self.snapshot.read();
         pb::GetStatusResponse {
@@ -127,8 +135,17 @@ impl Control {
             gpu_reporting: Some(pb::GpuReporting {
                 max_gpus: cfg.report_max_gpus,
             }),
-            namespace: cfg.task_namespace.clone(),
-            worker_id: cfg.worker_id.clone(),
+            // the identity in use (a changed one applies after a restart, said in last_error)
+            namespace: if snap.task_namespace.is_empty() {
+                cfg.task_namespace.clone()
+            } else {
+                snap.task_namespace.clone()
+            },
+            worker_id: if snap.worker_id.is_empty() {
+                cfg.worker_id.clone()
+            } else {
+                snap.worker_id.clone()
+            },
         }
     }
 

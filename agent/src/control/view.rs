@@ -303,6 +303,7 @@ mod tests {
             ]),
             pending: vec!["t1".into(), "p1".into()],
             pending_queue: "P".into(),
+            ..Default::default()
         };
         (cfg, snap)
     }

@@ -68,6 +68,10 @@ pub struct Snapshot {
     pub pending: Vec<String>,
     /// Pending queue id.
     pub pending_queue: String,
+    /// The worker id in use (a changed `workerId` applies after a restart).
+    pub worker_id: String,
+    /// The task namespace in use (likewise).
+    pub task_namespace: String,
 }
 
 /// Shared [`Snapshot`].
@@ -96,6 +100,42 @@ pub struct Deps {
     pub snapshot: SharedSnapshot,
     /// Whether this replica holds the lease.
     pub leader_rx: watch::Receiver<bool>,
+    /// The ClearML API URL came from `CLEARML_API_HOST` (so `apiServerUrlReference` is not used).
+    pub api_from_env: bool,
+}
+
+/// The changes from `old` to `new` that apply only after a restart, in words: the task namespace
+/// and worker id (the agent's identity), and the ClearML API URL the agent and its task pods use
+/// (a pod must talk to the server its task came from). The web and file server URLs and the
+/// default image apply to the next launched pod; queues and their settings at once.
+pub fn needs_restart(
+    old: &AgentConfig,
+    new: &AgentConfig,
+    agent: &AgentParams,
+    api_from_env: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if new.task_namespace != old.task_namespace {
+        out.push(format!(
+            "taskNamespace is {:?} in the values, {:?} in use",
+            new.task_namespace, old.task_namespace
+        ));
+    }
+    if new.worker_id != old.worker_id {
+        out.push(format!(
+            "workerId is {:?} in the values, {:?} in use",
+            new.worker_id, old.worker_id
+        ));
+    }
+    let wanted = new.values.agentk8sglue.api_server_url_reference.as_deref();
+    let in_use = agent.api_server.as_deref().unwrap_or_default();
+    if !api_from_env && wanted != Some(in_use) {
+        out.push(format!(
+            "apiServerUrlReference is {} in the values; the agent and its task pods use {in_use}",
+            wanted.map_or("unset".to_string(), |u| format!("{u:?}"))
+        ));
+    }
+    out
 }
 
 /// Identity and dependencies of the dispatcher.
@@ -133,6 +173,8 @@ pub struct Dispatcher {
     gate: WriteGate,
     /// Waiting tasks told that their queue's `maxPods` is below their pod count.
     told_too_big: HashSet<String>,
+    /// The ClearML API URL came from the environment, not the values.
+    api_from_env: bool,
 }
 
 impl Dispatcher {
@@ -150,6 +192,7 @@ impl Dispatcher {
             health,
             snapshot,
             leader_rx,
+            api_from_env,
         } = deps;
         let cfg = (**cfg_rx.borrow()).clone();
         let (served, pending_queue) = resolve_queues(&clearml, &cfg).await?;
@@ -160,6 +203,8 @@ impl Dispatcher {
             let mut snap = snapshot.write();
             snap.served = served.clone();
             snap.pending_queue = pending_queue.clone();
+            snap.worker_id = cfg.worker_id.clone();
+            snap.task_namespace = cfg.task_namespace.clone();
         }
         Ok(Self {
             clearml,
@@ -184,6 +229,7 @@ impl Dispatcher {
             offset: 0,
             gate: WriteGate::default(),
             told_too_big: HashSet::new(),
+            api_from_env,
         })
     }
 
@@ -191,11 +237,13 @@ impl Dispatcher {
     /// Identity settings (task namespace, worker id) need a restart and are kept.
     async fn apply_config(&mut self, new: Arc<AgentConfig>) -> Result<(), clearml::Error> {
         let mut cfg = (*new).clone();
-        if cfg.task_namespace != self.cfg.task_namespace || cfg.worker_id != self.cfg.worker_id {
-            tracing::warn!("taskNamespace and workerId changes take effect after a restart");
-            cfg.task_namespace = self.cfg.task_namespace.clone();
-            cfg.worker_id = self.cfg.worker_id.clone();
+        let restart = needs_restart(&self.cfg, &cfg, &self.agent, self.api_from_env);
+        for what in &restart {
+            tracing::warn!(%what, "this change takes effect after a restart");
         }
+        self.health.set_restart_needed(restart);
+        cfg.task_namespace = self.cfg.task_namespace.clone();
+        cfg.worker_id = self.cfg.worker_id.clone();
         let (served, pending) = resolve_queues(&self.clearml, &cfg).await?;
         let ids: Vec<String> = served.iter().map(|s| s.id.clone()).collect();
         self.clearml
@@ -204,7 +252,11 @@ impl Dispatcher {
         tracing::info!(queues = served.len(), "config applied");
         self.served = served;
         self.pending_queue = pending;
-        self.agent.default_image = cfg.values.agentk8sglue.default_image.clone();
+        // applied to the next launched pod
+        let a = &cfg.values.agentk8sglue;
+        self.agent.default_image = a.default_image.clone();
+        self.agent.web_server = a.web_server_url_reference.clone();
+        self.agent.files_server = a.file_server_url_reference.clone();
         self.cfg = cfg;
         let mut snap = self.snapshot.write();
         snap.served = self.served.clone();
@@ -298,5 +350,76 @@ impl Dispatcher {
             tracing::warn!(%error, "cannot unregister the worker");
         }
         tracing::info!("dispatcher stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clearml_agent_core::values::Values;
+
+    use super::*;
+
+    fn cfg(extra: &str) -> AgentConfig {
+        let text = format!(
+            "agentk8sglue:\n  apiServerUrlReference: https://api.example\n{extra}  queues:\n    qqq: {{}}\n"
+        );
+        AgentConfig::from_values(&Values::from_yaml(&text).expect("values"), "ns").expect("cfg")
+    }
+
+    #[test]
+    fn what_needs_a_restart() {
+        let agent = AgentParams {
+            api_server: Some("https://api.example".into()),
+            ..Default::default()
+        };
+        let cases = [
+            ("nothing changed", "", false, 0, ""),
+            (
+                "file server: live",
+                "  fileServerUrlReference: https://files\n",
+                false,
+                0,
+                "",
+            ),
+            (
+                "default image: live",
+                "  defaultImage: busybox\n",
+                false,
+                0,
+                "",
+            ),
+            (
+                "task namespace (the worker id kept)",
+                "  taskNamespace: other\n  workerId: k8s-agent:ns\n",
+                false,
+                1,
+                "taskNamespace",
+            ),
+            ("worker id", "  workerId: w2\n", false, 1, "workerId"),
+            (
+                "two at once",
+                "  taskNamespace: other\n  workerId: w2\n",
+                false,
+                2,
+                "in the values",
+            ),
+        ];
+        let old = cfg("");
+        for (what, extra, from_env, n, word) in cases {
+            let got = needs_restart(&old, &cfg(extra), &agent, from_env);
+            assert_eq!(got.len(), n, "{what}: {got:?}");
+            assert!(got.iter().all(|g| g.contains(word)), "{what}: {got:?}");
+        }
+        let moved = |url: &str| {
+            let text = format!("agentk8sglue:\n  apiServerUrlReference: {url}\n");
+            AgentConfig::from_values(&Values::from_yaml(&text).expect("values"), "ns").expect("cfg")
+        };
+        let got = needs_restart(&old, &moved("https://new.example"), &agent, false);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("https://new.example") && got[0].contains("https://api.example"));
+        assert!(
+            needs_restart(&old, &moved("https://new.example"), &agent, true).is_empty(),
+            "CLEARML_API_HOST wins over the values: nothing to restart for"
+        );
     }
 }

@@ -339,3 +339,61 @@ async fn editing_the_configmap_applies_without_restart() {
     let t = env.enqueue("edited-task", "edited-queue", "");
     assert_eq!(s(&env.pod(&t).await, "/metadata/labels/edited"), "yes");
 }
+
+/// URL references in the ConfigMap apply to the next launched pod; what needs a restart (the
+/// agent's identity) is said by `status`, never silently different.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_changes_apply_to_the_next_pod_and_identity_changes_say_restart_needed() {
+    let env = Env::new(SimOptions::default()).await;
+    let values = |files: &str, worker: &str| {
+        format!(
+            "agentk8sglue:\n  createQueues: true\n  fileServerUrlReference: {files}\n  webServerUrlReference: {files}/web\n  workerId: {worker}\n  queues:\n    url-queue: {{}}\n"
+        )
+    };
+    let (_agent, mut api) = start(&env, &values("https://files.one", "k8s-agent:one")).await;
+    let first = env.enqueue("first", "url-queue", "");
+    assert_eq!(
+        env_var(&env.pod(&first).await, "CLEARML_FILES_HOST"),
+        Some("https://files.one")
+    );
+    let mut cm = configmap(&env);
+    cm["data"]["values.yaml"] = json!(values("https://files.two", "k8s-agent:two"));
+    env.kube.replace("configmaps", NS, cm).expect("edit");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let status = api
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        let error = status
+            .clearml
+            .as_ref()
+            .map(|c| c.last_error.clone())
+            .unwrap_or_default();
+        if error.contains("restart needed") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never said restart needed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = status.clearml.map(|c| c.last_error).unwrap_or_default();
+    assert!(
+        error.contains("workerId is \"k8s-agent:two\" in the values, \"k8s-agent:one\" in use"),
+        "{error}"
+    );
+    assert_eq!(status.worker_id, "k8s-agent:one", "the identity in use");
+    let second = env.enqueue("second", "url-queue", "");
+    let pod = env.pod(&second).await;
+    assert_eq!(
+        env_var(&pod, "CLEARML_FILES_HOST"),
+        Some("https://files.two")
+    );
+    assert_eq!(
+        env_var(&pod, "CLEARML_WEB_HOST"),
+        Some("https://files.two/web")
+    );
+}
