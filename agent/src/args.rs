@@ -59,27 +59,31 @@ pub struct Args {
     #[arg(
         long,
         env = "CLEARML_AGENT_CREDENTIALS_SECRET",
-        default_value = "clearml-agent-credentials"
+        default_value = contract::CREDENTIALS_SECRET
     )]
     pub credentials_secret: String,
     /// Skip TLS certificate checks of the ClearML server (self-signed servers only).
-    #[arg(long, env = "CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY")]
+    #[arg(long, env = contract::ENV_SKIP_TLS_VERIFY)]
     pub insecure_skip_tls_verify: bool,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "CLEARML_AGENT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "CLEARML_AGENT_HTTP_ADDR",
+        default_value_t = SocketAddr::from(([0, 0, 0, 0], contract::ADMIN_PORT))
+    )]
     pub http_addr: SocketAddr,
     /// Address of the gRPC control API (loopback by default: reached through port-forward).
     #[arg(
         long,
         env = "CLEARML_AGENT_GRPC_ADDR",
-        default_value = "127.0.0.1:9090"
+        default_value_t = SocketAddr::from(([127, 0, 0, 1], contract::GRPC_PORT))
     )]
     pub grpc_addr: SocketAddr,
     /// Lease (in the agent's namespace) that elects the one replica that dispatches.
     #[arg(
         long,
         env = "CLEARML_AGENT_LEASE_NAME",
-        default_value = "clearml-agent"
+        default_value = contract::AGENT_NAME
     )]
     pub lease_name: String,
     /// This replica's identity in the lease (default: the host name, i.e. the pod name).

@@ -486,3 +486,46 @@ fn uninstall_knows_every_object_an_install_can_make() {
         ]
     );
 }
+
+/// The manifests' literal names and ports are the contract's: the Deployment the plugin applies
+/// starts the agent with the ports, ConfigMap key and Secret the agent and the plugin agree on.
+#[test]
+fn manifests_agree_with_the_shared_contract() {
+    use clearml_agent_core::contract::{ADMIN_PORT, AGENT_NAME, CREDENTIALS_SECRET, GRPC_PORT};
+    use k8s_openapi::api::apps::v1::Deployment;
+    let r = render(&override_values(), &params(), &existing()).expect("render");
+    let d: Deployment = typed(&r, "Deployment", AGENT_NAME);
+    let c = &d
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec")
+        .containers[0];
+    let env = |name: &str| {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("env {name}"))
+            .clone()
+    };
+    assert_eq!(
+        env("CLEARML_AGENT_GRPC_ADDR").value.as_deref(),
+        Some(format!("127.0.0.1:{GRPC_PORT}").as_str())
+    );
+    assert_eq!(
+        env("CLEARML_AGENT_HTTP_ADDR").value.as_deref(),
+        Some(format!("0.0.0.0:{ADMIN_PORT}").as_str())
+    );
+    assert_eq!(
+        env("CLEARML_AGENT_CONFIG_MAP").value.as_deref(),
+        Some(AGENT_NAME)
+    );
+    let key_ref = env("CLEARML_API_ACCESS_KEY")
+        .value_from
+        .and_then(|v| v.secret_key_ref)
+        .expect("secretKeyRef");
+    assert_eq!(key_ref.name, CREDENTIALS_SECRET);
+    assert_eq!(key_ref.key, SECRET_KEY_ACCESS);
+    let ports: Vec<i32> = c.ports.iter().flatten().map(|p| p.container_port).collect();
+    assert_eq!(ports, vec![i32::from(ADMIN_PORT)]);
+}
