@@ -201,7 +201,7 @@ impl Dispatcher {
         tracing::info!(queues = served.len(), "config applied");
         self.served = served;
         self.pending_queue = pending;
-        self.agent.default_image = cfg.values.agentk8sglue.default_image.clone();
+        self.agent.apply_values(&cfg.values.agentk8sglue);
         self.cfg = cfg;
         let mut snap = self.snapshot.write();
         snap.served = self.served.clone();
