@@ -228,6 +228,7 @@ impl Args {
             files_server: a.file_server_url_reference.clone(),
             credentials_secret,
             default_image: a.default_image.clone(),
+            bootstrap: render::Bootstrap::from_values(a),
         };
         // Only the lease holder dispatches; every replica watches and serves the control API.
         let identity = identity.unwrap_or_else(hostname);

@@ -106,7 +106,12 @@ pub fn classify(pod: &Pod) -> PodState {
                 })
             });
             let (reason, message, exit_code) = match failed {
-                Some((reason, message, code)) => (reason, message.unwrap_or_default(), Some(code)),
+                // a termination message file usually ends in a newline
+                Some((reason, message, code)) => (
+                    reason,
+                    message.unwrap_or_default().trim().to_string(),
+                    Some(code),
+                ),
                 None => (
                     status
                         .and_then(|s| s.reason.clone())

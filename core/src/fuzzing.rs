@@ -46,6 +46,7 @@ pub fn values(data: &[u8]) {
         files_server: a.file_server_url_reference.clone(),
         credentials_secret: CREDENTIALS_SECRET.into(),
         default_image: a.default_image.clone(),
+        bootstrap: render::Bootstrap::from_values(a),
     };
     let task = TaskParams {
         id: "0123456789abcdef0123456789abcdef".into(),

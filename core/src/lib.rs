@@ -7,7 +7,8 @@
 //! - [`values`]: the values schema (the only module that knows its keys), field-path errors,
 //!   [`values::merge`] (pod templates) and [`values::rules`] (template checks shared with render).
 //! - [`config`]: the values resolved into the agent's settings, with the documented defaults.
-//! - [`render`]: a task's pod(s) from its queue's merged template.
+//! - [`render`]: a task's pod(s) from its queue's merged template, and the task container's
+//!   command ([`render::bootstrap`]: the POSIX `sh` script that installs what the image lacks).
 //! - [`validate`]: Kubernetes syntax rules (quantities, names).
 //! - [`yaml`]: the one wrapper around the YAML library.
 

@@ -18,6 +18,10 @@ use k8s_openapi::{
 };
 use md5::{Digest, Md5};
 
+pub mod bootstrap;
+
+pub use bootstrap::{Bootstrap, bootstrap_script};
+
 use crate::{
     contract::{
         ANNOTATION_LAUNCH, ANNOTATION_PROJECT, ANNOTATION_QUEUE_NAME, ANNOTATION_TASK_NAME,
@@ -25,7 +29,7 @@ use crate::{
         LABEL_TASK_ID, MANAGED_BY, POD_PREFIX, SECRET_KEY_ACCESS, SECRET_KEY_SECRET,
     },
     values::{
-        DEFAULT_TASK_IMAGE, PodTemplate, QueueSettings,
+        AgentValues, DEFAULT_TASK_IMAGE, PodTemplate, QueueSettings,
         rules::{
             MAX_MULTI_NODE_PODS, MAX_NODE_GPUS, check_multi_node, check_volumes, multi_node_layout,
         },
@@ -72,6 +76,19 @@ pub struct AgentParams {
     pub credentials_secret: String,
     /// Image for tasks and queues that name none.
     pub default_image: Option<String>,
+    /// What the task container's command does (the task bootstrap).
+    pub bootstrap: Bootstrap,
+}
+
+impl AgentParams {
+    /// Takes the settings a values change may alter while the agent runs: the default image, the
+    /// web and file server URLs and the task bootstrap (the API URL needs a restart).
+    pub fn apply_values(&mut self, a: &AgentValues) {
+        self.default_image = a.default_image.clone();
+        self.web_server = a.web_server_url_reference.clone();
+        self.files_server = a.file_server_url_reference.clone();
+        self.bootstrap = Bootstrap::from_values(a);
+    }
 }
 
 /// A queue as the renderer needs it: identity, merged template, settings.
@@ -147,8 +164,9 @@ pub fn choose_image(task: &TaskParams, settings: &QueueSettings, agent: &AgentPa
     .to_string()
 }
 
-/// Fills a worker-id template (placeholders checked by the values schema; `{{`/`}}` are braces).
-pub fn fill_worker_id(template: &str, vars: &BTreeMap<&str, String>) -> String {
+/// Fills a `{placeholder}` template (a worker id, `containerCustomBashScript`; placeholders checked
+/// by the values schema; `{{`/`}}` are braces, as in Python's `str.format`).
+pub fn fill_placeholders(template: &str, vars: &BTreeMap<&str, String>) -> String {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {
@@ -225,27 +243,6 @@ pub fn task_env(task: &TaskParams) -> Result<TaskEnv, RenderError> {
         vars: env,
         warnings,
     })
-}
-
-/// The container command: install `clearml-agent` only if missing, run the task's setup script,
-/// then `exec` the agent so the container's exit code is the task's.
-pub fn bootstrap_script(setup_shell_script: &str) -> String {
-    let mut s = String::from(
-        "set -e\n\
-         PY=\"$(command -v python3 || command -v python || true)\"\n\
-         if [ -z \"$PY\" ]; then echo 'clearml bootstrap: the image has no python3' >&2; exit 127; fi\n\
-         if ! \"$PY\" -m clearml_agent --help >/dev/null 2>&1; then\n  \
-           \"$PY\" -m pip install --quiet --no-cache-dir clearml-agent\n\
-         fi\n",
-    );
-    if !setup_shell_script.trim().is_empty() {
-        s.push_str(setup_shell_script.trim_end());
-        s.push('\n');
-    }
-    s.push_str(
-        "exec \"$PY\" -m clearml_agent execute --full-monitoring --require-queue --id \"$CLEARML_TASK_ID\"\n",
-    );
-    s
 }
 
 /// A task's own multi-node request, from its user properties (`hyperparams.properties`):
@@ -478,7 +475,7 @@ pub fn render(
         ]
         .into_iter()
         .collect();
-        let mut worker_id = fill_worker_id(&template_id, &vars);
+        let mut worker_id = fill_placeholders(&template_id, &vars);
         let mut pod_labels = labels.clone();
         if let (Some(r), Some((n, world))) = (rank, ranks) {
             if r > 0 {
@@ -504,10 +501,10 @@ pub fn render(
         let (command, args) = if use_entrypoint {
             (None, None)
         } else {
-            (
-                Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
-                Some(vec![bootstrap_script(&task.setup_shell_script)]),
-            )
+            let (command, script) = agent
+                .bootstrap
+                .container_command(task_id, &task.setup_shell_script);
+            (Some(command), Some(vec![script]))
         };
         let container = Container {
             name: CONTAINER_NAME.into(),

@@ -18,6 +18,21 @@ static ENV_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[-._a-zA-Z][-._a-zA-Z0
 static DNS_LABEL: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"));
 static LABEL_NAME: LazyLock<Regex> =
     LazyLock::new(|| re(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"));
+static PIP_CLAUSE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*(===|~=|==|!=|<=|>=|<|>)\s*[0-9A-Za-z][0-9A-Za-z.*+!_-]*\s*$"));
+
+/// A pip version specifier set (PEP 440 clauses joined by commas: `>=1.9,<4`, `==3.0.3`), the
+/// part of a requirement after the package name. Anything else (a bare version, a package name,
+/// shell syntax) is refused, so the value can go into a shell script in single quotes.
+pub fn pip_version_specifier(spec: &str) -> Result<(), String> {
+    if spec.len() <= 200 && spec.split(',').all(|clause| PIP_CLAUSE.is_match(clause)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{spec:?} is not a pip version specifier (comparison clauses such as \">=1.9\" joined by commas)"
+        ))
+    }
+}
 
 /// A Kubernetes resource quantity (`1Gi`, `500m`, `2`, `1e3`).
 pub fn quantity(value: &str) -> Result<(), String> {
@@ -172,6 +187,33 @@ mod tests {
             assert!(label_value(&got).is_ok());
         }
         assert_eq!(to_label_value(&"a".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn pip_version_specifiers() {
+        for ok in [
+            ">=1.9,<4",
+            "==3.0.3",
+            "~=3.0",
+            "!=2.0.1, >=1.9",
+            "===1.9.2",
+            "==3.*",
+            ">=4.0.0rc0",
+        ] {
+            assert!(pip_version_specifier(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1.9.2",
+            "clearml-agent==1.9",
+            ">=1.9,",
+            "== 1.9'; rm -rf /",
+            ">=1.9 <4",
+            "==$(id)",
+            "latest",
+        ] {
+            assert!(pip_version_specifier(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -253,10 +253,7 @@ impl Dispatcher {
         self.served = served;
         self.pending_queue = pending;
         // applied to the next launched pod
-        let a = &cfg.values.agentk8sglue;
-        self.agent.default_image = a.default_image.clone();
-        self.agent.web_server = a.web_server_url_reference.clone();
-        self.agent.files_server = a.file_server_url_reference.clone();
+        self.agent.apply_values(&cfg.values.agentk8sglue);
         self.cfg = cfg;
         let mut snap = self.snapshot.write();
         snap.served = self.served.clone();

@@ -326,6 +326,8 @@ fn category_of(reason: &str) -> &'static str {
         ("unschedulable", "Unschedulable"),
         ("Evicted", "Evicted"),
         ("without starting", "NotStarted"),
+        // the task bootstrap's termination message: a tool missing, a hook failed
+        ("clearml bootstrap:", "Bootstrap"),
         ("failed:", "PodFailed"),
     ] {
         if reason.contains(needle) {
@@ -350,6 +352,12 @@ mod tests {
         assert_eq!(
             category_of("pod p failed: Error (exit code 1)"),
             "PodFailed"
+        );
+        assert_eq!(
+            category_of(
+                "pod p failed: Error (exit code 127): clearml bootstrap: python3 is missing and could not be installed: the image has no package manager (apt-get, dnf, microdnf, yum or apk)"
+            ),
+            "Bootstrap"
         );
     }
 }

@@ -35,6 +35,17 @@ fn terminated(phase: &str, reason: &str, code: i32, finished: &str) -> Pod {
     )
 }
 
+/// A container that failed with a termination message, as the task bootstrap writes one (the
+/// kubelet copies the file verbatim, trailing newline included).
+fn terminated_with_message(code: i32, message: &str) -> Pod {
+    pod(
+        json!({"phase": "Failed", "containerStatuses": [{"name": "task", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"reason": "Error", "exitCode": code, "message": message, "finishedAt": "2026-01-01T00:59:00Z"}}}]}),
+    )
+}
+
+const BOOTSTRAP_MESSAGE: &str = "clearml bootstrap: python3 is missing and could not be installed: the image has no package manager (apt-get, dnf, microdnf, yum or apk)";
+
 const T: Timeouts = Timeouts {
     pending: Duration::from_secs(600),
     succeeded_ttl: Duration::from_secs(300),
@@ -91,6 +102,16 @@ fn classify_table() {
             },
         ),
         (
+            "termination message, trimmed",
+            terminated_with_message(127, &format!("{BOOTSTRAP_MESSAGE}\n")),
+            PodState::Failed {
+                reason: "Error".into(),
+                message: BOOTSTRAP_MESSAGE.into(),
+                exit_code: Some(127),
+                finished: Some(ts("2026-01-01T00:59:00Z")),
+            },
+        ),
+        (
             "succeeded",
             terminated("Succeeded", "Completed", 0, "2026-01-01T00:00:00Z"),
             PodState::Succeeded {
@@ -137,6 +158,12 @@ fn verdict_table() {
             vec![terminated("Failed", "OOMKilled", 137, "2026-01-01T00:59:00Z")],
             running,
             Verdict::Fail("pod p failed: OOMKilled (exit code 137)".into()),
+        ),
+        (
+            "the task bootstrap's termination message is the failure reason (the task is still queued)",
+            vec![terminated_with_message(127, &format!("{BOOTSTRAP_MESSAGE}\n"))],
+            queued,
+            Verdict::Fail(format!("pod p failed: Error (exit code 127): {BOOTSTRAP_MESSAGE}")),
         ),
         (
             "a failed pod of a completed task is only kept",

@@ -16,6 +16,7 @@ fn agent() -> AgentParams {
         files_server: Some("https://files.example".into()),
         credentials_secret: "clearml-agent-credentials".into(),
         default_image: None,
+        bootstrap: Bootstrap::default(),
     }
 }
 
@@ -275,15 +276,106 @@ fn default_command_bootstraps_clearml_agent_and_keeps_the_exit_code() {
         Some(&["/bin/sh".to_string(), "-c".to_string()][..])
     );
     let script = &c.args.as_ref().expect("args")[0];
-    assert!(script.contains("pip install --quiet --no-cache-dir clearml-agent"));
-    assert!(script.contains("echo hi\n"));
+    assert!(script.contains("clearml_requirement='clearml-agent>=1.9,<4'\n"));
+    assert!(script.contains("clearml_pip_install \"$clearml_requirement\""));
+    assert!(script.contains("\necho hi\n"));
     assert!(script.trim_end().ends_with(
-        "exec \"$PY\" -m clearml_agent execute --full-monitoring --require-queue --id \"$CLEARML_TASK_ID\""
+        "exec \"$LOCAL_PYTHON\" -m clearml_agent execute --full-monitoring --require-queue --id \"$CLEARML_TASK_ID\""
     ));
     assert!(
         !script.contains("exit 0"),
         "the task's exit code must reach the pod phase"
     );
+}
+
+/// The bootstrap's values: each changes the script (or the command) the way it says; the script's
+/// behaviour is run under `/bin/sh` in `core/tests/bootstrap.rs`.
+#[test]
+fn bootstrap_values_table() {
+    let setup = "export FROM_SETUP=1";
+    type Check = fn(&[String], &str) -> bool;
+    let cases: &[(&str, &str, Check)] = &[
+        ("{}", "defaults", |c, s| {
+            c == ["/bin/sh", "-c"]
+                && s.contains("clearml_requirement='clearml-agent>=1.9,<4'")
+                && s.contains("clearml_skip_installs=\"${CLEARML_AGENT_SKIP_CONTAINER_APT:-}\"")
+                && !s.contains("the chart's customBashScript")
+        }),
+        ("{clearmlAgentVersion: '==3.0.3'}", "pin", |_, s| {
+            s.contains("clearml_requirement='clearml-agent==3.0.3'\n")
+        }),
+        ("{airGappedSupport: true}", "air-gapped", |_, s| {
+            s.contains("clearml_skip_installs=1\n")
+        }),
+        (
+            "{customBashScript: 'echo init'}",
+            "customBashScript before the agent install, the setup script after",
+            |_, s| {
+                let init = s.find("\necho init\n").unwrap_or(usize::MAX);
+                let install = s
+                    .find("clearml_pip_install \"$clearml_requirement\"")
+                    .unwrap_or(0);
+                let setup = s.find("\nexport FROM_SETUP=1\n").unwrap_or(0);
+                init < install && install < setup && s.contains("set -e\n")
+            },
+        ),
+        (
+            "{containerCustomBashScript: \"for i in {{20..5}}; do :; done\\n{extra_bash_init_cmd}\\npip install clearml-agent{agent_install_args}\\n{extra_docker_bash_script}\\npython3 -m clearml_agent execute {default_execution_agent_args} --id {task_id}\", customBashScript: 'echo init'}",
+            "containerCustomBashScript replaces the bootstrap, placeholders filled",
+            |c, s| {
+                c == ["/bin/bash", "-c"]
+                    && s == "for i in {20..5}; do :; done\necho init\npip install clearml-agent'>=1.9,<4'\nexport FROM_SETUP=1\npython3 -m clearml_agent execute --full-monitoring --require-queue --id 0123456789abcdef0123456789abcdef"
+            },
+        ),
+    ];
+    for (doc, what, check) in cases {
+        let values = Values::from_yaml(&format!("agentk8sglue: {doc}")).expect(what);
+        let mut a = agent();
+        a.apply_values(&values.agentk8sglue);
+        let t = TaskParams {
+            setup_shell_script: setup.into(),
+            ..task()
+        };
+        let r = render(
+            &a,
+            &QueueParams {
+                name: "plain",
+                id: "qid",
+                template: &PodTemplate::default(),
+                settings: &QueueSettings::default(),
+            },
+            &t,
+        )
+        .expect(what);
+        let c = container(&r.pods[0]);
+        let command = c.command.clone().unwrap_or_default();
+        let script = &c.args.as_ref().expect("args")[0];
+        assert!(check(&command, script), "{what}: {command:?}\n{script}");
+    }
+    // useImageEntrypoint wins over every bootstrap value
+    let values = Values::from_yaml(
+        "agentk8sglue: {customBashScript: x, containerCustomBashScript: y, airGappedSupport: true}",
+    )
+    .expect("values");
+    let mut a = agent();
+    a.apply_values(&values.agentk8sglue);
+    let s = QueueSettings {
+        use_image_entrypoint: Some(true),
+        ..Default::default()
+    };
+    let r = render(
+        &a,
+        &QueueParams {
+            name: "plain",
+            id: "qid",
+            template: &PodTemplate::default(),
+            settings: &s,
+        },
+        &task(),
+    )
+    .expect("render");
+    let c = container(&r.pods[0]);
+    assert!(c.command.is_none() && c.args.is_none());
 }
 
 #[test]

@@ -48,8 +48,23 @@ impl FieldError {
 }
 
 /// Default image for tasks that name none and whose queue has no `defaultImage`: it has `python3`
-/// and `pip`, which the bootstrap command needs to install `clearml-agent`.
+/// and `pip`, so the task bootstrap only has to add `git` and `clearml-agent`.
 pub const DEFAULT_TASK_IMAGE: &str = "python:3.11-slim";
+
+/// Default `clearmlAgentVersion`: the pip version specifier of the `clearml-agent` package the task
+/// bootstrap installs. The floor upgrades an older release baked into an image (1.9, August 2024,
+/// and later have the `execute --full-monitoring --require-queue` the in-pod command uses); 3.0.x
+/// is the current series; the next major (4.0 has release candidates) is kept out until checked.
+pub const DEFAULT_CLEARML_AGENT_VERSION: &str = ">=1.9,<4";
+
+/// Placeholders `containerCustomBashScript` may use: the Python glue's, filled the same way.
+pub const CONTAINER_SCRIPT_PLACEHOLDERS: &[&str] = &[
+    "task_id",
+    "extra_bash_init_cmd",
+    "extra_docker_bash_script",
+    "default_execution_agent_args",
+    "agent_install_args",
+];
 
 /// Largest values document accepted: what a ConfigMap can hold (1 MiB).
 pub const MAX_VALUES_BYTES: usize = 1024 * 1024;
@@ -145,6 +160,19 @@ pub struct AgentValues {
     /// The queues this agent serves, by ClearML queue name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub queues: BTreeMap<String, QueueValues>,
+    /// Shell commands the task bootstrap runs in every task container once python is found, before
+    /// `clearml-agent` is installed (the Python glue's `extra_bash_init_cmd` slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_bash_script: Option<String>,
+    /// Replaces the whole task bootstrap, as in the Enterprise chart: a bash script run with
+    /// `/bin/bash -c`, with the glue's placeholders ([`CONTAINER_SCRIPT_PLACEHOLDERS`]; `{{`/`}}`
+    /// are braces). It must end by running `clearml_agent execute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_custom_bash_script: Option<String>,
+    /// The task bootstrap installs no OS packages (git, python3, pip); `clearml-agent` is still
+    /// pip-installed when missing (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub air_gapped_support: Option<bool>,
 
     // --- settings the seeds do not name; defaults documented in the README ---
     /// Image for tasks that name none, when the queue has no `defaultImage`.
@@ -168,6 +196,10 @@ pub struct AgentValues {
     /// Seconds a failed pod is kept before deletion, for inspection (default 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_pod_ttl_seconds: Option<u64>,
+    /// pip version specifier of the `clearml-agent` package the task bootstrap installs (default
+    /// [`DEFAULT_CLEARML_AGENT_VERSION`]), e.g. `==3.0.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearml_agent_version: Option<String>,
 }
 
 /// `agentk8sglue.queues.<name>`.
@@ -352,6 +384,21 @@ impl Values {
         }
         if let Some(image) = &a.default_image {
             check_image(&format!("{root}.defaultImage"), image)?;
+        }
+        if let Some(spec) = &a.clearml_agent_version {
+            validate::pip_version_specifier(spec).map_err(|m| {
+                FieldError::new(
+                    format!("{root}.clearmlAgentVersion"),
+                    format!("{m}; write e.g. \"==3.0.3\" or \"{DEFAULT_CLEARML_AGENT_VERSION}\""),
+                )
+            })?;
+        }
+        if let Some(script) = &a.container_custom_bash_script {
+            check_placeholders(
+                &format!("{root}.containerCustomBashScript"),
+                script,
+                CONTAINER_SCRIPT_PLACEHOLDERS,
+            )?;
         }
         a.base_pod_template
             .validate(&format!("{root}.basePodTemplate"))?;
@@ -621,8 +668,18 @@ fn check_image(path: &str, image: &str) -> Result<(), FieldError> {
     }
 }
 
-/// Checks `{placeholder}` names; `{{` and `}}` are literal braces.
+/// Checks a worker-id template's `{placeholder}` names; `{{` and `}}` are literal braces.
 pub(crate) fn check_worker_id_template(path: &str, template: &str) -> Result<(), FieldError> {
+    check_placeholders(path, template, WORKER_ID_PLACEHOLDERS)
+}
+
+/// Checks that every `{placeholder}` of `template` is one of `known`; `{{` and `}}` are literal
+/// braces (Python's `str.format`, which the glue's templates use).
+pub(crate) fn check_placeholders(
+    path: &str,
+    template: &str,
+    known: &[&str],
+) -> Result<(), FieldError> {
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {
         let tail = &rest[i..];
@@ -643,12 +700,12 @@ pub(crate) fn check_worker_id_template(path: &str, template: &str) -> Result<(),
             ));
         };
         let name = &tail[1..end];
-        if !WORKER_ID_PLACEHOLDERS.contains(&name) {
+        if !known.contains(&name) {
             return Err(FieldError::new(
                 path,
                 format!(
-                    "unknown placeholder {{{name}}}; known: {}",
-                    WORKER_ID_PLACEHOLDERS
+                    "unknown placeholder {{{name}}}; known: {} (write '{{{{' and '}}}}' for literal braces)",
+                    known
                         .iter()
                         .map(|p| format!("{{{p}}}"))
                         .collect::<Vec<_>>()
