@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 
-use clearml_agent_core::contract::LABEL_QUEUE_ID;
+use clearml_agent_core::{contract::LABEL_QUEUE_ID, values::QueueOrder};
 
 use crate::{
     clearml::{self, Served},
     k8s::{self, launch_of},
     lifecycle,
-    schedule::{self, QueueWork},
+    schedule::{self, Order, QueueWork},
 };
 
 use super::{Dispatcher, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message};
@@ -48,11 +48,22 @@ impl<'a> PodFacts<'a> {
     }
 }
 
+/// A served queue with the settings the plan reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ServedQueue<'a> {
+    /// The queue.
+    pub queue: &'a Served,
+    /// `queueSettings.maxPods`.
+    pub max_pods: Option<u32>,
+    /// `queueSettings.priority` (0 when unset).
+    pub priority: i32,
+}
+
 /// Everything one tick decides from.
 #[derive(Debug)]
 pub(super) struct TickState<'a> {
-    /// Served queues, in config order, with their `maxPods`.
-    pub served: &'a [(&'a Served, Option<u32>)],
+    /// Served queues, in config order, with their settings.
+    pub served: &'a [ServedQueue<'a>],
     /// Task ids waiting in each served queue, in queue order (same order as `served`).
     pub waiting: &'a [Vec<String>],
     /// The pending queue's entries: `(task, launch id)`.
@@ -65,8 +76,8 @@ pub(super) struct TickState<'a> {
     pub origin: &'a HashMap<String, String>,
     /// Most tasks to launch and take in all.
     pub budget: usize,
-    /// Queue the fair pick starts from.
-    pub offset: usize,
+    /// How the queues share the takes (the fair order's rotating offset included).
+    pub order: Order,
 }
 
 /// What one tick does.
@@ -113,14 +124,16 @@ pub(super) fn plan(s: &TickState<'_>) -> Plan {
         .served
         .iter()
         .zip(s.waiting)
-        .map(|((queue, max_pods), waiting)| QueueWork {
+        .map(|(q, waiting)| QueueWork {
+            name: &q.queue.name,
+            priority: q.priority,
             waiting,
-            free: max_pods.map(|m| {
-                (m as usize).saturating_sub(used.get(queue.id.as_str()).copied().unwrap_or(0))
+            free: q.max_pods.map(|m| {
+                (m as usize).saturating_sub(used.get(q.queue.id.as_str()).copied().unwrap_or(0))
             }),
         })
         .collect();
-    out.take = schedule::decide(&work, s.budget.saturating_sub(out.launch.len()), s.offset);
+    out.take = schedule::decide(&work, s.budget.saturating_sub(out.launch.len()), s.order);
     out
 }
 
@@ -161,18 +174,24 @@ impl Dispatcher {
             .iter()
             .map(|(t, pods)| (t.clone(), pods.iter().map(|p| PodFacts::of(p)).collect()))
             .collect();
-        let served: Vec<(&Served, Option<u32>)> = self
+        let served: Vec<ServedQueue<'_>> = self
             .served
             .iter()
             .map(|s| {
-                let max = self
-                    .cfg
-                    .queues
-                    .get(&s.name)
-                    .and_then(|q| q.settings.max_pods);
-                (s, max)
+                let settings = self.cfg.queues.get(&s.name).map(|q| &q.settings);
+                ServedQueue {
+                    queue: s,
+                    max_pods: settings.and_then(|q| q.max_pods),
+                    priority: settings.and_then(|q| q.priority).unwrap_or(0),
+                }
             })
             .collect();
+        let order = match self.cfg.queue_order {
+            QueueOrder::Fair => Order::Fair {
+                offset: self.offset,
+            },
+            QueueOrder::Priority => Order::Priority,
+        };
         let plan = plan(&TickState {
             served: &served,
             waiting: &waiting,
@@ -181,7 +200,7 @@ impl Dispatcher {
             launched: &self.launched,
             origin: &self.origin,
             budget: BATCH,
-            offset: self.offset,
+            order,
         });
         self.offset = self.offset.wrapping_add(1);
         {
@@ -437,7 +456,18 @@ mod tests {
         ];
         let (a, b) = (served("A"), served("B"));
         for c in cases {
-            let served = [(&a, c.max_pods[0]), (&b, c.max_pods[1])];
+            let served = [
+                ServedQueue {
+                    queue: &a,
+                    max_pods: c.max_pods[0],
+                    priority: 0,
+                },
+                ServedQueue {
+                    queue: &b,
+                    max_pods: c.max_pods[1],
+                    priority: 0,
+                },
+            ];
             let waiting = [strings(c.waiting[0]), strings(c.waiting[1])];
             let pending = pairs(c.pending);
             let mut pods: BTreeMap<String, Vec<PodFacts<'_>>> = BTreeMap::new();
@@ -453,9 +483,66 @@ mod tests {
                 launched: &launched,
                 origin: &origin,
                 budget: c.budget,
-                offset: 0,
+                order: Order::Fair { offset: 0 },
             });
             assert_eq!(got, c.want, "{}", c.name);
         }
+    }
+
+    /// The priority order reaches the pick with each queue's priority and what it may still start
+    /// (live pods and launches in flight counted against `maxPods`).
+    #[test]
+    fn plan_takes_by_priority_from_the_queues_with_room() {
+        let (a, b, c) = (served("A"), served("B"), served("C"));
+        let served = [
+            ServedQueue {
+                queue: &a,
+                max_pods: None,
+                priority: 0,
+            },
+            ServedQueue {
+                queue: &b,
+                max_pods: Some(2),
+                priority: 10,
+            },
+            ServedQueue {
+                queue: &c,
+                max_pods: None,
+                priority: 5,
+            },
+        ];
+        let waiting = [
+            strings(&["a1", "a2"]),
+            strings(&["b1", "b2"]),
+            strings(&["c1"]),
+        ];
+        // B has one live pod and one task in flight: it is full
+        let pods: BTreeMap<String, Vec<PodFacts<'_>>> =
+            [("x".to_string(), vec![pod("l", "B", true)])].into();
+        let pending = pairs(&[("p", "l1")]);
+        let (launched, origin) = (map(&[("x", "l")]), map(&[("p", "B")]));
+        let state = |budget, order| TickState {
+            served: &served,
+            waiting: &waiting,
+            pending: &pending,
+            pods: &pods,
+            launched: &launched,
+            origin: &origin,
+            budget,
+            order,
+        };
+        let got = plan(&state(3, Order::Priority));
+        assert_eq!(got.launch, pairs(&[("p", "l1")]));
+        assert_eq!(
+            got.take,
+            vec![(2, "c1".to_string()), (0, "a1".to_string())],
+            "C (5) before A (0); B (10) is at maxPods; the launch used one of the budget"
+        );
+        let got = plan(&state(3, Order::Fair { offset: 0 }));
+        assert_eq!(
+            got.take,
+            vec![(0, "a1".to_string()), (2, "c1".to_string())],
+            "fair: config order from the offset"
+        );
     }
 }
