@@ -17,7 +17,7 @@ use crate::{
     schedule::{self, Order, QueueWork},
 };
 
-use super::{Dispatcher, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message};
+use super::{Dispatcher, Entry, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message};
 
 /// Most tasks taken per tick (bounds the size of each ClearML request).
 pub(super) const BATCH: usize = 500;
@@ -164,6 +164,10 @@ impl Dispatcher {
             .iter()
             .map(|s| entries_of(&s.id).iter().map(|e| e.task.clone()).collect())
             .collect();
+        let entry = |e: &clearml::QueueEntry| Entry {
+            task: e.task.clone(),
+            added: e.added_at(),
+        };
         // origins are kept while a task is pending or launched
         let in_pending: HashSet<&str> = pending.iter().map(|(t, _)| t.as_str()).collect();
         self.origin
@@ -208,10 +212,9 @@ impl Dispatcher {
             snap.waiting = self
                 .served
                 .iter()
-                .zip(&waiting)
-                .map(|(s, w)| (s.id.clone(), w.clone()))
+                .map(|s| (s.id.clone(), entries_of(&s.id).iter().map(entry).collect()))
                 .collect();
-            snap.pending = pending.iter().map(|(t, _)| t.clone()).collect();
+            snap.pending = entries_of(&self.pending_queue).iter().map(entry).collect();
         }
         for task in &plan.stale {
             // pods of an earlier run of this task (re-enqueued): removed first
