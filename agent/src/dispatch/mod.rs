@@ -138,7 +138,7 @@ pub struct Dispatcher {
     statuses: StatusCache,
     /// Project names by id (for the pods' annotations and worker ids).
     projects: HashMap<String, String>,
-    /// Rotates the queue the fair pick starts from.
+    /// Rotates the queue the fair order (`queueOrder: fair`) starts from.
     offset: usize,
     /// Pauses pod writes (429 Retry-After, backoff after failing ticks).
     gate: WriteGate,
