@@ -153,7 +153,7 @@ impl AgentService for ControlService {
         &self,
         req: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        let tasks = self.0.tasks(&req.into_inner().queue);
+        let tasks = self.0.tasks(&req.into_inner().queue).await;
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
 

@@ -6,10 +6,13 @@ use std::{collections::BTreeMap, sync::Arc};
 use clearml_agent_core::contract::{ANNOTATION_LAUNCH, LABEL_TASK_ID};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::{
+    api::core::v1::{Event, Pod, Service},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio::sync::Notify;
@@ -91,10 +94,32 @@ pub fn event_line(e: &Event) -> String {
 /// Outcome of a create.
 #[derive(Debug)]
 pub enum Created<K> {
-    /// Created now.
-    New,
+    /// Created now (as the API server returned it: with its uid).
+    New(Box<K>),
     /// An object of that name already exists (returned as it is).
     Exists(Box<K>),
+}
+
+/// Outcome of [`Kube::ensure_service`].
+#[derive(Debug)]
+pub enum Ensured {
+    /// The Service exists for this task, with the owners asked for.
+    Ready,
+    /// A Service of that name exists and was made for something else (returned as it is; left
+    /// alone).
+    Taken(Box<Service>),
+}
+
+/// An `ownerReference` to `pod`: a dependent is garbage-collected when the pod is deleted. `None`
+/// for a pod without a name or uid (one not read from the API server).
+pub fn owned_by(pod: &Pod) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: pod.metadata.name.clone()?,
+        uid: pod.metadata.uid.clone()?,
+        ..Default::default()
+    })
 }
 
 /// Pod and Service operations in the task namespace.
@@ -163,7 +188,7 @@ impl Kube {
             ..Default::default()
         };
         match self.pods.create(&pp, pod).await {
-            Ok(_) => Ok(Created::New),
+            Ok(created) => Ok(Created::New(Box::new(created))),
             Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
                 let existing = self
                     .pods
@@ -200,18 +225,67 @@ impl Kube {
         }
     }
 
-    /// Creates a Service; an existing one of that name is success.
-    pub async fn create_service(&self, svc: &Service) -> Result<(), Error> {
+    /// Makes the Service `svc` exist with its `ownerReferences`: creates it, or adopts the one of
+    /// that name made for the same task (`clearml-task-id` label) by a launch cut short, an earlier
+    /// run or an older agent, setting its owners with a merge patch when they differ. With
+    /// `look_first` it is read before anything is written (adopting a launch whose Service most
+    /// likely exists: then nothing is written).
+    pub async fn ensure_service(&self, svc: &Service, look_first: bool) -> Result<Ensured, Error> {
         let name = svc.metadata.name.clone().unwrap_or_default();
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
+        let found = if look_first {
+            self.services
+                .get_opt(&name)
+                .await
+                .map_err(|e| self.err("read", "service", &name, e))?
+        } else {
+            None
         };
-        match self.services.create(&pp, svc).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => Ok(()),
-            Err(e) => Err(self.err("create", "service", &name, e)),
+        let existing = match found {
+            Some(existing) => existing,
+            None => {
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                match self.services.create(&pp, svc).await {
+                    Ok(_) => return Ok(Ensured::Ready),
+                    Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => self
+                        .services
+                        .get(&name)
+                        .await
+                        .map_err(|e| self.err("read", "service", &name, e))?,
+                    Err(e) => return Err(self.err("create", "service", &name, e)),
+                }
+            }
+        };
+        let task_of = |s: &Service| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_TASK_ID))
+                .cloned()
+        };
+        if task_of(&existing) != task_of(svc) {
+            return Ok(Ensured::Taken(Box::new(existing)));
         }
+        let want = svc.metadata.owner_references.clone().unwrap_or_default();
+        let have = existing.metadata.owner_references.unwrap_or_default();
+        if want.iter().all(|w| have.iter().any(|h| h.uid == w.uid)) {
+            return Ok(Ensured::Ready);
+        }
+        let patch = serde_json::json!({"metadata": {"ownerReferences": want}});
+        self.services
+            .patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| self.err("set the owner of", "service", &name, e))?;
+        Ok(Ensured::Ready)
     }
 
     /// Deletes a Service; one already gone is success.
@@ -276,4 +350,47 @@ pub fn watch_pods(
         }
     };
     (reader, watch)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    #[test]
+    fn an_owner_reference_needs_the_pods_name_and_uid() {
+        let pod = |name: Option<&str>, uid: Option<&str>| Pod {
+            metadata: ObjectMeta {
+                name: name.map(str::to_string),
+                uid: uid.map(str::to_string),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cases = [
+            (
+                pod(Some("clearml-id-t-0"), Some("u-1")),
+                Some(("clearml-id-t-0", "u-1")),
+            ),
+            (pod(Some("clearml-id-t-0"), None), None),
+            (pod(None, Some("u-1")), None),
+        ];
+        for (p, want) in cases {
+            let got = owned_by(&p);
+            assert_eq!(
+                got.as_ref().map(|o| (
+                    o.api_version.as_str(),
+                    o.kind.as_str(),
+                    o.name.as_str(),
+                    o.uid.as_str()
+                )),
+                want.map(|(n, u)| ("v1", "Pod", n, u)),
+                "{:?}",
+                p.metadata
+            );
+            // no blockOwnerDeletion: that would need rights on pods/finalizers
+            assert!(got.is_none_or(|o| o.block_owner_deletion.is_none()));
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! [`Supervisor`] that joins every long-lived task of the process.
 
 use std::{
-    collections::HashMap, net::SocketAddr, panic::AssertUnwindSafe, sync::Arc, time::Duration,
+    collections::HashMap, io::IsTerminal, net::SocketAddr, panic::AssertUnwindSafe, sync::Arc,
+    time::Duration,
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
@@ -129,12 +130,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
+/// Installs the tracing subscriber (`RUST_LOG` filters, default `info`). Plain lines are coloured
+/// only when stderr is a terminal: a log file or a container log (`kubectl logs`) gets no ANSI
+/// escapes.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),

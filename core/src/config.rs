@@ -3,7 +3,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::values::{FieldError, PodTemplate, QueueSettings, Values, merge::merge_templates};
+use crate::values::{
+    FieldError, PodTemplate, QueueOrder, QueueSettings, Values, merge::merge_templates,
+};
 
 /// Default seconds between polls when idle.
 pub const DEFAULT_POLL_INTERVAL: f64 = 1.0;
@@ -41,6 +43,8 @@ pub struct AgentConfig {
     pub values: Values,
     /// Served queues by name.
     pub queues: BTreeMap<String, QueueConfig>,
+    /// How the served queues share each tick's takes.
+    pub queue_order: QueueOrder,
     /// Namespace of task pods.
     pub task_namespace: String,
     /// The agent's ClearML worker id.
@@ -99,6 +103,7 @@ impl AgentConfig {
         Ok(Self {
             values: values.without_secrets(),
             queues,
+            queue_order: a.queue_order.unwrap_or_default(),
             worker_id: a
                 .worker_id
                 .clone()
@@ -141,6 +146,14 @@ mod tests {
             Duration::from_secs(DEFAULT_FAILED_TTL)
         );
         assert!(c.queues.contains_key("red"));
+        assert_eq!(c.queue_order, QueueOrder::Fair, "fair unless asked");
+        let v = Values::from_yaml(
+            "agentk8sglue:\n  queueOrder: priority\n  queues:\n    red:\n      queueSettings:\n        priority: -2\n",
+        )
+        .expect("values");
+        let c = AgentConfig::from_values(&v, "ml").expect("config");
+        assert_eq!(c.queue_order, QueueOrder::Priority);
+        assert_eq!(c.queues["red"].settings.priority, Some(-2));
 
         let with_secret = Values::from_yaml(include_str!(
             "../../tests/fixtures/clearml-agent-values.override.yaml"

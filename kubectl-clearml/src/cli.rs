@@ -200,6 +200,9 @@ pub struct QueueSpecArgs {
     /// GPUs per node of multi-node tasks, e.g. `4,2`.
     #[arg(long, value_name = "N,N…", value_delimiter = ',', num_args = 1..)]
     pub multi_node: Vec<u32>,
+    /// Served before queues of lower priority when `agentk8sglue.queueOrder` is `priority`.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
     /// A queue entry as YAML or JSON (`{templateOverrides: …, queueSettings: …}`); flags win.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub file: Option<PathBuf>,

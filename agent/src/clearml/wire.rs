@@ -2,6 +2,7 @@
 //! ignored and every field is optional, so a server that omits unset fields (as ClearML does)
 //! still decodes.
 
+use k8s_openapi::jiff::{Timestamp, civil, tz::TimeZone};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -230,6 +231,26 @@ pub struct QueueEntry {
     pub added: Option<String>,
 }
 
+impl QueueEntry {
+    /// When the task entered the queue, if `added` reads as a time.
+    pub fn added_at(&self) -> Option<Timestamp> {
+        self.added.as_deref().and_then(parse_time)
+    }
+}
+
+/// A ClearML time: ISO 8601 with an offset (`2026-12-04T10:00:00.123000+00:00`, `…Z`), or without
+/// one, which ClearML means as UTC.
+pub fn parse_time(text: &str) -> Option<Timestamp> {
+    let text = text.trim();
+    text.parse::<Timestamp>().ok().or_else(|| {
+        text.parse::<civil::DateTime>()
+            .ok()?
+            .to_zoned(TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp())
+    })
+}
+
 /// A task with the fields the agent reads.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(expecting = "an object")]
@@ -295,6 +316,26 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn clearml_times_table() {
+        let at = |s: i64, ns: i32| Timestamp::new(s, ns).ok();
+        for (text, want) in [
+            ("2026-12-04T10:00:00+00:00", at(1_796_378_400, 0)),
+            (
+                "2026-12-04T10:00:00.123000+00:00",
+                at(1_796_378_400, 123_000_000),
+            ),
+            ("2026-12-04T10:00:00Z", at(1_796_378_400, 0)),
+            ("2026-12-04T12:00:00+02:00", at(1_796_378_400, 0)),
+            ("2026-12-04T10:00:00.5", at(1_796_378_400, 500_000_000)),
+            (" 2026-12-04T10:00:00 ", at(1_796_378_400, 0)),
+            ("yesterday", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_time(text), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn envelopes_table() {

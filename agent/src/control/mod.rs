@@ -5,7 +5,10 @@
 pub mod edit;
 pub mod view;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use clearml_agent_proto::v1 as pb;
 use tokio::sync::watch;
@@ -30,6 +33,8 @@ pub use edit::{QueueEdit, apply_edit};
 const PREVIEW_TASK: &str = "00000000000000000000000000000000";
 /// How many of a task's pod events `describe task` shows.
 const DESCRIBE_EVENTS: usize = 20;
+/// Most task ids per `tasks.get_all` (ClearML caps the results of one call).
+const TASKS_PER_READ: usize = 500;
 
 /// Why a control request failed; each variant is one kind of gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -171,13 +176,42 @@ impl Control {
         cfg.queues.keys().map(|q| self.queue(q, &cfg)).collect()
     }
 
-    /// Every task the agent knows, optionally of one queue.
-    pub fn tasks(&self, queue: &str) -> Vec<pb::TaskSummary> {
-        let by_task = k8s::pods_by_task(&self.pods);
-        view::task_summaries(&self.cfg(), &self.snapshot.read(), &by_task)
+    /// Every task the agent knows, optionally of one queue. The names of the tasks without pods
+    /// (waiting in a queue, being launched) are read from ClearML, one batched read.
+    pub async fn tasks(&self, queue: &str) -> Vec<pb::TaskSummary> {
+        let mut rows: Vec<pb::TaskSummary> = self
+            .summaries()
             .into_iter()
             .filter(|t| queue.is_empty() || t.queue == queue)
-            .collect()
+            .collect();
+        let names = self.task_names(&view::unnamed(&rows)).await;
+        view::fill_names(&mut rows, &names);
+        rows
+    }
+
+    /// Every task the agent knows, named as far as its pods tell.
+    fn summaries(&self) -> Vec<pb::TaskSummary> {
+        let by_task = k8s::pods_by_task(&self.pods);
+        view::task_summaries(&self.cfg(), &self.snapshot.read(), &by_task)
+    }
+
+    /// The names of `ids` as ClearML has them (`tasks.get_all`, only id and name); what cannot
+    /// be read is left out (the tasks are listed without a name).
+    async fn task_names(&self, ids: &[String]) -> HashMap<String, String> {
+        let mut names = HashMap::new();
+        for chunk in ids.chunks(TASKS_PER_READ) {
+            match self.clearml.tasks(chunk, &["id", "name"]).await {
+                Ok(docs) => names.extend(
+                    docs.into_iter()
+                        .filter_map(|d| Some((d.id, d.name.filter(|n| !n.is_empty())?))),
+                ),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read the names of waiting tasks");
+                    break;
+                }
+            }
+        }
+        names
     }
 
     /// A task, its pods and their events: why it is pending, or how it ended.
@@ -193,7 +227,7 @@ impl Control {
             .into_iter()
             .next();
         let mut summary = self
-            .tasks("")
+            .summaries()
             .into_iter()
             .find(|t| t.id == id)
             .or_else(|| {
@@ -216,17 +250,7 @@ impl Control {
         let details: Vec<pb::PodDetail> = pods.iter().map(|p| view::pod_detail(p)).collect();
         let names: Vec<String> = details.iter().map(|p| p.name.clone()).collect();
         let events = match self.kube.pod_events(&names, DESCRIBE_EVENTS).await {
-            Ok(events) => events
-                .into_iter()
-                .map(|e| pb::Event {
-                    last_seen: k8s::event_time(&e).map(view::timestamp),
-                    object: e.involved_object.name.unwrap_or_default(),
-                    reason: e.reason.unwrap_or_default(),
-                    message: e.message.unwrap_or_default(),
-                    r#type: e.type_.unwrap_or_default(),
-                    count: e.count.unwrap_or(1).max(0) as u32,
-                })
-                .collect(),
+            Ok(events) => events.into_iter().map(view::event).collect(),
             Err(error) => {
                 tracing::debug!(%error, "cannot list events");
                 Vec::new()

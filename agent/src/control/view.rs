@@ -1,10 +1,16 @@
 //! Pure views for the control API: what `kubectl clearml status`, `tasks` and `describe task`
 //! show, computed from the pod cache, the dispatcher's snapshot and the config. No I/O.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use clearml_agent_proto::v1 as pb;
-use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::{Event, Pod},
+    jiff::Timestamp,
+};
 
 use clearml_agent_core::{
     config::AgentConfig,
@@ -15,6 +21,7 @@ use clearml_agent_core::{
 
 use crate::{
     dispatch::Snapshot,
+    k8s,
     lifecycle::{self, PodState},
 };
 
@@ -71,6 +78,28 @@ pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.as_second(),
         nanos: t.subsec_nanosecond(),
+    }
+}
+
+/// One Kubernetes event as `describe task` shows it: `source` is who reported it (a core/v1
+/// event's `source.component`, else the events.k8s.io-style `reportingComponent`:
+/// `default-scheduler`, `kubelet`), `object` what it is about.
+pub fn event(e: Event) -> pb::Event {
+    let last_seen = k8s::event_time(&e).map(timestamp);
+    let source = e
+        .source
+        .and_then(|s| s.component)
+        .filter(|c| !c.is_empty())
+        .or(e.reporting_component)
+        .unwrap_or_default();
+    pb::Event {
+        last_seen,
+        object: e.involved_object.name.unwrap_or_default(),
+        reason: e.reason.unwrap_or_default(),
+        message: e.message.unwrap_or_default(),
+        r#type: e.type_.unwrap_or_default(),
+        count: e.count.unwrap_or(1).max(0) as u32,
+        source,
     }
 }
 
@@ -153,7 +182,7 @@ pub fn task_summaries(
         let queue = cfg.queues.get(&served.name);
         let limit = queue.and_then(|q| q.settings.max_pods);
         let need = queue.map_or(1, |q| q.pods_per_task());
-        for task in snap.waiting.get(&served.id).into_iter().flatten() {
+        for entry in snap.waiting.get(&served.id).into_iter().flatten() {
             let reason = match limit {
                 Some(max) if need > max as usize => format!(
                     "waiting in ClearML queue {}: each task needs {need} pods but maxPods is {max}",
@@ -166,25 +195,45 @@ pub fn task_summaries(
                 _ => format!("waiting in ClearML queue {}", served.name),
             };
             out.push(pb::TaskSummary {
-                id: task.clone(),
+                id: entry.task.clone(),
                 queue: served.name.clone(),
                 phase: "Queued".into(),
                 pending_reason: reason,
+                created: entry.added.map(timestamp),
                 ..Default::default()
             });
         }
     }
-    for task in &snap.pending {
-        if !by_task.contains_key(task) {
+    for entry in &snap.pending {
+        if !by_task.contains_key(&entry.task) {
             out.push(pb::TaskSummary {
-                id: task.clone(),
+                id: entry.task.clone(),
                 phase: "Launching".into(),
                 pending_reason: "taken by the agent; its pod is being created".into(),
+                created: entry.added.map(timestamp),
                 ..Default::default()
             });
         }
     }
     out
+}
+
+/// The tasks of `rows` whose name is not known here (no pod carries it): those waiting in a
+/// queue or being launched; their names are read from ClearML.
+pub fn unnamed(rows: &[pb::TaskSummary]) -> Vec<String> {
+    rows.iter()
+        .filter(|t| t.name.is_empty() && t.pods.is_empty())
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+/// Fills the names of `rows` that have none from `names` (task id → name, as ClearML has them).
+pub fn fill_names(rows: &mut [pb::TaskSummary], names: &HashMap<String, String>) {
+    for row in rows.iter_mut().filter(|t| t.name.is_empty()) {
+        if let Some(name) = names.get(&row.id) {
+            row.name = name.clone();
+        }
+    }
 }
 
 /// A task's summary from its pods (`pods` is not empty).
@@ -246,13 +295,11 @@ pub fn summarize(task: &str, pods: &[Arc<Pod>]) -> pb::TaskSummary {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use clearml_agent_core::values::Values;
     use serde_json::json;
 
     use super::*;
-    use crate::clearml::Served;
+    use crate::{clearml::Served, dispatch::Entry};
 
     fn pod(name: &str, task: &str, queue: &str, gpus: u32, status: serde_json::Value) -> Arc<Pod> {
         let pod = json!({
@@ -280,6 +327,13 @@ mod tests {
         json!({"phase": "Succeeded"})
     }
 
+    fn entry(task: &str, added: Option<i64>) -> Entry {
+        Entry {
+            task: task.into(),
+            added: added.map(|s| Timestamp::from_second(s).expect("time")),
+        }
+    }
+
     fn world() -> (AgentConfig, Snapshot) {
         let values = Values::from_yaml(
             "agentk8sglue:\n  queues:\n    gpu:\n      queueSettings:\n        maxPods: 2\n    cpu: {}\n",
@@ -298,10 +352,10 @@ mod tests {
                 },
             ],
             waiting: HashMap::from([
-                ("G".into(), vec!["w1".into()]),
-                ("C".into(), vec!["w2".into()]),
+                ("G".into(), vec![entry("w1", Some(1_000))]),
+                ("C".into(), vec![entry("w2", None)]),
             ]),
-            pending: vec!["t1".into(), "p1".into()],
+            pending: vec![entry("t1", Some(500)), entry("p1", Some(2_000))],
             pending_queue: "P".into(),
             ..Default::default()
         };
@@ -375,6 +429,92 @@ mod tests {
         .map(|(id, phase, why)| (id.to_string(), (phase.to_string(), why.to_string())))
         .collect();
         assert_eq!(got, want);
+    }
+
+    /// Queued and launching tasks have no pod to carry their name and age: the age is their
+    /// queue entry's, the name is filled from what ClearML answered (those with pods keep theirs).
+    #[test]
+    fn tasks_without_pods_get_their_entry_age_and_the_names_passed_in() {
+        let (cfg, snap) = world();
+        let mut by_task = BTreeMap::new();
+        by_task.insert("t1".to_string(), vec![pod("a", "t1", "G", 1, running())]);
+        let mut rows = task_summaries(&cfg, &snap, &by_task);
+        let mut want_unnamed = vec!["w1", "w2", "p1"];
+        let mut got_unnamed = unnamed(&rows);
+        want_unnamed.sort();
+        got_unnamed.sort();
+        assert_eq!(got_unnamed, want_unnamed, "t1's name is on its pod");
+        let names = HashMap::from([
+            ("w1".to_string(), "first".to_string()),
+            ("p1".to_string(), "launching".to_string()),
+            ("t1".to_string(), "not used".to_string()),
+        ]);
+        fill_names(&mut rows, &names);
+        let got: BTreeMap<String, (String, Option<i64>)> = rows
+            .into_iter()
+            .map(|t| (t.id, (t.name, t.created.map(|c| c.seconds))))
+            .collect();
+        let want: BTreeMap<String, (String, Option<i64>)> = [
+            ("t1", "name of t1", Some(1_796_378_400)),
+            ("w1", "first", Some(1_000)),
+            ("w2", "", None),
+            ("p1", "launching", Some(2_000)),
+        ]
+        .into_iter()
+        .map(|(id, name, at)| (id.to_string(), (name.to_string(), at)))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_events_source_is_its_reporting_component() {
+        let cases = [
+            (
+                "core/v1 event",
+                json!({"source": {"component": "default-scheduler"}, "reportingComponent": ""}),
+                "default-scheduler",
+            ),
+            (
+                "both set",
+                json!({"source": {"component": "kubelet", "host": "node-1"}, "reportingComponent": "kubelet"}),
+                "kubelet",
+            ),
+            (
+                "events.k8s.io style",
+                json!({"source": {}, "reportingComponent": "default-scheduler"}),
+                "default-scheduler",
+            ),
+            (
+                "empty component",
+                json!({"source": {"component": ""}, "reportingComponent": "kubelet"}),
+                "kubelet",
+            ),
+            ("neither", json!({}), ""),
+        ];
+        for (what, fields, want) in cases {
+            let mut e = json!({
+                "metadata": {"name": "e1"},
+                "involvedObject": {"kind": "Pod", "name": "clearml-id-t-1"},
+                "reason": "FailedScheduling",
+                "message": "0/3 nodes are available",
+                "type": "Warning",
+                "count": 3,
+                "lastTimestamp": "2026-12-04T10:00:00Z",
+            });
+            for (k, v) in fields.as_object().expect("object") {
+                e[k] = v.clone();
+            }
+            let e: Event = serde_json::from_value(e).expect("event");
+            let got = event(e);
+            assert_eq!(got.source, want, "{what}");
+            assert_eq!(got.object, "clearml-id-t-1", "{what}");
+            assert_eq!(
+                (got.reason.as_str(), got.r#type.as_str(), got.count),
+                ("FailedScheduling", "Warning", 3),
+                "{what}"
+            );
+            assert_eq!(got.last_seen.map(|t| t.seconds), Some(1_796_378_400));
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Launching pending tasks: read their documents (one batched `tasks.get_all`), render their pods
 //! from the origin queue's template and create the pods the launch still lacks (adopting those it
-//! has), behind a write gate that pauses every pod write for a 429's `Retry-After` and backs off
+//! has; a multi-node task's rendezvous Service right after rank 0, owned by it), behind a write gate that pauses every pod write for a 429's `Retry-After` and backs off
 //! while a tick's writes all fail.
 
 use std::{
@@ -10,7 +10,7 @@ use std::{
 };
 
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 
 use clearml_agent_core::{
     contract,
@@ -19,7 +19,7 @@ use clearml_agent_core::{
 
 use crate::{
     clearml::{self, TaskDoc},
-    k8s::{self, Created, launch_of},
+    k8s::{self, Created, Ensured, launch_of},
     metrics::QueueLabels,
 };
 
@@ -350,16 +350,13 @@ impl Dispatcher {
                 };
             }
         };
-        let missing: Vec<&Pod> = rendered
-            .pods
-            .iter()
-            .filter(|pod| {
-                !existing
+        if rendered.service.is_none()
+            && rendered.pods.iter().all(|pod| {
+                existing
                     .iter()
                     .any(|e| e.metadata.name == pod.metadata.name)
             })
-            .collect();
-        if missing.is_empty() {
+        {
             return Launch::Adopted {
                 task,
                 launch_id,
@@ -369,78 +366,30 @@ impl Dispatcher {
         for w in &rendered.warnings {
             tracing::info!(%task, warning = %w, "task container argument ignored");
         }
-        if let Some(svc) = &rendered.service
-            && let Err(e) = self.kube.create_service(svc).await
-        {
-            return if e.is_permanent() {
-                Launch::Failed {
-                    task,
-                    reason: format!("k8s agent: {e}"),
-                    category: "Create",
-                }
-            } else {
-                Launch::Retry {
-                    task,
-                    retry_after: e.retry_after(),
-                    why: e.to_string(),
-                }
-            };
-        }
+        // Rank 0 first (render lists the pods by rank), then the rendezvous Service owned by it
+        // (the cluster deletes it with rank 0 should the agent not), then the other ranks. A retry
+        // of a launch cut short adopts what exists and creates the rest in the same order.
         let mut adopted = true;
-        for pod in missing {
-            if self.gate.paused() {
-                return Launch::Paused;
-            }
-            let started = Instant::now();
-            let result = self.kube.create_pod(pod).await;
-            self.metrics
-                .kube_latency
-                .observe(started.elapsed().as_secs_f64());
-            match result {
-                Ok(Created::New) => adopted = false,
-                Ok(Created::Exists(existing)) => {
-                    let same_task = existing
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(contract::LABEL_TASK_ID))
-                        .is_some_and(|t| *t == task);
-                    if !same_task {
-                        return Launch::Failed {
-                            task,
-                            reason: format!(
-                                "k8s agent: a pod named {} already exists and belongs to something else",
-                                existing.metadata.name.clone().unwrap_or_default()
-                            ),
-                            category: "NameTaken",
-                        };
+        for (i, pod) in rendered.pods.iter().enumerate() {
+            let had = existing
+                .iter()
+                .find(|e| e.metadata.name == pod.metadata.name);
+            let created = match had {
+                Some(_) => None,
+                None => match self.create_pod(&task, &launch_id, pod).await {
+                    Ok(created) => {
+                        adopted = false;
+                        Some(created)
                     }
-                    if launch_of(&existing) != Some(launch_id.as_str()) {
-                        // left from an earlier run: removed by the next tick, then launched
-                        return Launch::Retry {
-                            task,
-                            why: "a pod of an earlier run still exists".into(),
-                            retry_after: None,
-                        };
-                    }
-                }
-                Err(e) if e.is_permanent() => {
-                    return Launch::Failed {
-                        task,
-                        reason: format!("k8s agent: the pod was refused: {}", e.message()),
-                        category: "Create",
-                    };
-                }
-                Err(e) => {
-                    if let Some(wait) = e.retry_after() {
-                        self.gate.pause(wait); // stops the rest of this batch too
-                    }
-                    return Launch::Retry {
-                        task,
-                        retry_after: e.retry_after(),
-                        why: e.to_string(),
-                    };
-                }
+                    Err(outcome) => return outcome,
+                },
+            };
+            if i == 0
+                && let Some(svc) = &rendered.service
+                && let Some(rank0) = created.as_ref().or(had.map(|p| p.as_ref()))
+                && let Err(outcome) = self.ensure_service(&task, svc, rank0, had.is_some()).await
+            {
+                return outcome;
             }
         }
         if adopted {
@@ -455,6 +404,111 @@ impl Dispatcher {
                 launch_id,
                 queue: served.name.clone(),
                 origin,
+            }
+        }
+    }
+
+    /// Creates one pod of a launch; returns it as the API server holds it (created now, or the
+    /// same launch's pod found under its name), else what the launch comes to.
+    async fn create_pod(&self, task: &str, launch_id: &str, pod: &Pod) -> Result<Pod, Launch> {
+        if self.gate.paused() {
+            return Err(Launch::Paused);
+        }
+        let started = Instant::now();
+        let result = self.kube.create_pod(pod).await;
+        self.metrics
+            .kube_latency
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Created::New(created)) => Ok(*created),
+            Ok(Created::Exists(existing)) => {
+                let same_task = existing
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(contract::LABEL_TASK_ID))
+                    .is_some_and(|t| t == task);
+                if !same_task {
+                    return Err(Launch::Failed {
+                        task: task.to_string(),
+                        reason: format!(
+                            "k8s agent: a pod named {} already exists and belongs to something else",
+                            existing.metadata.name.clone().unwrap_or_default()
+                        ),
+                        category: "NameTaken",
+                    });
+                }
+                if launch_of(&existing) != Some(launch_id) {
+                    // left from an earlier run: removed by the next tick, then launched
+                    return Err(Launch::Retry {
+                        task: task.to_string(),
+                        why: "a pod of an earlier run still exists".into(),
+                        retry_after: None,
+                    });
+                }
+                Ok(*existing)
+            }
+            Err(e) if e.is_permanent() => Err(Launch::Failed {
+                task: task.to_string(),
+                reason: format!("k8s agent: the pod was refused: {}", e.message()),
+                category: "Create",
+            }),
+            Err(e) => {
+                if let Some(wait) = e.retry_after() {
+                    self.gate.pause(wait); // stops the rest of this batch too
+                }
+                Err(Launch::Retry {
+                    task: task.to_string(),
+                    retry_after: e.retry_after(),
+                    why: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Makes the multi-node rendezvous Service `svc` exist, owned by the task's rank-0 pod `rank0`
+    /// (as the API server holds it). `adopting`: rank 0 was there before this launch attempt, so
+    /// the Service most likely is too; it is read first and written only if missing or not owned.
+    async fn ensure_service(
+        &self,
+        task: &str,
+        svc: &Service,
+        rank0: &Pod,
+        adopting: bool,
+    ) -> Result<(), Launch> {
+        let Some(owner) = k8s::owned_by(rank0) else {
+            return Err(Launch::Retry {
+                task: task.to_string(),
+                why: "rank 0 has no uid yet".into(),
+                retry_after: None,
+            });
+        };
+        let mut svc = svc.clone();
+        svc.metadata.owner_references = Some(vec![owner]);
+        match self.kube.ensure_service(&svc, adopting).await {
+            Ok(Ensured::Ready) => Ok(()),
+            Ok(Ensured::Taken(existing)) => Err(Launch::Failed {
+                task: task.to_string(),
+                reason: format!(
+                    "k8s agent: a Service named {} already exists and belongs to something else",
+                    existing.metadata.name.clone().unwrap_or_default()
+                ),
+                category: "NameTaken",
+            }),
+            Err(e) if e.is_permanent() => Err(Launch::Failed {
+                task: task.to_string(),
+                reason: format!("k8s agent: {e}"),
+                category: "Create",
+            }),
+            Err(e) => {
+                if let Some(wait) = e.retry_after() {
+                    self.gate.pause(wait);
+                }
+                Err(Launch::Retry {
+                    task: task.to_string(),
+                    retry_after: e.retry_after(),
+                    why: e.to_string(),
+                })
             }
         }
     }

@@ -30,6 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use k8s_openapi::jiff::Timestamp;
 use parking_lot::RwLock;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -57,15 +58,25 @@ const STATUS_REFRESH: Duration = Duration::from_secs(2);
 /// ClearML caps `get_all` results per call.
 const GET_ALL_CHUNK: usize = 500;
 
+/// A queue entry as the last tick read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Task id.
+    pub task: String,
+    /// When the task entered the queue (the entry's `added`), if it reads as a time.
+    pub added: Option<Timestamp>,
+}
+
 /// What the last tick saw, for the control API: served queues and the head of each queue.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Served queues, in config order.
     pub served: Vec<Served>,
-    /// Task ids waiting in each served queue (by queue id; at most one batch each).
-    pub waiting: HashMap<String, Vec<String>>,
-    /// Task ids in the pending queue.
-    pub pending: Vec<String>,
+    /// The tasks waiting in each served queue, in queue order (by queue id; at most one batch
+    /// each).
+    pub waiting: HashMap<String, Vec<Entry>>,
+    /// The tasks in the pending queue.
+    pub pending: Vec<Entry>,
     /// Pending queue id.
     pub pending_queue: String,
     /// The worker id in use (a changed `workerId` applies after a restart).
@@ -167,7 +178,7 @@ pub struct Dispatcher {
     statuses: StatusCache,
     /// Project names by id (for the pods' annotations and worker ids).
     projects: HashMap<String, String>,
-    /// Rotates the queue the fair pick starts from.
+    /// Rotates the queue the fair order (`queueOrder: fair`) starts from.
     offset: usize,
     /// Pauses pod writes (429 Retry-After, backoff after failing ticks).
     gate: WriteGate,

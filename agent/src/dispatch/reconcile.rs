@@ -237,7 +237,10 @@ impl Dispatcher {
         self.launched.remove(task);
     }
 
-    /// Deletes a task's pods (`all`: finished ones too) and its rendezvous Service.
+    /// Deletes a task's pods (`all`: finished ones too) and, for a multi-node task, its
+    /// rendezvous Service: whenever its pods are deleted (abort, failure, cleanup, a stale run) the
+    /// Service goes too, even while finished pods are kept for their TTL. (It is also owned by rank
+    /// 0, so the cluster's garbage collector removes it with that pod should this call fail.)
     pub(super) async fn delete_task_pods(&mut self, task: &str, pods: &[Arc<Pod>], all: bool) {
         self.deleting.insert(task.to_string());
         let mut multi = false;
@@ -257,7 +260,6 @@ impl Dispatcher {
             }
         }
         if multi
-            && all
             && let Err(error) = self
                 .kube
                 .delete_service(&render::pod_name(task, None))

@@ -8,16 +8,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 
-use clearml_agent_core::contract::LABEL_QUEUE_ID;
+use clearml_agent_core::{contract::LABEL_QUEUE_ID, values::QueueOrder};
 
 use crate::{
     clearml::{self, Served},
     k8s::{self, launch_of},
     lifecycle,
-    schedule::{self, QueueWork},
+    schedule::{self, Order, QueueWork},
 };
 
-use super::{Dispatcher, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message};
+use super::{Dispatcher, Entry, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message};
 
 /// Most tasks taken per tick (bounds the size of each ClearML request).
 pub(super) const BATCH: usize = 500;
@@ -55,6 +55,8 @@ pub(super) struct Limit {
     pub max_pods: Option<u32>,
     /// Pods one of its tasks is made of (the ranks of its `multiNode` layout, else 1).
     pub pods_per_task: usize,
+    /// `queueSettings.priority` (0 when unset).
+    pub priority: i32,
 }
 
 /// Everything one tick decides from.
@@ -76,8 +78,8 @@ pub(super) struct TickState<'a> {
     pub max_pods: Option<u32>,
     /// Most tasks to launch and take in all.
     pub budget: usize,
-    /// Queue the fair pick starts from.
-    pub offset: usize,
+    /// How the queues share the takes (the fair order's rotating offset included).
+    pub order: Order,
 }
 
 /// What one tick does.
@@ -135,6 +137,8 @@ pub(super) fn plan(s: &TickState<'_>) -> Plan {
         .iter()
         .zip(s.waiting)
         .map(|((queue, limit), waiting)| QueueWork {
+            name: &queue.name,
+            priority: limit.priority,
             waiting,
             // tasks that fit: the pods left under maxPods, in whole tasks
             free: limit.max_pods.map(|m| {
@@ -151,7 +155,7 @@ pub(super) fn plan(s: &TickState<'_>) -> Plan {
             out.too_big.push((i, limit.pods_per_task, max));
         }
     }
-    let picks = schedule::decide(&work, s.budget.saturating_sub(out.launch.len()), s.offset);
+    let picks = schedule::decide(&work, s.budget.saturating_sub(out.launch.len()), s.order);
     // the global maxPods, in the order of the picks
     let mut global_free = s
         .max_pods
@@ -195,6 +199,10 @@ impl Dispatcher {
             .iter()
             .map(|s| entries_of(&s.id).iter().map(|e| e.task.clone()).collect())
             .collect();
+        let entry = |e: &clearml::QueueEntry| Entry {
+            task: e.task.clone(),
+            added: e.added_at(),
+        };
         // origins are kept while a task is pending or launched
         let in_pending: HashSet<&str> = pending.iter().map(|(t, _)| t.as_str()).collect();
         self.origin
@@ -213,10 +221,17 @@ impl Dispatcher {
                 let limit = Limit {
                     max_pods: q.and_then(|q| q.settings.max_pods),
                     pods_per_task: q.map_or(1, |q| q.pods_per_task()),
+                    priority: q.and_then(|q| q.settings.priority).unwrap_or(0),
                 };
                 (s, limit)
             })
             .collect();
+        let order = match self.cfg.queue_order {
+            QueueOrder::Fair => Order::Fair {
+                offset: self.offset,
+            },
+            QueueOrder::Priority => Order::Priority,
+        };
         let plan = plan(&TickState {
             served: &served,
             waiting: &waiting,
@@ -226,7 +241,7 @@ impl Dispatcher {
             origin: &self.origin,
             max_pods: self.cfg.max_pods,
             budget: BATCH,
-            offset: self.offset,
+            order,
         });
         self.offset = self.offset.wrapping_add(1);
         {
@@ -234,10 +249,9 @@ impl Dispatcher {
             snap.waiting = self
                 .served
                 .iter()
-                .zip(&waiting)
-                .map(|(s, w)| (s.id.clone(), w.clone()))
+                .map(|s| (s.id.clone(), entries_of(&s.id).iter().map(entry).collect()))
                 .collect();
-            snap.pending = pending.iter().map(|(t, _)| t.clone()).collect();
+            snap.pending = entries_of(&self.pending_queue).iter().map(entry).collect();
         }
         self.explain_too_big(&plan.too_big, &waiting).await;
         for task in &plan.stale {
@@ -597,6 +611,7 @@ mod tests {
             let limit = |i: usize| Limit {
                 max_pods: c.max_pods[i],
                 pods_per_task: c.pods_per_task[i],
+                priority: 0,
             };
             let served = [(&a, limit(0)), (&b, limit(1))];
             let waiting = [strings(c.waiting[0]), strings(c.waiting[1])];
@@ -615,9 +630,60 @@ mod tests {
                 origin: &origin,
                 max_pods: c.global,
                 budget: c.budget,
-                offset: 0,
+                order: Order::Fair { offset: 0 },
             });
             assert_eq!(got, c.want, "{}", c.name);
         }
+    }
+
+    /// The priority order reaches the pick with each queue's priority and what it may still start
+    /// (live pods and launches in flight counted against `maxPods`).
+    #[test]
+    fn plan_takes_by_priority_from_the_queues_with_room() {
+        let (a, b, c) = (served("A"), served("B"), served("C"));
+        let limit = |max_pods, priority| Limit {
+            max_pods,
+            pods_per_task: 1,
+            priority,
+        };
+        let served = [
+            (&a, limit(None, 0)),
+            (&b, limit(Some(2), 10)),
+            (&c, limit(None, 5)),
+        ];
+        let waiting = [
+            strings(&["a1", "a2"]),
+            strings(&["b1", "b2"]),
+            strings(&["c1"]),
+        ];
+        // B has one live pod and one task in flight: it is full
+        let pods: BTreeMap<String, Vec<PodFacts<'_>>> =
+            [("x".to_string(), vec![pod("l", "B", true)])].into();
+        let pending = pairs(&[("p", "l1")]);
+        let (launched, origin) = (map(&[("x", "l")]), map(&[("p", "B")]));
+        let state = |budget, order| TickState {
+            served: &served,
+            waiting: &waiting,
+            pending: &pending,
+            pods: &pods,
+            launched: &launched,
+            origin: &origin,
+            max_pods: None,
+            budget,
+            order,
+        };
+        let got = plan(&state(3, Order::Priority));
+        assert_eq!(got.launch, pairs(&[("p", "l1")]));
+        assert_eq!(
+            got.take,
+            vec![(2, "c1".to_string()), (0, "a1".to_string())],
+            "C (5) before A (0); B (10) is at maxPods; the launch used one of the budget"
+        );
+        let got = plan(&state(3, Order::Fair { offset: 0 }));
+        assert_eq!(
+            got.take,
+            vec![(0, "a1".to_string()), (2, "c1".to_string())],
+            "fair: config order from the offset"
+        );
     }
 }

@@ -184,6 +184,9 @@ pub struct AgentValues {
     /// The agent's ClearML worker id (default `k8s-agent:<namespace>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+    /// How the served queues share each tick's takes (default `fair`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_order: Option<QueueOrder>,
     /// Seconds between queue polls when there is no work (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_seconds: Option<f64>,
@@ -200,6 +203,19 @@ pub struct AgentValues {
     /// [`DEFAULT_CLEARML_AGENT_VERSION`]), e.g. `==3.0.3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clearml_agent_version: Option<String>,
+}
+
+/// `agentk8sglue.queueOrder`: how the served queues share the tasks taken in a tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueOrder {
+    /// Round-robin, one task per queue per round, from a rotating first queue: a busy queue never
+    /// starves the others.
+    #[default]
+    Fair,
+    /// Highest `queueSettings.priority` first (ties by queue name): a queue is served only while
+    /// every queue above it is empty or at its `maxPods` (a ClearML agent's `--queue A B`).
+    Priority,
 }
 
 /// `agentk8sglue.queues.<name>`.
@@ -234,6 +250,10 @@ pub struct QueueSettings {
     /// Keep the image's entrypoint: no command or args are set (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_image_entrypoint: Option<bool>,
+    /// With `queueOrder: priority`, queues with a higher priority are served first (default 0;
+    /// ties by queue name). Ignored by the `fair` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
 }
 
 /// A pod template (`basePodTemplate` and each queue's `templateOverrides`): pod-level fields and

@@ -70,6 +70,8 @@ pub struct EventView {
     pub type_: String,
     /// Reason.
     pub reason: String,
+    /// Who reported it (`default-scheduler`, `kubelet`); empty from an agent that does not say.
+    pub source: String,
     /// The object it is about.
     pub object: String,
     /// Message.
@@ -107,6 +109,7 @@ fn event_view(e: Event) -> EventView {
         last_seen: to_time(e.last_seen.as_ref()),
         type_: e.r#type,
         reason: e.reason,
+        source: e.source,
         object: e.object,
         message: e.message,
         count: e.count,
@@ -179,16 +182,27 @@ impl Tabular for TaskDetailView {
                 } else {
                     seen
                 };
-                vec![
-                    e.type_.clone(),
-                    e.reason.clone(),
-                    seen,
-                    e.object.clone(),
-                    e.message.clone(),
-                ]
+                // FROM is who reported it, as kubectl describe shows; an older agent does not
+                // say, and the object is the next best thing
+                let from = if e.source.is_empty() {
+                    &e.object
+                } else {
+                    &e.source
+                };
+                let mut row = vec![e.type_.clone(), e.reason.clone(), seen, from.clone()];
+                if wide {
+                    row.push(or_none(&e.object));
+                }
+                row.push(e.message.clone());
+                row
             })
             .collect();
-        write_indented(&["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], &rows, out)
+        let headers: &[&str] = if wide {
+            &["TYPE", "REASON", "AGE", "FROM", "OBJECT", "MESSAGE"]
+        } else {
+            &["TYPE", "REASON", "AGE", "FROM", "MESSAGE"]
+        };
+        write_indented(headers, &rows, out)
     }
 }
 
@@ -234,17 +248,32 @@ mod tests {
                     exit_code: None,
                     rank: 0,
                 }],
-                events: vec![Event {
-                    reason: "FailedScheduling".into(),
-                    message: "0/2 nodes are available".into(),
-                    r#type: "Warning".into(),
-                    object: "pod/clearml-id-abc".into(),
-                    last_seen: Some(prost_types::Timestamp {
-                        seconds: 30,
-                        nanos: 0,
-                    }),
-                    count: 3,
-                }],
+                events: vec![
+                    Event {
+                        reason: "FailedScheduling".into(),
+                        message: "0/2 nodes are available".into(),
+                        r#type: "Warning".into(),
+                        object: "clearml-id-abc".into(),
+                        last_seen: Some(prost_types::Timestamp {
+                            seconds: 30,
+                            nanos: 0,
+                        }),
+                        count: 3,
+                        source: "default-scheduler".into(),
+                    },
+                    Event {
+                        reason: "Pulling".into(),
+                        message: "Pulling image \"python:3.11\"".into(),
+                        r#type: "Normal".into(),
+                        object: "clearml-id-abc".into(),
+                        last_seen: Some(prost_types::Timestamp {
+                            seconds: 80,
+                            nanos: 0,
+                        }),
+                        count: 1,
+                        source: String::new(),
+                    },
+                ],
             },
             DateTime::from_timestamp(90, 0).expect("time"),
         )
@@ -275,6 +304,30 @@ mod tests {
         );
     }
 
+    /// FROM is the event's source (the scheduler, the kubelet), the object when the agent does
+    /// not say (an older agent); `-o wide` adds the object.
+    #[test]
+    fn describe_events_come_from_their_source() {
+        let render = |format| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            output::render(&detail(), format, &mut out, &mut err).expect("render");
+            let text = String::from_utf8(out).expect("utf8");
+            text.split("Events:\n").nth(1).expect("events").to_string()
+        };
+        assert_eq!(
+            render(OutputFormat::Table),
+            "  TYPE      REASON             AGE        FROM                MESSAGE\n  \
+             Warning   FailedScheduling   60s (x3)   default-scheduler   0/2 nodes are available\n  \
+             Normal    Pulling            10s        clearml-id-abc      Pulling image \"python:3.11\"\n"
+        );
+        assert_eq!(
+            render(OutputFormat::Wide),
+            "  TYPE      REASON             AGE        FROM                OBJECT           MESSAGE\n  \
+             Warning   FailedScheduling   60s (x3)   default-scheduler   clearml-id-abc   0/2 nodes are available\n  \
+             Normal    Pulling            10s        clearml-id-abc      clearml-id-abc   Pulling image \"python:3.11\"\n"
+        );
+    }
+
     #[test]
     fn describe_json_keeps_exit_codes_and_event_type() {
         let mut d = detail();
@@ -284,6 +337,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["pods"][0]["exit_code"], 137);
         assert_eq!(v["events"][0]["type"], "Warning");
+        assert_eq!(v["events"][0]["source"], "default-scheduler");
+        assert_eq!(v["events"][0]["object"], "clearml-id-abc");
         assert_eq!(
             v["task"]["pending_reason"],
             "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."

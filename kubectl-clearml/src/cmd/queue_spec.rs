@@ -32,6 +32,7 @@ pub fn has_changes(flags: &QueueSpecArgs) -> bool {
         use_image_entrypoint,
         worker_id_template,
         multi_node,
+        priority,
         file: _,
         dry_run: _,
     } = flags;
@@ -47,6 +48,7 @@ pub fn has_changes(flags: &QueueSpecArgs) -> bool {
         || use_image_entrypoint.is_some()
         || worker_id_template.is_some()
         || !multi_node.is_empty()
+        || priority.is_some()
 }
 
 /// The lists the flags change (by path in the queue entry).
@@ -126,6 +128,9 @@ pub fn apply_flags(doc: &mut Value, flags: &QueueSpecArgs) {
     }
     if !flags.multi_node.is_empty() {
         set_path(doc, &settings("multiNode"), json!(flags.multi_node));
+    }
+    if let Some(p) = flags.priority {
+        set_path(doc, &settings("priority"), json!(p));
     }
 }
 
@@ -246,6 +251,7 @@ mod tests {
                     a.use_image_entrypoint = Some(false);
                     a.worker_id_template = Some("k8s:myGroup:{task_id}".into());
                     a.multi_node = vec![4, 2];
+                    a.priority = Some(-3);
                 }),
                 json!({"queueSettings": {
                     "maxPods": 10,
@@ -253,6 +259,7 @@ mod tests {
                     "useImageEntrypoint": false,
                     "customWorkerIdTemplate": "k8s:myGroup:{task_id}",
                     "multiNode": [4, 2],
+                    "priority": -3,
                 }}),
             ),
             (QueueSpecArgs::default(), json!({})),
@@ -362,5 +369,6 @@ mod tests {
         assert!(!has_changes(&flags(|a| a.dry_run = true)));
         assert!(has_changes(&flags(|a| a.use_image_entrypoint = Some(true))));
         assert!(has_changes(&flags(|a| a.multi_node = vec![1])));
+        assert!(has_changes(&flags(|a| a.priority = Some(0))));
     }
 }

@@ -124,7 +124,7 @@ fn role_grants_exactly_what_the_agent_calls_and_nothing_cluster_scoped() {
         role.rules.expect("rules"),
         vec![
             rule("pods", &["get", "list", "watch", "create", "delete"]),
-            rule("services", &["create", "delete"]),
+            rule("services", &["get", "create", "patch", "delete"]),
             rule("configmaps", &["get", "list", "watch", "update"]),
             rule("events", &["list"]),
             PolicyRule {

@@ -660,6 +660,122 @@ async fn abort_deletes_the_pods_and_ttl_cleans_finished_ones() {
     env.pod_gone(&format!("clearml-id-{finished}")).await;
 }
 
+/// A multi-node task's rendezvous Service is owned by its rank-0 pod (so the cluster's garbage
+/// collector removes it with the pods) and the agent deletes it whenever it deletes the task's
+/// pods: on abort and on failure. A launch cut short after rank 0 (the Service's create failed)
+/// is finished by the next tick: rank 0 is adopted, not created twice; a Service of the task left
+/// without an owner (an older agent) is adopted and given its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_node_rendezvous_service_is_owned_by_rank_0_and_deleted_with_the_pods() {
+    let env = Env::new(SimOptions::default()).await;
+    let values = "agentk8sglue:\n  createQueues: true\n  queues:\n    multi:\n      queueSettings:\n        multiNode: [2, 2]\n";
+    let _agent = env.agent(values).await;
+    let ranks = |task: &str| [0, 1].map(|r| format!("clearml-id-{task}-{r}"));
+    let service = |task: &str| format!("clearml-id-{task}");
+    let launched = |task: String| {
+        let env = &env;
+        async move {
+            env.kube
+                .wait_for(WAIT, |v| {
+                    let pods: Vec<Value> = ranks(&task)
+                        .iter()
+                        .filter_map(|n| v.get("pods", NS, n).cloned())
+                        .collect();
+                    let svc = v.get("services", NS, &service(&task)).cloned();
+                    (pods.len() == 2).then_some(pods).zip(svc)
+                })
+                .await
+                .unwrap_or_else(|_| panic!("task {task}: two rank pods and a Service"))
+        }
+    };
+
+    // the first Service create fails once: the launch is retried and adopts its rank 0
+    env.kube.inject(
+        clearml_doubles::k8s::RequestMatch::any()
+            .verb("create")
+            .resource("services"),
+        clearml_doubles::k8s::Fault::Status(500),
+        1,
+    );
+    let pending = env.enqueue("multi-pending", "multi", "sim/unschedulable");
+    let owned_by_rank_0 = |(pods, svc): (Vec<Value>, Value)| {
+        assert_eq!(
+            svc.pointer("/metadata/ownerReferences"),
+            Some(&json!([{
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": s(&pods[0], "/metadata/name"),
+                "uid": s(&pods[0], "/metadata/uid"),
+            }])),
+            "the Service is owned by rank 0: {svc:#}"
+        );
+    };
+    owned_by_rank_0(launched(pending.clone()).await);
+    assert_eq!(
+        env.kube
+            .requests()
+            .iter()
+            .filter(|r| r.is("create", "services") && r.status >= 500)
+            .count(),
+        1,
+        "the injected fault was hit"
+    );
+
+    // a Service of the task without an owner (left by an older agent): adopted, owner set
+    let unowned = env
+        .clearml
+        .create_task(
+            "multi-unowned",
+            json!({"type": "training", "container": {"image": "sim/unschedulable"}}),
+        )
+        .expect("task created");
+    env.kube
+        .create(
+            "services",
+            NS,
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": service(&unowned), "labels": {"clearml-task-id": unowned}},
+                "spec": {"clusterIP": "None", "ports": [{"port": 29500}]}}),
+        )
+        .expect("service");
+    env.clearml
+        .enqueue(&unowned, &env.queue("multi"))
+        .expect("enqueued");
+    owned_by_rank_0(launched(unowned.clone()).await);
+
+    let running = env.enqueue("multi-running", "multi", "sim/hang");
+    let failing = env.enqueue("multi-failing", "multi", "sim/pull-error");
+    for task in [&running, &failing] {
+        launched(task.clone()).await;
+    }
+    env.task_status(&running, "in_progress").await;
+    // abort (a running and a pending task) and failure (an image that cannot be pulled)
+    for task in [&running, &pending, &unowned] {
+        env.clearml
+            .call("tasks.stop", json!({"task": task}))
+            .expect("stop");
+    }
+    env.task_status(&failing, "failed").await;
+    for task in [&running, &pending, &unowned, &failing] {
+        for pod in ranks(task) {
+            env.pod_gone(&pod).await;
+        }
+        let name = service(task);
+        env.kube
+            .wait_for(WAIT, |v| {
+                v.get("services", NS, &name).is_none().then_some(())
+            })
+            .await
+            .unwrap_or_else(|_| panic!("Service {name} left behind"));
+    }
+    // (the request log, read last: its entries land after the objects)
+    assert_eq!(
+        env.pod_creations(),
+        8,
+        "two ranks for each of four tasks, each created once (rank 0 of the retried launch adopted)"
+    );
+}
+
 /// Kill the agent with SIGKILL at random moments while 500 tasks flow, one in five waiting for
 /// GPUs; every task must get exactly one pod and finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

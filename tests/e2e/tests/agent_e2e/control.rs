@@ -257,7 +257,8 @@ async fn gpu_reporting_status_describe_and_render() {
     assert!(
         detail.events.iter().any(|e| e.reason == "FailedScheduling"
             && e.r#type == "Warning"
-            && e.message.contains("0/3 nodes")),
+            && e.message.contains("0/3 nodes")
+            && e.source == "default-scheduler"),
         "{:?}",
         detail.events
     );
@@ -292,6 +293,26 @@ async fn gpu_reporting_status_describe_and_render() {
         .into_inner()
         .tasks;
     assert_eq!(tasks.len(), 2, "{tasks:?}");
+    // a task waiting in its ClearML queue has its name (read from ClearML) and its age (since it
+    // entered the queue)
+    let queued = tasks
+        .iter()
+        .find(|t| t.id == waiting)
+        .expect("the waiting task is listed");
+    assert_eq!(
+        (queued.phase.as_str(), queued.name.as_str()),
+        ("Queued", "waiting-task"),
+        "{queued:?}"
+    );
+    let added = queued.created.expect("the queued task has an age").seconds;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(
+        (now - 120..=now + 1).contains(&added),
+        "entered its queue at {added}, now is {now}"
+    );
 
     let rendered = api
         .render_pod(pb::RenderPodRequest {

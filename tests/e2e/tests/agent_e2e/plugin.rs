@@ -257,12 +257,18 @@ async fn plugin_steers_the_agent_end_to_end() {
     let deadline = Instant::now() + WAIT;
     loop {
         let out = kc.ok(&["describe", "task", &stuck]);
-        if out.contains("0/3 nodes are available") {
+        // the events table says who reported each event (FROM)
+        let scheduled = out.lines().find(|l| l.contains("FailedScheduling"));
+        if out.contains("0/3 nodes are available") && scheduled.is_some() {
+            assert!(
+                scheduled.is_some_and(|l| l.contains("default-scheduler")),
+                "{out}"
+            );
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "describe never showed the scheduler's message:\n{out}"
+            "describe never showed the scheduler's message and event:\n{out}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

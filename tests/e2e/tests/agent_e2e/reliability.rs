@@ -126,8 +126,13 @@ fn role_rules() -> std::collections::BTreeSet<(String, String, String)> {
     out
 }
 
-/// Verbs the agent calls only on error paths (adopting a pod after `AlreadyExists` reads it).
-const ERROR_PATH_ONLY: &[(&str, &str, &str)] = &[("", "pods", "get")];
+/// Verbs the agent calls only on error or restart paths (adopting a pod after `AlreadyExists`
+/// reads it; adopting a rendezvous Service reads it and sets its owner if it has not that one).
+const ERROR_PATH_ONLY: &[(&str, &str, &str)] = &[
+    ("", "pods", "get"),
+    ("", "services", "get"),
+    ("", "services", "patch"),
+];
 
 /// The Role grants exactly what the agent calls: every call recorded while the agent dispatches
 /// (single and multi-node), cleans up, serves the control API and holds its lease is allowed, and

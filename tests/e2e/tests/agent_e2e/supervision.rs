@@ -6,25 +6,6 @@ use super::*;
 
 const VALUES: &str = "agentk8sglue:\n  createQueues: true\n  queues:\n    supervised: {}\n";
 
-/// The agent's log without its colours (ANSI escape sequences).
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters… final byte (a letter)
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Lines of the agent's (plain-format) log written at error level.
 fn error_lines(log: &str) -> Vec<&str> {
     log.lines().filter(|l| l.contains(" ERROR ")).collect()
@@ -42,7 +23,7 @@ async fn the_agent_exits_non_zero_when_the_control_api_cannot_run() {
         .push(("CLEARML_AGENT_GRPC_ADDR".into(), addr.to_string()));
     let mut agent = AgentProcess::spawn(&spec).expect("agent starts");
     let status = agent.wait_exit(WAIT).expect("the agent exits by itself");
-    let log = plain(&agent.log_text());
+    let log = agent.log_text();
     assert!(!status.success(), "exit status {status}:\n{log}");
     let failure = format!("control API failed: cannot listen on {addr}");
     let errors = error_lines(&log);
@@ -76,7 +57,7 @@ async fn sigterm_drains_and_exits_zero_releasing_the_lease() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let status = agent.terminate(WAIT).expect("the agent exits on SIGTERM");
-    let log = plain(&agent.log_text());
+    let log = agent.log_text();
     assert!(status.success(), "exit status {status}:\n{log}");
     assert_eq!(error_lines(&log), Vec::<&str>::new(), "{log}");
     assert_eq!(reliability::holder(&env), None, "lease released:\n{log}");
@@ -84,5 +65,25 @@ async fn sigterm_drains_and_exits_zero_releasing_the_lease() {
         env.clearml.workers().is_empty(),
         "worker unregistered: {:#?}",
         env.clearml.workers()
+    );
+}
+
+/// Off a terminal (the harness writes the agent's stderr to a file, as Kubernetes does) the log
+/// is plain text: no ANSI colour escapes around levels, spans or fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_has_no_colour_escapes_off_a_terminal() {
+    let env = Env::new(SimOptions::default()).await;
+    let mut agent = env.agent(VALUES).await;
+    let task = env.enqueue("logged", "supervised", "");
+    env.task_status(&task, "completed").await;
+    agent.terminate(WAIT).expect("the agent exits on SIGTERM");
+    let log = agent.log_text();
+    assert!(
+        !log.contains("\u{1b}["),
+        "colour escapes in a log written to a file:\n{log:?}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains(" INFO ")),
+        "the log has info lines:\n{log}"
     );
 }
