@@ -18,6 +18,7 @@
 //! pending entry it serves, so a retry finds (and adopts) its own pod instead of making a second.
 //! The in-pod `clearml-agent execute --require-queue` dequeues the task when it starts.
 
+mod gate;
 mod launch;
 mod origin;
 mod reconcile;
@@ -45,7 +46,7 @@ use crate::{
     k8s::{Kube, PodStore},
     metrics::Metrics,
 };
-use launch::WriteGate;
+use gate::WriteGate;
 use statuses::StatusCache;
 
 /// `status_reason` of tasks waiting in the pending queue (the Python glue's, so the UI reads the
