@@ -746,14 +746,58 @@ fn typed<T: DeserializeOwned>(base: &str, doc: &Value) -> Result<T, FieldError> 
         let inner = e.path().to_string();
         let path = join(base, if inner == "." { "" } else { &inner });
         let message = e.inner().to_string();
-        // The path already ends with the unknown key; serde's list of expected keys is noise.
-        let message = if message.starts_with("unknown field `") {
-            "unknown key".to_string()
-        } else {
-            message
+        // The path already ends with the unknown key; serde's whole list of expected keys is
+        // noise, but the closest one is what a typo meant.
+        let message = match unknown_field(&message) {
+            Some((key, expected)) => match closest_key(key, &expected) {
+                Some(near) => format!("unknown key; did you mean {near}?"),
+                None => "unknown key".to_string(),
+            },
+            None => message,
         };
         FieldError::new(path, message)
     })
+}
+
+/// The unknown key and the expected ones from serde's "unknown field `x`, expected one of `a`,
+/// `b`" (or "expected `a` or `b`", or "there are no fields").
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected = rest.split('`').skip(1).step_by(2).collect();
+    Some((key, expected))
+}
+
+/// The known key a typo most likely meant: the nearest by edit distance (ignoring case), if it is
+/// near enough to be a typo (at most 2 edits, and fewer than half the key's letters).
+fn closest_key<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let key = key.to_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&key, &k.to_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2 && *d * 2 < key.chars().count().max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// k8s-openapi types ignore unknown fields; anything present in `doc` but absent after a

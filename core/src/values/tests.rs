@@ -451,3 +451,37 @@ fn a_10_mb_values_file_is_refused_before_parsing() {
     assert_eq!(e.path, "(root)");
     assert!(e.message.contains("must fit in a ConfigMap"), "{e}");
 }
+
+/// A typo of a known key is refused with the key it most likely meant; anything else is just
+/// unknown.
+#[test]
+fn unknown_keys_suggest_the_closest_known_key() {
+    for (yaml, want) in [
+        (
+            "agentk8sglue:\n  queus: {}\n",
+            "agentk8sglue.queus: unknown key; did you mean queues?",
+        ),
+        (
+            "agentk8sglue:\n  basepodtemplate: {}\n",
+            "agentk8sglue.basepodtemplate: unknown key; did you mean basePodTemplate?",
+        ),
+        (
+            "agentk8sglue:\n  queues:\n    red:\n      queueSettings:\n        maxPod: 2\n",
+            "agentk8sglue.queues.red.queueSettings.maxPod: unknown key; did you mean maxPods?",
+        ),
+        (
+            "agentk8sglue:\n  somethingElse: 1\n",
+            "agentk8sglue.somethingElse: unknown key",
+        ),
+        (
+            "agentk8sglu: {}\n",
+            "agentk8sglu: unknown key; did you mean agentk8sglue?",
+        ),
+    ] {
+        let e = Values::from_yaml(yaml).expect_err("refused");
+        assert_eq!(e.to_string(), want, "{yaml}");
+    }
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(closest_key("ab", &["abc"]), None, "too short to guess");
+}
