@@ -145,8 +145,17 @@ impl Args {
             None => {
                 let text = std::fs::read_to_string(&config)
                     .with_context(|| format!("cannot read config {}", config.display()))?;
-                let values = Values::from_yaml(&text)
-                    .with_context(|| format!("invalid config {}", config.display()))?;
+                let values = Values::from_yaml(&text).map_err(|_| {
+                    let errors: Vec<String> = Values::errors_in_yaml(&text)
+                        .iter()
+                        .map(|e| format!("  {e}"))
+                        .collect();
+                    anyhow::anyhow!(
+                        "invalid config {}:\n{}",
+                        config.display(),
+                        errors.join("\n")
+                    )
+                })?;
                 (values, config.display().to_string())
             }
         };

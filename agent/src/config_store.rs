@@ -174,8 +174,13 @@ fn parse(name: &str, cm: &ConfigMap) -> Result<Values, StoreError> {
             name: name.into(),
             message: format!("no key {VALUES_KEY}"),
         })?;
-    Values::from_yaml(text).map_err(|e| StoreError::Invalid {
+    // every mistake, in file order (a user fixing an edit sees them all at once)
+    Values::from_yaml(text).map_err(|_| StoreError::Invalid {
         name: name.into(),
-        message: e.to_string(),
+        message: Values::errors_in_yaml(text)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
     })
 }

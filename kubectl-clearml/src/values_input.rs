@@ -5,7 +5,7 @@
 
 use std::{io::Read as _, path::Path};
 
-use clearml_agent_core::values::{FieldError, Values};
+use clearml_agent_core::values::{self, FieldError, Values};
 use serde_json::{Map, Value};
 
 /// The values could not be read or are invalid.
@@ -39,15 +39,22 @@ pub enum InputError {
     /// Neither files nor `--set` were given.
     #[error("no values: pass -f values.yaml (and/or --set key=value)")]
     Empty,
-    /// The merged document does not fit the schema; `path` names the field.
-    #[error("invalid values: {0}")]
-    Invalid(FieldError),
+    /// The merged document does not fit the schema: every mistake, each naming its field.
+    #[error("{}", invalid_message(.0))]
+    Invalid(Vec<FieldError>),
 }
 
-// NB: not `#[from]`, which would also make the FieldError the `source` and print it twice.
-impl From<FieldError> for InputError {
-    fn from(e: FieldError) -> Self {
-        Self::Invalid(e)
+/// `invalid values: path: why` for one mistake; one line each under a count for several.
+fn invalid_message(errors: &[FieldError]) -> String {
+    match errors {
+        [one] => format!("invalid values: {one}"),
+        all => {
+            let mut out = format!("invalid values ({} errors):", all.len());
+            for e in all {
+                out.push_str(&format!("\n  {e}"));
+            }
+            out
+        }
     }
 }
 
@@ -75,7 +82,17 @@ pub fn load(files: &[impl AsRef<Path>], sets: &[String]) -> Result<Values, Input
         texts.push((name, text));
     }
     let doc = merge_inputs(&texts, sets)?;
-    Ok(Values::from_json(doc)?)
+    Values::from_json(doc.clone()).map_err(|first| {
+        let mut errors = Values::errors_in(doc);
+        if errors.is_empty() {
+            errors.push(first);
+        }
+        // one file: in the order the file has them
+        if let [(_, text)] = texts.as_slice() {
+            errors = values::in_file_order(errors, text);
+        }
+        InputError::Invalid(errors)
+    })
 }
 
 /// Merges file contents (name, text) in order, then the `--set` expressions: the document the
@@ -321,9 +338,27 @@ mod tests {
         for (expr, path) in cases {
             let err = load(&[] as &[&Path], &[expr.to_string()]).expect_err(expr);
             match err {
-                InputError::Invalid(e) => assert_eq!(e.path, path, "{expr}"),
+                InputError::Invalid(e) => assert_eq!(e[0].path, path, "{expr}"),
                 other => panic!("{expr}: {other}"),
             }
         }
+    }
+
+    #[test]
+    fn every_mistake_is_reported_once_in_file_order() {
+        let dir = std::env::temp_dir().join(format!("values-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("values.yaml");
+        std::fs::write(
+            &file,
+            "agentk8sglue:\n  queus: {}\n  pollIntervalSeconds: 0\n  queues:\n    red:\n      queueSettings:\n        maxPods: many\n",
+        )
+        .expect("write");
+        let err = load(&[&file], &[]).expect_err("invalid");
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(
+            err.to_string(),
+            "invalid values (3 errors):\n  agentk8sglue.queus: unknown key; did you mean queues?\n  agentk8sglue.pollIntervalSeconds: must be a number of seconds greater than 0 and at most 3600\n  agentk8sglue.queues.red.queueSettings.maxPods: invalid type: string \"many\", expected u32"
+        );
     }
 }

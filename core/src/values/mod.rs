@@ -20,6 +20,8 @@ use serde_json::Value;
 
 use crate::{validate, yaml};
 
+mod errors;
+pub use errors::in_file_order;
 pub mod merge;
 pub mod rules;
 
