@@ -478,8 +478,8 @@ pub(crate) fn add_task_endpoint(
     let queue_id = doc::req_str(data, "queue")?.to_string();
     let task_id = doc::req_str(data, "task")?.to_string();
     // before 1.17.0 `queues.add_task` only adds the entry
-    let update_execution_queue = doc::opt_bool(data, "update_execution_queue", true)?
-        && store.release.moves_queued_tasks();
+    let update_execution_queue =
+        doc::opt_bool(data, "update_execution_queue", true)? && store.release.moves_queued_tasks();
     add_task(store, &ctx.identity.company, &queue_id, &task_id)?;
     if update_execution_queue && let Some(record) = store.tasks.get_mut(&task_id) {
         doc::set_path(&mut record.doc, "execution.queue", json!(queue_id));
@@ -525,8 +525,8 @@ pub(crate) fn remove_task(store: &mut Store, ctx: &Ctx<'_>, data: &Doc) -> Resul
     let queue_id = doc::req_str(data, "queue")?.to_string();
     let task_id = doc::req_str(data, "task")?.to_string();
     // read from 1.17.0 (an older server only removes the entry)
-    let update_task_status = doc::opt_bool(data, "update_task_status", false)?
-        && store.release.moves_queued_tasks();
+    let update_task_status =
+        doc::opt_bool(data, "update_task_status", false)? && store.release.moves_queued_tasks();
     let removed = remove_task_entries(store, &ctx.identity.company, &queue_id, &task_id)?;
     if removed > 0 && update_task_status {
         let reason = format!("Task was removed from the queue {queue_id}");

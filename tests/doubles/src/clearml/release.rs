@@ -30,8 +30,11 @@ pub const NEWEST: &str = "2.3.0";
 #[error("clearml-server {0:?} is not a release the double knows (1.0.0 to {NEWEST})")]
 pub struct UnknownRelease(pub String);
 
+/// `(major, minor)` of a release line or of an API version.
+type Line = (u32, u32);
+
 /// The highest API version of each release line (`apiserver/schema/services/*.conf` at its tag).
-const API_OF_RELEASE: &[((u32, u32), (u32, u32))] = &[
+const API_OF_RELEASE: &[(Line, Line)] = &[
     ((1, 0), (2, 13)),
     ((1, 1), (2, 14)),
     ((1, 2), (2, 16)),

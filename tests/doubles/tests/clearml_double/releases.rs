@@ -186,6 +186,58 @@ async fn enqueueing_a_queued_task_per_release() {
     }
 }
 
+/// A user's Dequeue (`tasks.dequeue` without `new_status`) of a task the agent took: the task goes
+/// back to its pre-enqueue status from 1.17.0; before, the forced enqueue overwrote that with
+/// `queued`, so the task stays `queued` in no queue.
+#[tokio::test]
+async fn dequeue_of_a_taken_task_per_release() {
+    for (version, forced, after) in [
+        ("1.16.2", true, "queued"),
+        (NEWEST_SERVER_VERSION, false, "created"),
+    ] {
+        let (double, api, bearer) = setup_as(version).await;
+        let own = double.create_queue("own-queue").expect("queue");
+        let pending = double.create_queue("k8s_scheduler").expect("queue");
+        let task = create_task(&api, &bearer, "taken").await;
+        double.enqueue(&task, &own).expect("enqueued");
+        // the agent's take on this release
+        let (status, env) = api
+            .call(
+                "/tasks.enqueue",
+                &bearer,
+                json!({"task": task, "queue": pending, "force": forced}),
+            )
+            .await;
+        assert_eq!(status, 200, "{version}: {env}");
+        if forced {
+            let (status, env) = api
+                .call(
+                    "/queues.remove_task",
+                    &bearer,
+                    json!({"queue": own, "task": task}),
+                )
+                .await;
+            assert_eq!(status, 200, "{version}: {env}");
+        }
+        assert_eq!(
+            double.queue_entries(&own),
+            Vec::<String>::new(),
+            "{version}"
+        );
+        assert_eq!(
+            double.queue_entries(&pending),
+            vec![task.clone()],
+            "{version}"
+        );
+        let (status, env) = api
+            .call("/tasks.dequeue", &bearer, json!({"task": task}))
+            .await;
+        assert_eq!(status, 200, "{version}: {env}");
+        assert!(double.queue_entries(&pending).is_empty(), "{version}");
+        assert_eq!(s(&stored(&double, &task), "/status"), after, "{version}");
+    }
+}
+
 /// Servers before 1.1.0 do not read `force`: a queued task cannot be enqueued again at all.
 #[tokio::test]
 async fn force_is_ignored_before_1_1() {
@@ -250,7 +302,11 @@ async fn queue_endpoints_before_and_from_1_17() {
         let (status, _) = api
             .call("/queues.clear_queue", &bearer, json!({"queue": a}))
             .await;
-        assert_eq!(status, if new { 200 } else { 404 }, "{version}: clear_queue");
+        assert_eq!(
+            status,
+            if new { 200 } else { 404 },
+            "{version}: clear_queue"
+        );
 
         let failed = create_task(&api, &bearer, "failing").await;
         api.call(
@@ -291,7 +347,11 @@ async fn server_info_and_token_claims_per_release() {
         let data = env["data"].as_object().expect("data");
         let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
         keys.sort();
-        assert_eq!(keys, ["api_version", "build", "commit", "version"], "{version}");
+        assert_eq!(
+            keys,
+            ["api_version", "build", "commit", "version"],
+            "{version}"
+        );
         assert_eq!(data["version"], version);
         assert_eq!(data["api_version"], api_version);
         let (_, env) = api.call("/v2.8/server.info", &bearer, json!({})).await;
@@ -314,6 +374,8 @@ async fn server_info_and_token_claims_per_release() {
     }
     let double = ClearmlDouble::start().await.expect("double");
     assert_eq!(double.server_version(), NEWEST_SERVER_VERSION);
-    let err = double.set_server_version("1.16").expect_err("not a release");
+    let err = double
+        .set_server_version("1.16")
+        .expect_err("not a release");
     assert!(err.to_string().contains("1.16"), "{err}");
 }

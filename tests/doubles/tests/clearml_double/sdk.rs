@@ -189,7 +189,11 @@ async fn sdk_fidelity() {
 /// on 1.17.0 and later both move it. The SDK reads the release from its token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_enqueue_of_a_queued_task_per_release() {
-    for (version, moves) in [("1.16.2", false), ("1.17.0", true), (NEWEST_SERVER_VERSION, true)] {
+    for (version, moves) in [
+        ("1.16.2", false),
+        ("1.17.0", true),
+        (NEWEST_SERVER_VERSION, true),
+    ] {
         let double = ClearmlDouble::start().await.expect("double starts");
         double.set_server_version(version).expect("known release");
         let report = run_sdk_script(&double, "sdk_releases.py", &[]).await;
