@@ -323,16 +323,29 @@ impl Dispatcher {
     /// ClearML servers before 1.17.0: a forced `tasks.enqueue` into the pending queue (the status
     /// message records the origin; the server leaves the task in its queue), then
     /// `queues.remove_task` from its queue. Only tasks read as `queued` just before are taken:
-    /// `force` skips the server's status check, which would refuse a task already started.
+    /// `force` skips the server's status check, which would refuse a task already started. A pick
+    /// whose `execution.queue` is the pending queue was enqueued there already (a take cut short
+    /// that the tick's read of the pending queue did not show, e.g. beyond its first entries): it
+    /// is not enqueued again (which would make the server wipe its status message), only removed
+    /// from its queue.
     async fn take_in_two_steps(&mut self, picks: Vec<(usize, String)>) -> (usize, HashSet<String>) {
         let ids: Vec<String> = picks.iter().map(|(_, t)| t.clone()).collect();
-        let mut queued: HashSet<String> = HashSet::new();
+        // queued tasks, and whether each is in the pending queue already
+        let mut queued: HashMap<String, bool> = HashMap::new();
         for chunk in ids.chunks(GET_ALL_CHUNK) {
-            match self.clearml.tasks(chunk, &["id", "status"]).await {
+            match self
+                .clearml
+                .tasks(chunk, &["id", "status", "execution.queue"])
+                .await
+            {
                 Ok(docs) => queued.extend(
                     docs.into_iter()
                         .filter(|d| d.unreadable.is_none() && d.status.as_deref() == Some("queued"))
-                        .map(|d| d.id),
+                        .map(|d| {
+                            let enqueued = d.execution.as_ref().and_then(|e| e.queue.as_deref())
+                                == Some(self.pending_queue.as_str());
+                            (d.id, enqueued)
+                        }),
                 ),
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the statuses of the tasks to take; taking none this tick");
@@ -341,7 +354,7 @@ impl Dispatcher {
             }
         }
         let (picks, skipped): (Vec<_>, Vec<_>) =
-            picks.into_iter().partition(|(_, t)| queued.contains(t));
+            picks.into_iter().partition(|(_, t)| queued.contains_key(t));
         for (qi, task) in skipped {
             tracing::warn!(%task, queue = %self.served[qi].name, "task in a served queue is not queued (or cannot be read); not taking it");
         }
@@ -350,11 +363,17 @@ impl Dispatcher {
                 let s = &self.served[qi];
                 let clearml = &self.clearml;
                 let pending = &self.pending_queue;
+                let already = queued.get(&task).copied().unwrap_or(false);
                 async move {
-                    let message = pending_message(&s.name, &s.id);
-                    let enqueued = clearml
-                        .enqueue(&task, pending, PENDING_REASON, &message, true)
-                        .await;
+                    let enqueued = if already {
+                        tracing::info!(%task, queue = %s.name, "task already enqueued into the pending queue (a take cut short); finishing its move");
+                        Ok(())
+                    } else {
+                        let message = pending_message(&s.name, &s.id);
+                        clearml
+                            .enqueue(&task, pending, PENDING_REASON, &message, true)
+                            .await
+                    };
                     let removed = match &enqueued {
                         Ok(()) => Some(clearml.remove_from_queue(&s.id, &task).await),
                         Err(_) => None,
