@@ -17,7 +17,7 @@ use clearml_agent_core::{
 };
 
 use crate::{
-    clearml::{Client, ClientOptions, Credentials},
+    clearml::{self, Client, ClientOptions, Credentials},
     config_store::ConfigStore,
     control::Control,
     dispatch::{Deps, Dispatcher, SharedSnapshot},
@@ -206,6 +206,11 @@ impl Args {
         retry_startup("log in to ClearML", &shutdown, || clearml.login())
             .await
             .map_err(|e| or_task_failure(&tasks, e))?;
+        // how tasks are taken follows the server's version; a server too old for any safe way
+        // is refused here
+        if let Some(server) = clearml.server() {
+            clearml::take_protocol(&server.info)?;
+        }
 
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
         let config_error = Arc::new(std::sync::Mutex::new(None));

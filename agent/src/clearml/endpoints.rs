@@ -78,47 +78,84 @@ impl Client {
         Ok(tasks)
     }
 
-    /// Moves a queued task into `queue` (the server removes it from every other queue in the same
-    /// call), with `reason` and `message` on the task.
+    /// Enqueues a task into `queue` with `reason` and `message` on the task. Without `force`, a
+    /// queued task is moved (1.17.0 and later: the server removes it from every other queue in the
+    /// same call; an older server refuses, see [`Error::is_same_status_refusal`]). With `force`
+    /// the server skips its status check: before 1.17.0 the task is added to `queue` and stays in
+    /// its other queues.
     ///
-    /// NB: never re-sent blindly. After a lost reply the move may have happened, and a second
+    /// NB: never re-sent blindly. After a lost reply the enqueue may have happened, and a second
     /// `tasks.enqueue` of a task already in that queue fails with 706, on which the server reverts
     /// the task's status and wipes the status message (where the agent records the origin queue).
-    /// So after a transport error the task is read first, and the move is sent again only if it
-    /// did not happen.
+    /// So after a transport error the task is read first (until a read succeeds), and the enqueue
+    /// is sent again only if it did not happen.
     pub async fn enqueue(
         &self,
         task: &str,
         queue: &str,
         reason: &str,
         message: &str,
+        force: bool,
     ) -> Result<()> {
-        let body = json!({
+        let mut body = json!({
             "task": task, "queue": queue,
             "status_reason": reason, "status_message": message,
         });
+        if force {
+            body["force"] = json!(true);
+        }
         let opts = &self.inner.options;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let err = match self.call_once("tasks.enqueue", &body).await {
+            let mut err = match self.call_once("tasks.enqueue", &body).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.is_api(400, subcode::TASK_ALREADY_QUEUED) => return Ok(()),
                 Err(e) if e.is_retryable() && attempt < opts.attempts => e,
                 Err(e) => return Err(e),
             };
-            tokio::time::sleep(backoff(opts, attempt)).await;
+            // did it happen? (read again while the reads fail: sending again blindly could wipe
+            // the status message of a task the first send did enqueue)
             let fields = ["id", "status", "execution.queue", "status_message"];
-            if let Ok(docs) = self.tasks(&[task.to_string()], &fields).await
-                && let Some(doc) = docs.first()
-                && doc.status.as_deref() == Some("queued")
-                && doc.execution.as_ref().and_then(|e| e.queue.as_deref()) == Some(queue)
-                && doc.status_message.as_deref() == Some(message)
-            {
-                tracing::debug!(%task, error = %err, "the move happened before its reply was lost");
-                return Ok(());
+            loop {
+                tokio::time::sleep(backoff(opts, attempt)).await;
+                match self.tasks(&[task.to_string()], &fields).await {
+                    Ok(docs) => {
+                        let happened = docs.first().is_some_and(|doc| {
+                            doc.status.as_deref() == Some("queued")
+                                && doc.execution.as_ref().and_then(|e| e.queue.as_deref())
+                                    == Some(queue)
+                                && doc.status_message.as_deref() == Some(message)
+                        });
+                        if happened {
+                            tracing::debug!(%task, error = %err, "the enqueue happened before its reply was lost");
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    Err(e) if e.is_retryable() && attempt < opts.attempts => {
+                        attempt += 1;
+                        err = e;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
+    }
+
+    /// Whether `task` has an entry in `queue` (reads all of the queue's entries; for rare paths).
+    pub async fn queue_contains(&self, queue: &str, task: &str) -> Result<bool> {
+        let body = json!({
+            "id": [queue],
+            "only_fields": ["id", "entries"],
+            "search_hidden": true,
+        });
+        Ok(self
+            .get_queues(&body)
+            .await?
+            .iter()
+            .flat_map(|q| q.entries.iter())
+            .any(|e| e.task == task))
     }
 
     /// Removes a task from a queue; a task no longer there is success.

@@ -4,10 +4,12 @@
 //! `auth.login` (Basic). A 401 triggers one re-login and a retry; transport errors, 5xx, 429 and
 //! 503 are retried with capped exponential backoff and jitter. Replies are unwrapped from the
 //! `{meta, data}` envelope; an error reply becomes [`Error::Api`] with its code and subcode.
-//! Credentials never appear in `Debug` output or errors.
+//! Credentials never appear in `Debug` output or errors. After every login the client reads
+//! `server.info` and keeps the server's version and the [`TakeProtocol`] it calls for.
 
 mod endpoints;
 mod resolve;
+mod server;
 mod wire;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -17,6 +19,9 @@ use serde_json::Value;
 use tokio::sync::RwLock;
 
 pub use resolve::{Served, create_queue, resolve_queues};
+pub use server::{
+    MIN_SERVER_VERSION, MOVE_SERVER_VERSION, ServerInfo, TakeProtocol, TooOld, take_protocol,
+};
 pub use wire::{QueueDoc, QueueEntry, TaskContainer, TaskDoc};
 
 /// Default [`ClientOptions::max_reply_bytes`]: far above any reply the agent asks for (a page
@@ -92,6 +97,13 @@ impl Error {
     pub fn is_api(&self, want_code: u16, want_subcode: u32) -> bool {
         matches!(self, Error::Api { code, subcode, .. } if *code == want_code && *subcode == want_subcode)
     }
+
+    /// The server refused `tasks.enqueue` of a task already queued (400/110 "Task already in
+    /// requested status"): what a server before 1.17.0 answers a move without `force`.
+    pub fn is_same_status_refusal(&self) -> bool {
+        matches!(self, Error::Api { code: 400, subcode: subcode::INVALID_TASK_STATUS, message, .. }
+            if message.contains("already in requested status"))
+    }
 }
 
 /// An access key and secret; `Debug` never shows the secret.
@@ -155,6 +167,27 @@ struct Inner {
     observer: Option<Arc<dyn CallObserver>>,
     /// Problems with documents already logged at `warn` (later repeats go to `debug`).
     reported: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// What `server.info` said after the last login, and the take protocol it calls for.
+    server: parking_lot::RwLock<ServerState>,
+}
+
+/// The server as the client knows it.
+#[derive(Debug, Clone, Default)]
+struct ServerState {
+    /// The last `server.info` read (none before the first login).
+    info: Option<ServerInfo>,
+    /// The server refused a move while reporting this version: it is taken in two steps until it
+    /// reports another one (a server whose version says 1.17 or later but that does not move).
+    move_refused_at: Option<String>,
+}
+
+/// What the client knows of the server, for `status` and start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFacts {
+    /// What `server.info` reported.
+    pub info: ServerInfo,
+    /// The take protocol in use.
+    pub protocol: TakeProtocol,
 }
 
 /// Receives the outcome of every HTTP attempt (for metrics and the degraded flag).
@@ -198,6 +231,7 @@ impl Client {
                 options,
                 observer,
                 reported: Default::default(),
+                server: Default::default(),
             }),
         })
     }
@@ -263,10 +297,22 @@ impl Client {
         if let Some(t) = self.inner.token.read().await.as_ref() {
             return Ok(t.clone());
         }
-        let mut slot = self.inner.token.write().await;
-        if let Some(t) = slot.as_ref() {
-            return Ok(t.clone());
+        let token = {
+            let mut slot = self.inner.token.write().await;
+            if let Some(t) = slot.as_ref() {
+                return Ok(t.clone());
+            }
+            self.log_in(&mut slot).await?
+        };
+        // every login reads the server's version again (it may have been upgraded meanwhile); a
+        // failed read keeps what was known
+        if let Err(error) = self.read_server(&token).await {
+            tracing::warn!(%error, "cannot read the ClearML server's version; keeping what was known");
         }
+        Ok(token)
+    }
+
+    async fn log_in(&self, slot: &mut Option<String>) -> Result<String> {
         let c = &self.inner.credentials;
         let req = self
             .inner
@@ -284,6 +330,64 @@ impl Client {
             .to_string();
         *slot = Some(token.clone());
         Ok(token)
+    }
+
+    /// Reads `server.info` with `token` and records the server's version and take protocol.
+    async fn read_server(&self, token: &str) -> Result<ServerInfo> {
+        let req = self
+            .inner
+            .http
+            .post(format!("{}/v{API_VERSION}/server.info", self.inner.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({}));
+        let info = ServerInfo::from_data(&self.send("server.info", req).await?);
+        let before = self.inner.server.read().info.clone();
+        if before.as_ref() != Some(&info) {
+            match take_protocol(&info) {
+                Ok(protocol) => tracing::info!(
+                    server = %info.describe(),
+                    protocol = protocol.name(),
+                    "ClearML server version read"
+                ),
+                Err(error) => tracing::error!(%error, "ClearML server version read"),
+            }
+        }
+        self.inner.server.write().info = Some(info.clone());
+        Ok(info)
+    }
+
+    /// What the client knows of the server (none before the first login).
+    pub fn server(&self) -> Option<ServerFacts> {
+        let state = self.inner.server.read();
+        let info = state.info.clone()?;
+        Some(ServerFacts {
+            protocol: protocol_of(&state, &info),
+            info,
+        })
+    }
+
+    /// The take protocol for the server as last read: [`TakeProtocol::EnqueueThenRemove`] when
+    /// the version is unknown, too old, or the server refused a move.
+    pub fn take_protocol(&self) -> TakeProtocol {
+        let state = self.inner.server.read();
+        match &state.info {
+            Some(info) => protocol_of(&state, info),
+            None => TakeProtocol::EnqueueThenRemove,
+        }
+    }
+
+    /// The server refused a move ([`Error::is_same_status_refusal`]) although its version says it
+    /// moves: tasks are taken in two steps until it reports another version.
+    pub fn note_move_refused(&self) {
+        let mut state = self.inner.server.write();
+        let version = state.info.as_ref().map(|i| i.version.clone());
+        if state.move_refused_at != version {
+            tracing::warn!(
+                server = %state.info.as_ref().map(ServerInfo::describe).unwrap_or_default(),
+                "the ClearML server refused to move a queued task (a server before 1.17.0 does); taking tasks in two steps from now on"
+            );
+            state.move_refused_at = version;
+        }
     }
 
     async fn attempt(&self, endpoint: &'static str, body: &Value) -> Result<Value> {
@@ -370,15 +474,30 @@ impl Client {
         Ok(queues)
     }
 
-    /// Logs in now (to fail fast on bad credentials at start-up).
+    /// Logs in now and reads the server's version (to fail fast on bad credentials at start-up;
+    /// [`Client::server`] is known after it succeeds).
     pub async fn login(&self) -> Result<()> {
         *self.inner.token.write().await = None;
-        self.token().await.map(|_| ())
+        let token = self.token().await?;
+        if self.inner.server.read().info.is_none() {
+            self.read_server(&token).await?;
+        }
+        Ok(())
     }
 
     /// Expires the cached token so the next call logs in again.
     pub async fn forget_token(&self) {
         *self.inner.token.write().await = None;
+    }
+}
+
+/// The protocol for `info`, unless the server refused a move at this version.
+fn protocol_of(state: &ServerState, info: &ServerInfo) -> TakeProtocol {
+    match take_protocol(info) {
+        Ok(TakeProtocol::Move) if state.move_refused_at.as_ref() != Some(&info.version) => {
+            TakeProtocol::Move
+        }
+        _ => TakeProtocol::EnqueueThenRemove,
     }
 }
 
@@ -447,6 +566,41 @@ mod tests {
         reply(&format!("Content-Length: {}\r\n", body.len()), body)
     }
 
+    /// What the client reads after logging in.
+    fn server_info() -> Vec<u8> {
+        let body =
+            br#"{"meta":{"result_code":200},"data":{"version":"1.16.2","api_version":"2.30"}}"#;
+        reply(&format!("Content-Length: {}\r\n", body.len()), body)
+    }
+
+    /// The protocol follows the version, unless the server refused a move at that version.
+    #[test]
+    fn a_refused_move_falls_back_until_the_version_changes() {
+        let info = |v: &str| ServerInfo {
+            version: v.into(),
+            ..ServerInfo::default()
+        };
+        let refused = |v: Option<&str>| ServerState {
+            info: None,
+            move_refused_at: v.map(str::to_string),
+        };
+        use TakeProtocol::{EnqueueThenRemove as Two, Move};
+        for (name, state, server, want) in [
+            ("new server", refused(None), "1.17.0", Move),
+            ("old server", refused(None), "1.16.2", Two),
+            (
+                "refused at this version",
+                refused(Some("3.20.0")),
+                "3.20.0",
+                Two,
+            ),
+            ("upgraded since", refused(Some("3.20.0")), "3.22.3", Move),
+            ("too old", refused(None), "1.0.2", Two),
+        ] {
+            assert_eq!(protocol_of(&state, &info(server)), want, "{name}");
+        }
+    }
+
     fn chunked(body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for chunk in body.chunks(1000) {
@@ -481,7 +635,7 @@ mod tests {
             ("small streamed", chunked(&small), true),
         ];
         for (name, canned_reply, ok) in cases {
-            let base = canned(vec![login(), canned_reply]).await;
+            let base = canned(vec![login(), server_info(), canned_reply]).await;
             let client = Client::new(
                 &base,
                 Credentials {
@@ -497,6 +651,9 @@ mod tests {
             )
             .expect("client");
             let got = client.queue_length("q").await;
+            let server = client.server().expect("read after the login");
+            assert_eq!(server.info.version, "1.16.2", "{name}");
+            assert_eq!(server.protocol, TakeProtocol::EnqueueThenRemove, "{name}");
             match (ok, got) {
                 (true, Ok(n)) => assert_eq!(n, 3, "{name}"),
                 (false, Err(e @ Error::Decode { .. })) => {

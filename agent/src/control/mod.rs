@@ -123,6 +123,7 @@ impl Control {
         }
         let pods = self.pods.state();
         let snap = self.snapshot.read();
+        let server = self.clearml.server();
         pb::GetStatusResponse {
             version: crate::VERSION.into(),
             leader: *self.leader_rx.borrow(),
@@ -131,6 +132,13 @@ impl Control {
                 api_server: self.clearml.base_url().to_string(),
                 last_error,
                 last_success: None,
+                server_version: server
+                    .as_ref()
+                    .map(|s| s.info.describe())
+                    .unwrap_or_default(),
+                take_protocol: server
+                    .map(|s| s.protocol.name().to_string())
+                    .unwrap_or_default(),
             }),
             queues: cfg
                 .queues

@@ -18,7 +18,7 @@ use clearml_agent_core::{
 };
 
 use crate::{
-    clearml::{self, TaskDoc},
+    clearml::{self, TakeProtocol, TaskDoc},
     k8s::{self, Created, Ensured, launch_of},
     metrics::QueueLabels,
 };
@@ -257,8 +257,7 @@ impl Dispatcher {
             };
         };
         let Some(served) = self.served.iter().find(|s| s.id == origin) else {
-            // the queue is no longer served: give the task back to it, in front
-            let _ = self.clearml.enqueue(&task, &origin, "", "").await;
+            self.give_back(&task, &origin, &doc).await;
             return Launch::Skipped;
         };
         let Some(qcfg) = self.cfg.queues.get(&served.name) else {
@@ -410,6 +409,31 @@ impl Dispatcher {
         }
     }
 
+    /// A pending task whose queue is no longer served goes back to that queue (a failure is
+    /// retried on the next tick: the task stays pending meanwhile).
+    async fn give_back(&self, task: &str, origin: &str, doc: &TaskDoc) {
+        let result = match self.clearml.take_protocol() {
+            TakeProtocol::Move => {
+                let r = self.clearml.enqueue(task, origin, "", "", false).await;
+                if let Err(e) = &r
+                    && e.is_same_status_refusal()
+                {
+                    self.clearml.note_move_refused();
+                }
+                r
+            }
+            TakeProtocol::EnqueueThenRemove => self.give_back_in_two_steps(task, origin, doc).await,
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(%task, queue = %origin, "queue no longer served; task given back to it")
+            }
+            Err(error) => {
+                tracing::warn!(%task, queue = %origin, %error, "cannot give the task back to its queue, no longer served; retrying")
+            }
+        }
+    }
+
     /// Makes the multi-node rendezvous Service `svc` exist, owned by the task's rank-0 pod `rank0`
     /// (as the API server holds it). `adopting`: rank 0 was there before this launch attempt, so
     /// the Service most likely is too; it is read first and written only if missing or not owned.
@@ -455,6 +479,29 @@ impl Dispatcher {
                 })
             }
         }
+    }
+
+    /// Servers before 1.17.0: back into its queue with a forced `tasks.enqueue` (unless it is
+    /// there already: a give-back or a take cut short), keeping the status message so the origin
+    /// record survives a crash in between; then out of the pending queue. Each step is skipped
+    /// or harmless when repeated.
+    async fn give_back_in_two_steps(
+        &self,
+        task: &str,
+        origin: &str,
+        doc: &TaskDoc,
+    ) -> Result<(), clearml::Error> {
+        let back = doc.execution.as_ref().and_then(|e| e.queue.as_deref()) == Some(origin)
+            || self.clearml.queue_contains(origin, task).await?;
+        if !back {
+            let message = doc.status_message.as_deref().unwrap_or_default();
+            self.clearml
+                .enqueue(task, origin, "", message, true)
+                .await?;
+        }
+        self.clearml
+            .remove_from_queue(&self.pending_queue, task)
+            .await
     }
 
     /// Learns the names of the tasks' projects not known yet (one `projects.get_all`).

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  take       ClearML queues ──queues.get_all (one call)──▶ plan() ──tasks.enqueue(k8s_scheduler)──▶
+//!             (servers before 1.17: forced tasks.enqueue, then queues.remove_task)
 //!  launch     pending queue ──render──▶ create (or adopt) pods, behind a write gate (429 / backoff)
 //!  reconcile  pod watch ──lifecycle::decide──▶ verdicts ──▶ tasks.failed / status message / cleanup
 //!  statuses   the ClearML statuses and messages the verdicts read (one batched read per refresh)
@@ -12,7 +13,9 @@
 //!
 //! Crash safety: a task is never out of a ClearML queue until its pod runs. Taking a task is one
 //! atomic `tasks.enqueue` into the pending queue (the server removes it from its own queue in the
-//! same call) whose status message records the origin queue; every tick launches the pending
+//! same call; before ClearML server 1.17, a forced enqueue and then a removal from its own queue,
+//! a task in both being pending and launched only once out: see `take.rs`) whose status message
+//! records the origin queue; every tick launches the pending
 //! tasks that have no pod for their current launch, so a launch cut short by a crash is finished by
 //! the next agent. Pod names are deterministic and a pod's `clearml.ai/launch` annotation names the
 //! pending entry it serves, so a retry finds (and adopts) its own pod instead of making a second.

@@ -1,7 +1,16 @@
 //! Taking tasks from their queues: poll → plan → move. One `queues.get_all` reads every served
 //! queue and the pending queue; the pure [`plan`] decides what to launch, which stale pods to
 //! remove and which waiting tasks to take within each queue's `maxPods`; each task taken is moved
-//! into the pending queue with one atomic `tasks.enqueue` whose status message records its origin.
+//! into the pending queue by a `tasks.enqueue` whose status message records its origin.
+//!
+//! How a task moves depends on the server ([`TakeProtocol`]): from ClearML server 1.17.0 one
+//! `tasks.enqueue` moves it; an older server needs a forced `tasks.enqueue` (which leaves the task
+//! in its own queue) and then `queues.remove_task` from its own queue. A task seen in the pending
+//! queue and still in a served queue was moved halfway (an agent stopped between the two calls,
+//! or the second one failed): it is pending, the next tick removes it from its queue, and it is
+//! launched only once it is out, so the in-pod `clearml-agent execute --require-queue` (whose
+//! `tasks.dequeue` removes a task from its `execution.queue` only, the pending queue) never
+//! leaves it behind to be taken again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -11,13 +20,15 @@ use k8s_openapi::api::core::v1::Pod;
 use clearml_agent_core::{contract::LABEL_QUEUE_ID, values::QueueOrder};
 
 use crate::{
-    clearml::{self, Served},
+    clearml::{self, Served, TakeProtocol},
     k8s::{self, launch_of},
     lifecycle,
     schedule::{self, Order, QueueWork},
 };
 
-use super::{Dispatcher, Entry, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message};
+use super::{
+    Dispatcher, Entry, GET_ALL_CHUNK, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message,
+};
 
 /// Most tasks taken per tick (bounds the size of each ClearML request).
 pub(super) const BATCH: usize = 500;
@@ -172,6 +183,28 @@ pub(super) fn plan(s: &TickState<'_>) -> Plan {
     out
 }
 
+/// Splits each served queue's tasks (same order as the served queues) into those waiting there
+/// and those already in the pending queue, moved halfway: `(waiting, [(served index, task)])`
+/// (pure). A task moved halfway is pending, never taken again.
+pub(super) fn split_waiting(
+    entries: Vec<Vec<String>>,
+    pending: &HashSet<&str>,
+) -> (Vec<Vec<String>>, Vec<(usize, String)>) {
+    let mut halfway = Vec::new();
+    let waiting = entries
+        .into_iter()
+        .enumerate()
+        .map(|(qi, tasks)| {
+            let (moved, waiting): (Vec<String>, Vec<String>) = tasks
+                .into_iter()
+                .partition(|t| pending.contains(t.as_str()));
+            halfway.extend(moved.into_iter().map(|t| (qi, t)));
+            waiting
+        })
+        .collect();
+    (waiting, halfway)
+}
+
 impl Dispatcher {
     /// One dispatch pass; returns how many tasks were taken from served queues.
     pub(super) async fn tick(&mut self) -> Result<usize, clearml::Error> {
@@ -194,7 +227,8 @@ impl Dispatcher {
             .iter()
             .map(|e| (e.task.clone(), e.added.clone().unwrap_or_default()))
             .collect();
-        let waiting: Vec<Vec<String>> = self
+        let in_pending: HashSet<&str> = pending.iter().map(|(t, _)| t.as_str()).collect();
+        let entries: Vec<Vec<String>> = self
             .served
             .iter()
             .map(|s| entries_of(&s.id).iter().map(|e| e.task.clone()).collect())
@@ -203,10 +237,12 @@ impl Dispatcher {
             task: e.task.clone(),
             added: e.added_at(),
         };
+        let (waiting, halfway) = split_waiting(entries, &in_pending);
         // origins are kept while a task is pending or launched
-        let in_pending: HashSet<&str> = pending.iter().map(|(t, _)| t.as_str()).collect();
         self.origin
             .retain(|t, _| self.launched.contains_key(t) || in_pending.contains(t.as_str()));
+        // tasks not to launch this tick: still in their own queue
+        let mut unfinished = self.finish_moves(halfway).await;
 
         // plan
         let facts: BTreeMap<String, Vec<PodFacts<'_>>> = by_task
@@ -262,8 +298,10 @@ impl Dispatcher {
         }
 
         // move
-        let taken = self.take(plan.take).await;
+        let (taken, halfway) = self.take(plan.take).await;
+        unfinished.extend(halfway);
         let mut to_launch = plan.launch;
+        to_launch.retain(|(t, _)| !unfinished.contains(t));
         // the tasks just moved get their entry's id on the next read, so read the pending
         // queue's entries again only when something was moved
         if taken > 0 {
@@ -276,6 +314,7 @@ impl Dispatcher {
                 if !known.contains(&entry.task)
                     && !self.launched.contains_key(&entry.task)
                     && !by_task.contains_key(&entry.task)
+                    && !unfinished.contains(&entry.task)
                 {
                     to_launch.push((entry.task.clone(), entry.added.clone().unwrap_or_default()));
                 }
@@ -307,9 +346,22 @@ impl Dispatcher {
         }
     }
 
-    /// Moves the picks into the pending queue (one atomic `tasks.enqueue` each, concurrently);
-    /// returns how many moved. A task whose move failed stays in its queue.
-    async fn take(&mut self, picks: Vec<(usize, String)>) -> usize {
+    /// Moves the picks into the pending queue with the server's protocol; returns how many were
+    /// taken and those taken only halfway (in the pending queue and still in their own queue: the
+    /// next tick finishes their move before they are launched). A pick not taken stays in its
+    /// queue.
+    async fn take(&mut self, picks: Vec<(usize, String)>) -> (usize, HashSet<String>) {
+        if picks.is_empty() {
+            return (0, HashSet::new());
+        }
+        match self.clearml.take_protocol() {
+            TakeProtocol::Move => (self.take_by_move(picks).await, HashSet::new()),
+            TakeProtocol::EnqueueThenRemove => self.take_in_two_steps(picks).await,
+        }
+    }
+
+    /// ClearML server 1.17.0 and later: one `tasks.enqueue` each (concurrently) moves the task.
+    async fn take_by_move(&mut self, picks: Vec<(usize, String)>) -> usize {
         let moved = stream::iter(picks)
             .map(|(qi, task)| {
                 let s = &self.served[qi];
@@ -322,6 +374,7 @@ impl Dispatcher {
                             pending,
                             PENDING_REASON,
                             &pending_message(&s.name, &s.id),
+                            false,
                         )
                         .await;
                     (task, s.id.clone(), r)
@@ -338,11 +391,129 @@ impl Dispatcher {
                     self.origin.insert(task, queue);
                 }
                 Err(e) => {
+                    if e.is_same_status_refusal() {
+                        // the server does not move queued tasks whatever its version says
+                        self.clearml.note_move_refused();
+                    }
                     tracing::warn!(%task, error = %e, "cannot move task to the pending queue; it stays in its queue");
                 }
             }
         }
         taken
+    }
+
+    /// ClearML servers before 1.17.0: a forced `tasks.enqueue` into the pending queue (the status
+    /// message records the origin; the server leaves the task in its queue), then
+    /// `queues.remove_task` from its queue. Only tasks read as `queued` just before are taken:
+    /// `force` skips the server's status check, which would refuse a task already started. A pick
+    /// whose `execution.queue` is the pending queue was enqueued there already (a take cut short
+    /// that the tick's read of the pending queue did not show, e.g. beyond its first entries): it
+    /// is not enqueued again (which would make the server wipe its status message), only removed
+    /// from its queue.
+    async fn take_in_two_steps(&mut self, picks: Vec<(usize, String)>) -> (usize, HashSet<String>) {
+        let ids: Vec<String> = picks.iter().map(|(_, t)| t.clone()).collect();
+        // queued tasks, and whether each is in the pending queue already
+        let mut queued: HashMap<String, bool> = HashMap::new();
+        for chunk in ids.chunks(GET_ALL_CHUNK) {
+            match self
+                .clearml
+                .tasks(chunk, &["id", "status", "execution.queue"])
+                .await
+            {
+                Ok(docs) => queued.extend(
+                    docs.into_iter()
+                        .filter(|d| d.unreadable.is_none() && d.status.as_deref() == Some("queued"))
+                        .map(|d| {
+                            let enqueued = d.execution.as_ref().and_then(|e| e.queue.as_deref())
+                                == Some(self.pending_queue.as_str());
+                            (d.id, enqueued)
+                        }),
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the statuses of the tasks to take; taking none this tick");
+                    return (0, HashSet::new());
+                }
+            }
+        }
+        let (picks, skipped): (Vec<_>, Vec<_>) =
+            picks.into_iter().partition(|(_, t)| queued.contains_key(t));
+        for (qi, task) in skipped {
+            tracing::warn!(%task, queue = %self.served[qi].name, "task in a served queue is not queued (or cannot be read); not taking it");
+        }
+        let results = stream::iter(picks)
+            .map(|(qi, task)| {
+                let s = &self.served[qi];
+                let clearml = &self.clearml;
+                let pending = &self.pending_queue;
+                let already = queued.get(&task).copied().unwrap_or(false);
+                async move {
+                    let enqueued = if already {
+                        tracing::info!(%task, queue = %s.name, "task already enqueued into the pending queue (a take cut short); finishing its move");
+                        Ok(())
+                    } else {
+                        let message = pending_message(&s.name, &s.id);
+                        clearml
+                            .enqueue(&task, pending, PENDING_REASON, &message, true)
+                            .await
+                    };
+                    let removed = match &enqueued {
+                        Ok(()) => Some(clearml.remove_from_queue(&s.id, &task).await),
+                        Err(_) => None,
+                    };
+                    (task, s, enqueued, removed)
+                }
+            })
+            .buffer_unordered(LAUNCH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut taken = 0;
+        let mut halfway = HashSet::new();
+        let mut origins = Vec::new();
+        for (task, served, enqueued, removed) in results {
+            match (enqueued, removed) {
+                (Err(error), _) => {
+                    tracing::warn!(%task, %error, "cannot enqueue task into the pending queue; it stays in its queue");
+                }
+                (Ok(()), Some(Err(error))) => {
+                    tracing::warn!(%task, queue = %served.name, %error, "task enqueued into the pending queue but not yet removed from its queue; the next tick finishes the move");
+                    taken += 1;
+                    origins.push((task.clone(), served.id.clone()));
+                    halfway.insert(task);
+                }
+                (Ok(()), _) => {
+                    taken += 1;
+                    origins.push((task, served.id.clone()));
+                }
+            }
+        }
+        self.origin.extend(origins);
+        (taken, halfway)
+    }
+
+    /// Finishes the moves cut short: removes each pending task from the served queue it is still
+    /// in (`(served index, task)`); returns those still there (not launched this tick).
+    async fn finish_moves(&self, halfway: Vec<(usize, String)>) -> HashSet<String> {
+        let results = stream::iter(halfway)
+            .map(|(qi, task)| {
+                let s = &self.served[qi];
+                let clearml = &self.clearml;
+                async move {
+                    tracing::info!(%task, queue = %s.name, "pending task still in its queue (a move cut short); removing it from there");
+                    let r = clearml.remove_from_queue(&s.id, &task).await;
+                    (task, s, r)
+                }
+            })
+            .buffer_unordered(LAUNCH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut still = HashSet::new();
+        for (task, served, result) in results {
+            if let Err(error) = result {
+                tracing::warn!(%task, queue = %served.name, %error, "cannot remove the pending task from its queue yet; it is launched once out");
+                still.insert(task);
+            }
+        }
+        still
     }
 }
 
@@ -391,6 +562,52 @@ mod tests {
         origin: &'a [(&'a str, &'a str)],
         budget: usize,
         want: Plan,
+    }
+
+    #[test]
+    fn split_waiting_table() {
+        type Case<'a> = (
+            &'a str,
+            [&'a [&'a str]; 2],
+            &'a [&'a str],
+            [&'a [&'a str]; 2],
+            &'a [(usize, &'a str)],
+        );
+        let cases: &[Case<'_>] = &[
+            (
+                "nothing pending",
+                [&["a1", "a2"], &["b1"]],
+                &[],
+                [&["a1", "a2"], &["b1"]],
+                &[],
+            ),
+            (
+                "a task in its queue and the pending queue was moved halfway",
+                [&["a1", "a2", "a3"], &["b1"]],
+                &["a2", "b1", "p"],
+                [&["a1", "a3"], &[]],
+                &[(0, "a2"), (1, "b1")],
+            ),
+            (
+                "pending tasks in no served queue",
+                [&[], &["b1"]],
+                &["p", "q"],
+                [&[], &["b1"]],
+                &[],
+            ),
+        ];
+        for (name, entries, pending, want_waiting, want_halfway) in cases {
+            let entries: Vec<Vec<String>> = entries.iter().map(|e| strings(e)).collect();
+            let pending: HashSet<&str> = pending.iter().copied().collect();
+            let (waiting, halfway) = split_waiting(entries, &pending);
+            let want: Vec<Vec<String>> = want_waiting.iter().map(|e| strings(e)).collect();
+            assert_eq!(waiting, want, "{name}");
+            let want: Vec<(usize, String)> = want_halfway
+                .iter()
+                .map(|(q, t)| (*q, t.to_string()))
+                .collect();
+            assert_eq!(halfway, want, "{name}");
+        }
     }
 
     #[test]

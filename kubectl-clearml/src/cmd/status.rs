@@ -62,6 +62,10 @@ pub struct ClearmlView {
     pub last_error: String,
     /// The last successful call.
     pub last_success: Option<DateTime<Utc>>,
+    /// The ClearML server's version (empty before the agent's first login).
+    pub server_version: String,
+    /// How the agent takes tasks from their queues on that server.
+    pub take_protocol: String,
 }
 
 /// Converts the proto answer.
@@ -83,6 +87,8 @@ pub fn to_view(resp: GetStatusResponse, now: DateTime<Utc>) -> StatusView {
             api_server: clearml.api_server,
             last_error: clearml.last_error,
             last_success: to_time(clearml.last_success.as_ref()),
+            server_version: clearml.server_version,
+            take_protocol: clearml.take_protocol,
         },
         gpu_reporting_max_gpus: resp.gpu_reporting.and_then(|g| g.max_gpus),
         queues: resp.queues.into_iter().map(to_summary).collect(),
@@ -114,6 +120,15 @@ impl Tabular for StatusView {
             ("Worker ID:", self.worker_id.clone()),
             ("ClearML:", clearml),
         ];
+        if !self.clearml.server_version.is_empty() {
+            lines.push((
+                "Server:",
+                format!(
+                    "{} (takes tasks by {})",
+                    self.clearml.server_version, self.clearml.take_protocol
+                ),
+            ));
+        }
         if !self.clearml.last_error.is_empty() {
             lines.push(("Last error:", self.clearml.last_error.clone()));
         }
@@ -151,6 +166,8 @@ mod tests {
                         seconds: 1_700_000_058,
                         nanos: 0,
                     }),
+                    server_version: "1.16.2 (API 2.30)".into(),
+                    take_protocol: "enqueue-then-remove".into(),
                 }),
                 queues: vec![QueueSummary {
                     name: "gpu".into(),
@@ -180,6 +197,7 @@ mod tests {
              Namespace:  clearml\n\
              Worker ID:  k8s-agent:clearml\n\
              ClearML:    DEGRADED https://api.example (last success 42s ago)\n\
+             Server:     1.16.2 (API 2.30) (takes tasks by enqueue-then-remove)\n\
              Last error: timeout\n\
              GPU report: 16 GPUs\n\
              \n\
@@ -194,6 +212,8 @@ mod tests {
         output::render(&sample(), OutputFormat::Json, &mut out, &mut err).expect("render");
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["clearml"]["state"], "degraded");
+        assert_eq!(v["clearml"]["server_version"], "1.16.2 (API 2.30)");
+        assert_eq!(v["clearml"]["take_protocol"], "enqueue-then-remove");
         assert_eq!(v["clearml"]["last_success"], "2023-11-14T22:14:18Z");
         assert_eq!(v["gpu_reporting_max_gpus"], 16);
         assert_eq!(v["queues"][0]["pods_running"], 3);

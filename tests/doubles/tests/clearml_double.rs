@@ -6,6 +6,7 @@ mod clearml_double {
     pub mod common;
     mod faults;
     mod queues;
+    mod releases;
     mod sdk;
     mod tasks;
     mod transport;

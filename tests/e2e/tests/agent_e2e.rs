@@ -10,7 +10,7 @@ use std::{
 };
 
 use clearml_doubles::{
-    clearml::ClearmlDouble,
+    clearml::{ClearmlDouble, NEWEST_SERVER_VERSION},
     k8s::KubeDouble,
     sim::{SimOptions, Simulator},
 };
@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 mod control;
 #[path = "agent_e2e/demo.rs"]
 mod demo;
+#[path = "agent_e2e/old_server.rs"]
+mod old_server;
 #[path = "agent_e2e/plugin.rs"]
 mod plugin;
 #[path = "agent_e2e/reliability.rs"]
@@ -33,6 +35,9 @@ mod supervision;
 const NS: &str = "clearml";
 const READY: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(30);
+/// The last ClearML server release before 1.17.0: its `tasks.enqueue` refuses a queued task unless
+/// forced, and a forced one leaves the task in its queue, so the agent takes tasks in two steps.
+const OLD_SERVER: &str = "1.16.2";
 
 struct Env {
     clearml: Arc<ClearmlDouble>,
@@ -44,7 +49,15 @@ struct Env {
 
 impl Env {
     async fn new(sim: SimOptions) -> Self {
+        Self::on_server(sim, NEWEST_SERVER_VERSION).await
+    }
+
+    /// An environment whose ClearML double plays clearml-server `version`.
+    async fn on_server(sim: SimOptions, version: &str) -> Self {
         let clearml = Arc::new(ClearmlDouble::start().await.expect("clearml double"));
+        clearml
+            .set_server_version(version)
+            .expect("a release the double knows");
         let kube = Arc::new(KubeDouble::start().await.expect("kube double"));
         kube.create(
             "namespaces",
@@ -780,7 +793,53 @@ async fn multi_node_rendezvous_service_is_owned_by_rank_0_and_deleted_with_the_p
 /// GPUs; every task must get exactly one pod and finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
-    let env = Env::new(crash_sim()).await;
+    sigkill_at_random_moments(NEWEST_SERVER_VERSION).await;
+}
+
+/// The same against a server before 1.17.0, where a task is taken in two calls (a forced
+/// `tasks.enqueue`, then `queues.remove_task`) and a kill can fall between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_and_doubles_nothing_before_1_17() {
+    sigkill_at_random_moments(OLD_SERVER).await;
+}
+
+/// Whether tasks are taken from their queue in two calls on this release.
+fn takes_in_two_steps(version: &str) -> bool {
+    version == OLD_SERVER
+}
+
+/// Asserts that the agent took every task in two calls (a forced enqueue into the pending queue,
+/// then a removal from its own queue) on an old server, and in one call on a new one.
+fn assert_take_protocol(env: &Env, version: &str, tasks: usize) {
+    // every request, whatever its answer: with faults injected, a removal whose reply was lost
+    // is answered 703 when retried
+    let removals = env.clearml.calls("queues.remove_task");
+    if takes_in_two_steps(version) {
+        assert!(
+            removals >= tasks,
+            "{version}: {removals} removal requests for {tasks} tasks"
+        );
+    } else {
+        assert!(
+            removals < tasks / 10,
+            "{version}: the server moves; yet {removals} removal requests for {tasks} tasks"
+        );
+    }
+}
+
+/// Tasks in the pending queue and still in one of `queues` (a take cut short between its two
+/// calls, on a server before 1.17.0).
+fn halfway(env: &Env, queues: &[&str]) -> usize {
+    let pending = env.clearml.queue_entries(&env.queue("k8s_scheduler"));
+    queues
+        .iter()
+        .flat_map(|q| env.clearml.queue_entries(&env.queue(q)))
+        .filter(|t| pending.contains(t))
+        .count()
+}
+
+async fn sigkill_at_random_moments(version: &str) {
+    let env = Env::on_server(crash_sim(), version).await;
     let queues = ["q-alpha", "q-bravo", "q-charlie", "q-delta", "q-gpu"];
     let values = values_with_gpu_queue(&queues[..4], "q-gpu");
     let mut agent = env.agent(&values).await;
@@ -794,6 +853,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         });
     }
     let mut kills = 0;
+    let mut left_halfway = 0;
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let done = env.completed(&tasks);
@@ -809,6 +869,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
             tokio::time::sleep(wait).await;
             agent.kill();
             kills += 1;
+            left_halfway += halfway(&env, &queues);
             agent = env.agent(&values).await;
         } else {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -823,10 +884,14 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let total = env.pod_creations();
     let waited = pods_that_waited(&env);
     println!(
-        "sigkill test: {n} tasks, {kills} kills, {total} pod creations, {} pods, {waited} pods waited for GPUs",
+        "sigkill test (server {version}): {n} tasks, {kills} kills ({left_halfway} tasks left in both queues by them), {total} pod creations, {} pods, {waited} pods waited for GPUs",
         pods.len()
     );
+    if !takes_in_two_steps(version) {
+        assert_eq!(left_halfway, 0, "a one-call move left a task in two queues");
+    }
     assert!(waited > 0, "no pod ever waited for GPUs");
+    assert_take_protocol(&env, version, n);
     for t in &tasks {
         assert!(pods.contains_key(t), "task {t} has no pod");
     }

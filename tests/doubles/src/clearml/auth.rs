@@ -12,10 +12,11 @@ use super::doc::{self, Doc};
 use super::error::ApiError;
 use super::state::{Identity, Store};
 
-/// API version the double reports (clearml-server 2.3).
+/// API version the double reports by default (clearml-server 2.3; an older release set with
+/// `ClearmlDouble::set_server_version` reports its own).
 pub const API_VERSION: &str = "2.34";
-/// Server version the double reports.
-pub const SERVER_VERSION: &str = "2.3.0";
+/// Server version the double reports by default.
+pub const SERVER_VERSION: &str = super::release::NEWEST;
 /// Server build the double reports.
 pub const SERVER_BUILD: &str = "double";
 /// Default token lifetime (`default_expiration_sec`, 30 days).
@@ -70,8 +71,8 @@ pub(crate) fn issue_token(
         exp: iat + expiration_sec,
         session_id: doc::new_id(),
         auth_type: "Bearer".into(),
-        api_version: API_VERSION.into(),
-        server_version: SERVER_VERSION.into(),
+        api_version: store.release.api.to_string(),
+        server_version: store.release.text.clone(),
         server_build: SERVER_BUILD.into(),
         feature_set: "basic".into(),
     };

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::doc::Doc;
 use super::error::ApiError;
+use super::release::Release;
 use super::state::{Identity, Store};
 use super::{lifecycle, misc, queues, tasks, workers};
 
@@ -71,6 +72,8 @@ pub(crate) enum Kind {
     Auth(Handler),
     /// No authentication at all (`debug.ping`).
     Open(Handler),
+    /// `server.info`: open on releases before 2.3.0, authenticated from 2.3.0 (3b0cc7c).
+    Info(Handler),
     /// `auth.login` (needs the authentication result itself).
     Login,
     /// `auth.logout`.
@@ -121,7 +124,10 @@ pub(crate) static ENDPOINTS: &[Endpoint] = &[
     ep("auth.login", 1, 0, Kind::Login),
     ep("auth.logout", 2, 2, Kind::Logout),
     ep("debug.ping", 1, 0, Kind::Open(misc::debug_ping)),
-    ep("server.info", 1, 0, Kind::Auth(misc::server_info)),
+    // newest implementation first: `find` takes the first one not above the requested version
+    ep("server.info", 2, 12, Kind::Info(misc::server_info_2_12)),
+    ep("server.info", 2, 8, Kind::Info(misc::server_info_2_8)),
+    ep("server.info", 1, 0, Kind::Info(misc::server_info)),
     ep("projects.get_all", 1, 0, Kind::Auth(misc::projects_get_all)),
     ep(
         "projects.get_by_id",
@@ -253,6 +259,15 @@ pub(crate) fn find(name: &str, requested: Version) -> Option<&'static Endpoint> 
         .find(|e| e.name == name && e.version <= requested)
 }
 
+/// Like [`find`], on a server of `release` (404 for an endpoint that release does not have).
+pub(crate) fn find_on(
+    release: &Release,
+    name: &str,
+    requested: Version,
+) -> Option<&'static Endpoint> {
+    find(name, requested).filter(|_| release.serves(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +278,17 @@ mod tests {
         assert!(find("queues.get_all", Version::new(2, 1)).is_none());
         assert!(find("queues.get_all", Version::new(9, 0)).is_some());
         assert!(find("queues.nope", Version::MAX).is_none());
+        assert_eq!(
+            find("server.info", Version::new(2, 23)).map(|e| e.version),
+            Some(Version::new(2, 12))
+        );
+        assert_eq!(
+            find("server.info", Version::new(2, 9)).map(|e| e.version),
+            Some(Version::new(2, 8))
+        );
+        let old = Release::parse("1.16.2").expect("known");
+        assert!(find_on(&old, "queues.clear_queue", Version::MAX).is_none());
+        assert!(find_on(&Release::newest(), "queues.clear_queue", Version::MAX).is_some());
         assert_eq!(Version::parse("2.23"), Some(Version::new(2, 23)));
         assert_eq!(Version::MAX.to_string(), "2.34");
     }

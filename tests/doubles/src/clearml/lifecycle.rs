@@ -10,6 +10,7 @@ use super::dispatch::Ctx;
 use super::doc::{self, Doc, fmt_time, get_str};
 use super::error::ApiError;
 use super::queues;
+use super::release::Release;
 use super::state::Store;
 use super::tasks;
 
@@ -75,6 +76,22 @@ pub fn validate_transition(current: &str, new: &str) -> Result<(), ApiError> {
     }
 }
 
+/// [`validate_transition`] on a server of `release`: before 1.17.0 `failed → queued` is illegal
+/// too (50593f6 "Allow enqueueing failed tasks").
+pub fn validate_transition_on(release: &Release, current: &str, new: &str) -> Result<(), ApiError> {
+    validate_transition(current, new)?;
+    if current == "failed" && new == "queued" && !release.requeues_failed() {
+        return Err(ApiError::invalid_task_status(
+            Some("Invalid status change"),
+            &[
+                ("current_status", current.to_string()),
+                ("new_status", new.to_string()),
+            ],
+        ));
+    }
+    Ok(())
+}
+
 /// An additional write made together with a status change.
 #[derive(Debug, Clone)]
 pub(crate) enum Extra {
@@ -120,6 +137,7 @@ pub(crate) fn change_status(
     extras: Vec<Extra>,
 ) -> Result<Value, ApiError> {
     let now = store.now();
+    let release = store.release.clone();
     let record = store
         .tasks
         .get_mut(task_id)
@@ -130,7 +148,7 @@ pub(crate) fn change_status(
     let current = change.expected_current.unwrap_or(&stored).to_string();
     if !change.force {
         if change.new_status != current {
-            validate_transition(&current, change.new_status)?;
+            validate_transition_on(&release, &current, change.new_status)?;
         } else if !change.allow_same {
             return Err(ApiError::invalid_task_status(
                 Some("Task already in requested status"),
@@ -221,7 +239,7 @@ pub(crate) fn dequeue_and_change_status(
 ) -> Result<Value, ApiError> {
     let company = ctx.identity.company.clone();
     dequeue_silently(store, &company, task_id);
-    if remove_from_all_queues {
+    if remove_from_all_queues && store.release.dequeue_remove_from_all() {
         queues::remove_task_from_all_queues(store, &company, task_id, None);
     }
     let Some(doc) = store.task(task_id) else {
@@ -285,13 +303,23 @@ impl EnqueueRequest {
     }
 }
 
-/// `tasks.enqueue` (see `enqueue_task` in the server).
+/// `tasks.enqueue` (see `enqueue_task` in the server). On a release before 1.17.0
+/// (`task_operations.py` at `v1.16.2`): the queue is resolved before the task is read, a queued
+/// task is refused (400/110 "Task already in requested status") unless `force` (read from 1.1.0),
+/// `enqueue_status` becomes the current status (so `queued` for a queued task),
+/// `update_execution_queue` is not read (`execution.queue` is always set) and the task stays in
+/// every other queue it is in.
 pub(crate) fn enqueue(
     store: &mut Store,
     ctx: &Ctx<'_>,
     req: &EnqueueRequest,
 ) -> Result<Value, ApiError> {
-    if req.verify_watched_queue && !req.update_execution_queue {
+    let release = store.release.clone();
+    let moves = release.moves_queued_tasks();
+    let update_execution_queue = req.update_execution_queue || !moves;
+    let force = req.force && release.enqueue_force();
+    let verify_watched_queue = req.verify_watched_queue && release.enqueue_verify_watched();
+    if moves && verify_watched_queue && !update_execution_queue {
         return Err(ApiError::validation(
             "verify_watched_queue cannot be used with update_execution_queue=False",
         ));
@@ -303,37 +331,39 @@ pub(crate) fn enqueue(
     }
     let company = ctx.identity.company.clone();
     let user = ctx.identity.user.clone();
+    // before 1.17.0 the queue is resolved (and a named one created) before the task is read
+    let resolved_first = match moves {
+        true => None,
+        false => Some(resolve_enqueue_queue(store, &company, req)?),
+    };
     let doc = tasks::task_for_write(store, &company, &req.task)?;
     let status = get_str(doc, "status").unwrap_or("created").to_string();
     let enqueue_status = get_str(doc, "enqueue_status").map(str::to_string);
     let queued_with_queue =
         status == "queued" && get_str(doc, "execution.queue").is_some_and(|q| !q.is_empty());
-    if !req.update_execution_queue && !queued_with_queue {
+    if !update_execution_queue && !queued_with_queue {
         return Err(ApiError::validation(
             "Cannot skip setting execution queue for a task that is not enqueued or does not have execution queue set",
         ));
     }
-    let queue_id = match (&req.queue, &req.queue_name) {
-        (Some(q), _) => q.clone(),
-        (None, Some(name)) => match store
-            .queues
-            .values()
-            .find(|q| q.company == company && &q.name == name)
-        {
-            Some(q) => q.id.clone(),
-            None => queues::create_queue(store, &company, name, None, &[], &[], None)?,
-        },
-        (None, None) => queues::default_queue(store, &company)?.id.clone(),
+    let queue_id = match resolved_first {
+        Some(q) => q,
+        None => resolve_enqueue_queue(store, &company, req)?,
     };
     let before = match (&enqueue_status, status.as_str()) {
-        (Some(prev), "queued") => prev.clone(),
+        (Some(prev), "queued") if moves => prev.clone(),
         _ => status.clone(),
+    };
+    let change = StatusChange {
+        // 1.17.0 dropped `allow_same_state_transition=False` from the enqueue
+        allow_same: moves,
+        ..StatusChange::new("queued", &req.status_reason, &req.status_message, force)
     };
     let mut res = change_status(
         store,
         &user,
         &req.task,
-        &StatusChange::new("queued", &req.status_reason, &req.status_message, req.force),
+        &change,
         vec![Extra::Set("enqueue_status", json!(before))],
     )?;
     if let Err(err) = queues::add_task(store, &company, &queue_id, &req.task) {
@@ -351,7 +381,7 @@ pub(crate) fn enqueue(
         );
         return Err(err);
     }
-    if req.update_execution_queue {
+    if update_execution_queue {
         if let Some(record) = store.tasks.get_mut(&req.task) {
             doc::set_path(&mut record.doc, "execution.queue", json!(queue_id));
         }
@@ -359,13 +389,15 @@ pub(crate) fn enqueue(
             fields.insert("execution.queue".into(), json!(queue_id));
         }
     }
-    queues::remove_task_from_all_queues(store, &company, &req.task, Some(&queue_id));
+    if moves {
+        queues::remove_task_from_all_queues(store, &company, &req.task, Some(&queue_id));
+    }
     let mut out = Map::new();
     out.insert("queued".into(), json!(1));
     if let Value::Object(fields) = res {
         out.extend(fields);
     }
-    if req.verify_watched_queue {
+    if verify_watched_queue {
         out.insert(
             "queue_watched".into(),
             json!(super::workers::queue_is_watched(store, &company, &queue_id)),
@@ -374,10 +406,34 @@ pub(crate) fn enqueue(
     Ok(Value::Object(out))
 }
 
+/// The queue a `tasks.enqueue` names: by id, by name (created when missing), else the default.
+fn resolve_enqueue_queue(
+    store: &mut Store,
+    company: &str,
+    req: &EnqueueRequest,
+) -> Result<String, ApiError> {
+    Ok(match (&req.queue, &req.queue_name) {
+        (Some(q), _) => q.clone(),
+        (None, Some(name)) => match store
+            .queues
+            .values()
+            .find(|q| q.company == company && &q.name == name)
+        {
+            Some(q) => q.id.clone(),
+            None => queues::create_queue(store, company, name, None, &[], &[], None)?,
+        },
+        (None, None) => queues::default_queue(store, company)?.id.clone(),
+    })
+}
+
 /// `tasks.dequeue`.
 pub(crate) fn dequeue(store: &mut Store, ctx: &Ctx<'_>, data: &Doc) -> Result<Value, ApiError> {
     let task_id = doc::req_str(data, "task")?.to_string();
-    let new_status = doc::opt_str(data, "new_status")?.filter(|s| !s.is_empty());
+    // `new_status` is read from 1.12.0 (an older server ignores it)
+    let new_status = match store.release.dequeue_new_status() {
+        true => doc::opt_str(data, "new_status")?.filter(|s| !s.is_empty()),
+        false => None,
+    };
     if let Some(s) = new_status
         && !STATUSES.contains(&s)
     {

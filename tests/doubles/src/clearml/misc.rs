@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::auth::{API_VERSION, SERVER_BUILD, SERVER_VERSION};
+use super::auth::SERVER_BUILD;
 use super::dispatch::Ctx;
 use super::doc::{self, Doc, ListFilter, fmt_time, get_str};
 use super::error::ApiError;
@@ -224,17 +224,38 @@ pub(crate) fn debug_ping(
     Ok(Value::Object(out))
 }
 
-/// `server.info`.
+/// `server.info` (API 1.0–2.7): `version`, `build`, `commit` (`services/server/__init__.py`).
 pub(crate) fn server_info(
     store: &mut Store,
     _ctx: &Ctx<'_>,
     _data: &Doc,
 ) -> Result<Value, ApiError> {
     Ok(json!({
-        "version": SERVER_VERSION,
+        "version": store.release.text,
         "build": SERVER_BUILD,
         "commit": SERVER_BUILD,
-        "uid": store.server_uid,
-        "api_version": API_VERSION,
     }))
+}
+
+/// `server.info` (API 2.8–2.11): adds the server's `uid`.
+pub(crate) fn server_info_2_8(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    data: &Doc,
+) -> Result<Value, ApiError> {
+    let mut out = server_info(store, ctx, data)?;
+    out["uid"] = json!(store.server_uid);
+    Ok(out)
+}
+
+/// `server.info` (API 2.12 and later): adds the highest API version instead (the 2.12 handler
+/// extends the 1.0 one, so `uid` is not there).
+pub(crate) fn server_info_2_12(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    data: &Doc,
+) -> Result<Value, ApiError> {
+    let mut out = server_info(store, ctx, data)?;
+    out["api_version"] = json!(store.release.api.to_string());
+    Ok(out)
 }

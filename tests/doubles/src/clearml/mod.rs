@@ -17,6 +17,7 @@ mod faults;
 mod lifecycle;
 mod misc;
 mod queues;
+mod release;
 mod state;
 mod tasks;
 mod transport;
@@ -33,8 +34,9 @@ pub use dispatch::Version;
 pub use doc::{Doc, fmt_time, parse_time};
 pub use error::ApiError;
 pub use faults::{ANY_ENDPOINT, Chaos, Faults, RawReply, RequestRecord, Requests, Rewrite};
-pub use lifecycle::{allowed_transitions, validate_transition};
+pub use lifecycle::{allowed_transitions, validate_transition, validate_transition_on};
 pub use queues::HIDDEN_TAGS;
+pub use release::{NEWEST as NEWEST_SERVER_VERSION, Release, UnknownRelease};
 pub use state::{
     ClusterReport, Credential, DEFAULT_ACCESS_KEY, DEFAULT_COMPANY, DEFAULT_SECRET_KEY, Event,
     IdName, Identity, Queue, QueueEntry, Store, Worker,
@@ -128,6 +130,22 @@ impl ClearmlDouble {
         self.shared.store.lock().clock_offset = offset;
     }
 
+    /// Makes the double behave as clearml-server `version` from now on (default: the newest,
+    /// [`NEWEST_SERVER_VERSION`]): `server.info`, new tokens' claims and unversioned paths report
+    /// it, and the behaviour that changed between releases follows it (see `release.rs`; e.g.
+    /// before 1.17.0 `tasks.enqueue` refuses a queued task unless `force`, and a forced enqueue
+    /// leaves the task in its other queues).
+    pub fn set_server_version(&self, version: &str) -> Result<(), UnknownRelease> {
+        let release = Release::parse(version)?;
+        self.shared.store.lock().release = release;
+        Ok(())
+    }
+
+    /// The clearml-server release the double behaves as.
+    pub fn server_version(&self) -> String {
+        self.shared.store.lock().release.text.clone()
+    }
+
     /// Moves the server clock forward by `by`.
     pub fn advance_clock(&self, by: chrono::Duration) {
         let mut store = self.shared.store.lock();
@@ -147,14 +165,15 @@ impl ClearmlDouble {
         endpoint: &str,
         body: Value,
     ) -> Result<Value, ApiError> {
-        let Some(ep) = dispatch::find(endpoint, Version::MAX) else {
+        let (release, api) = {
+            let store = self.shared.store.lock();
+            (store.release.clone(), store.release.api)
+        };
+        let Some(ep) = dispatch::find_on(&release, endpoint, api) else {
             return Err(ApiError::raw(
                 404,
                 0,
-                format!(
-                    "Unable to find endpoint for name {endpoint} and version {}",
-                    Version::MAX
-                ),
+                format!("Unable to find endpoint for name {endpoint} and version {api}"),
             ));
         };
         let data = match body {
@@ -169,7 +188,9 @@ impl ClearmlDouble {
         };
         let mut store = self.shared.store.lock();
         match ep.kind {
-            Kind::Auth(handler) | Kind::Open(handler) => handler(&mut store, &ctx, &data),
+            Kind::Auth(handler) | Kind::Open(handler) | Kind::Info(handler) => {
+                handler(&mut store, &ctx, &data)
+            }
             Kind::Login => {
                 let authed = auth::Authed {
                     identity: identity.clone(),

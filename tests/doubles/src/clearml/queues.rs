@@ -247,6 +247,29 @@ fn revert_removed_tasks(
     reverted
 }
 
+/// Deleting a queue before 1.17.0 (`QueueBLL.delete` at `v1.16.2`): every task with an entry goes
+/// back to its pre-enqueue status (or `created`), whatever its `execution.queue`, which is kept.
+fn revert_entries_before_1_17(store: &mut Store, ctx: &Ctx<'_>, task_ids: &[String]) {
+    for task_id in task_ids {
+        let Some(doc) = store.task(task_id) else {
+            continue;
+        };
+        if doc::get_str(doc, "company") != Some(ctx.identity.company.as_str()) {
+            continue;
+        }
+        let target = doc::get_str(doc, "enqueue_status")
+            .unwrap_or("created")
+            .to_string();
+        let _ = lifecycle::change_status(
+            store,
+            &ctx.identity.user,
+            task_id,
+            &StatusChange::new(&target, "Queue was deleted", "", true),
+            vec![Extra::Set("enqueue_status", Value::Null)],
+        );
+    }
+}
+
 fn entry_json(entry: &QueueEntry) -> Value {
     json!({"task": entry.task, "added": fmt_time(entry.added)})
 }
@@ -435,8 +458,12 @@ pub(crate) fn delete(store: &mut Store, ctx: &Ctx<'_>, data: &Doc) -> Result<Val
         if !force {
             return Err(ApiError::queue_not_empty(&[("id", queue_id)]));
         }
-        let reason = format!("Queue {queue_id} was deleted");
-        revert_removed_tasks(store, ctx, &tasks, &queue_id, &reason);
+        if store.release.moves_queued_tasks() {
+            let reason = format!("Queue {queue_id} was deleted");
+            revert_removed_tasks(store, ctx, &tasks, &queue_id, &reason);
+        } else {
+            revert_entries_before_1_17(store, ctx, &tasks);
+        }
     }
     store.queues.remove(&queue_id);
     Ok(json!({"deleted": 1}))
@@ -450,7 +477,9 @@ pub(crate) fn add_task_endpoint(
 ) -> Result<Value, ApiError> {
     let queue_id = doc::req_str(data, "queue")?.to_string();
     let task_id = doc::req_str(data, "task")?.to_string();
-    let update_execution_queue = doc::opt_bool(data, "update_execution_queue", true)?;
+    // before 1.17.0 `queues.add_task` only adds the entry
+    let update_execution_queue =
+        doc::opt_bool(data, "update_execution_queue", true)? && store.release.moves_queued_tasks();
     add_task(store, &ctx.identity.company, &queue_id, &task_id)?;
     if update_execution_queue && let Some(record) = store.tasks.get_mut(&task_id) {
         doc::set_path(&mut record.doc, "execution.queue", json!(queue_id));
@@ -472,8 +501,10 @@ pub(crate) fn get_next_task(
     };
     let mut out = Doc::new();
     out.insert("entry".into(), entry_json(&entry));
+    let unstop = store.release.moves_queued_tasks();
     if let Some(record) = store.tasks.get_mut(&entry.task) {
-        if doc::get_str(&record.doc, "status") == Some("stopped") {
+        // 1.17.0 and later: a popped `stopped` task is `queued` again (a race fix)
+        if unstop && doc::get_str(&record.doc, "status") == Some("stopped") {
             record.doc.insert("status".into(), json!("queued"));
         }
         if get_task_info {
@@ -493,7 +524,9 @@ pub(crate) fn get_next_task(
 pub(crate) fn remove_task(store: &mut Store, ctx: &Ctx<'_>, data: &Doc) -> Result<Value, ApiError> {
     let queue_id = doc::req_str(data, "queue")?.to_string();
     let task_id = doc::req_str(data, "task")?.to_string();
-    let update_task_status = doc::opt_bool(data, "update_task_status", false)?;
+    // read from 1.17.0 (an older server only removes the entry)
+    let update_task_status =
+        doc::opt_bool(data, "update_task_status", false)? && store.release.moves_queued_tasks();
     let removed = remove_task_entries(store, &ctx.identity.company, &queue_id, &task_id)?;
     if removed > 0 && update_task_status {
         let reason = format!("Task was removed from the queue {queue_id}");

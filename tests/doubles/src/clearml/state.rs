@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
 use super::doc::{self, Doc, fmt_time, to_millis};
+use super::release::Release;
 
 /// Company id of a fresh clearml-server (its built-in company).
 pub const DEFAULT_COMPANY: &str = "d1bd92a3b039400cbafc60a7a5b1e52b";
@@ -246,6 +247,8 @@ pub struct Store {
     pub(crate) clock_offset: Duration,
     pub(crate) seq: u64,
     pub(crate) server_uid: String,
+    /// The clearml-server release the double behaves as.
+    pub(crate) release: Release,
 }
 
 impl Store {
@@ -266,6 +269,7 @@ impl Store {
             clock_offset: Duration::zero(),
             seq: 0,
             server_uid: doc::new_id(),
+            release: Release::newest(),
         };
         store.add_credential(Credential {
             access_key: DEFAULT_ACCESS_KEY.into(),
@@ -306,6 +310,11 @@ impl Store {
     pub(crate) fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// The clearml-server release the double behaves as.
+    pub fn release(&self) -> &Release {
+        &self.release
     }
 
     /// A stored task document (including the internal `enqueue_status`).

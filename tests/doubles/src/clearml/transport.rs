@@ -302,6 +302,7 @@ async fn serve_call(shared: &Shared, req: &Incoming, endpoint_name: &mut String)
         return reply("", Version::parse("1.0"), None, Err(err), None);
     };
     *endpoint_name = name.clone();
+    let release = shared.store.lock().release.clone();
     let requested = match &path_version {
         Some(v) => match Version::parse(v) {
             Some(v) => v,
@@ -316,10 +317,11 @@ async fn serve_call(shared: &Shared, req: &Incoming, endpoint_name: &mut String)
                 return reply(&name, None, None, Err(err), None);
             }
         },
-        None => Version::MAX,
+        // no version in the path: the server's highest
+        None => release.api,
     };
     let disabled = shared.faults.lock().is_disabled(&name);
-    let endpoint = dispatch::find(&name, requested).filter(|_| !disabled);
+    let endpoint = dispatch::find_on(&release, &name, requested).filter(|_| !disabled);
     let Some(endpoint) = endpoint else {
         let err = ApiError::raw(
             404,
@@ -370,6 +372,7 @@ async fn serve_call(shared: &Shared, req: &Incoming, endpoint_name: &mut String)
     let mut store = shared.store.lock();
     let authed = match endpoint.kind {
         Kind::Open(_) => None,
+        Kind::Info(_) if !release.server_info_needs_auth() => None,
         _ => match auth::authenticate(&store, authorization, cookie.as_deref()) {
             Ok(a) => Some(a),
             Err(e) => return reply(&name, Some(requested), actual, Err(e), None),
@@ -392,7 +395,9 @@ async fn serve_call(shared: &Shared, req: &Incoming, endpoint_name: &mut String)
     };
     let mut set_cookie = None;
     let result = match (endpoint.kind, &authed) {
-        (Kind::Auth(handler) | Kind::Open(handler), _) => handler(&mut store, &ctx, &data),
+        (Kind::Auth(handler) | Kind::Open(handler) | Kind::Info(handler), _) => {
+            handler(&mut store, &ctx, &data)
+        }
         (Kind::Login, Some(authed)) => {
             let res = auth::login(&mut store, authed, &data);
             if let Ok(v) = &res {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use clearml_doubles::clearml::ClearmlDouble;
+use clearml_doubles::clearml::{ClearmlDouble, NEWEST_SERVER_VERSION};
 use serde_json::{Value, json};
 
 fn workspace_root() -> PathBuf {
@@ -42,8 +42,10 @@ fn ensure_venv(root: &Path) -> PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_fidelity() {
+/// Runs a script of `tests/py/` with the SDK against `double` (`env`: extra variables); returns the
+/// JSON object it prints on its last stdout line. Panics with the output and the request log if
+/// the script fails.
+async fn run_sdk_script(double: &ClearmlDouble, script: &str, env: &[(&str, &str)]) -> Value {
     let root = workspace_root();
     let python = tokio::task::spawn_blocking({
         let root = root.clone();
@@ -51,8 +53,6 @@ async fn sdk_fidelity() {
     })
     .await
     .expect("venv task");
-
-    let double = ClearmlDouble::start().await.expect("double starts");
     let (key, secret) = double.credentials();
     let home = tempfile::tempdir().expect("temp HOME");
     let config = home.path().join("clearml.conf");
@@ -61,10 +61,9 @@ async fn sdk_fidelity() {
         "api { http { retries { total: 2, connect: 2, read: 2, redirect: 2, status: 2, backoff_factor: 0.1 }, wait_on_maintenance_forever: false } }\n",
     )
     .expect("write config");
-    let script = root.join("tests/py/sdk_fidelity.py");
     let url = double.url();
     let mut cmd = tokio::process::Command::new(&python);
-    cmd.arg(&script)
+    cmd.arg(root.join("tests/py").join(script))
         .current_dir(home.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -75,10 +74,11 @@ async fn sdk_fidelity() {
         .env("CLEARML_FILES_HOST", &url)
         .env("CLEARML_API_ACCESS_KEY", &key)
         .env("CLEARML_API_SECRET_KEY", &secret)
-        .env("FIDELITY_PROJECT", "fidelity-project")
-        .env("FIDELITY_SECOND_QUEUE", "fidelity-second")
         .env_remove("CLEARML_API_DEFAULT_REQ_METHOD")
         .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let output = tokio::time::timeout(Duration::from_secs(240), cmd.output())
         .await
         .expect("the SDK script finishes within 4 minutes")
@@ -91,16 +91,30 @@ async fn sdk_fidelity() {
         .collect();
     assert!(
         output.status.success(),
-        "SDK script failed: {}\nstdout: {}\nstderr: {}\nrequests:\n{}",
+        "SDK script {script} failed: {}\nstdout: {}\nstderr: {}\nrequests:\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
         log.join("\n")
     );
-    eprintln!("SDK requests:\n{}", log.join("\n"));
+    eprintln!("SDK requests ({script}):\n{}", log.join("\n"));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}): {stdout}"));
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}): {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_fidelity() {
+    let double = ClearmlDouble::start().await.expect("double starts");
+    let report = run_sdk_script(
+        &double,
+        "sdk_fidelity.py",
+        &[
+            ("FIDELITY_PROJECT", "fidelity-project"),
+            ("FIDELITY_SECOND_QUEUE", "fidelity-second"),
+        ],
+    )
+    .await;
 
     // What the SDK saw matches the double's state.
     let task_id = report["task_id"].as_str().expect("task id").to_string();
@@ -159,9 +173,50 @@ async fn sdk_fidelity() {
     );
     assert!(
         requests.iter().all(|r| r.result_code != 404),
-        "requests:\n{}",
-        log.join("\n")
+        "an unknown endpoint was called: {:?}",
+        requests
+            .iter()
+            .filter(|r| r.result_code == 404)
+            .map(|r| &r.path)
+            .collect::<Vec<_>>()
     );
     assert!(double.calls("auth.login") >= 1);
     assert!(double.calls("tasks.enqueue") == 2);
+}
+
+/// The SDK enqueues an already queued task: on a 1.16.2 server `Task.enqueue` raises the server's
+/// refusal and a forced `tasks.enqueue` adds the task to the new queue, leaving it in the first;
+/// on 1.17.0 and later both move it. The SDK reads the release from its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_enqueue_of_a_queued_task_per_release() {
+    for (version, moves) in [
+        ("1.16.2", false),
+        ("1.17.0", true),
+        (NEWEST_SERVER_VERSION, true),
+    ] {
+        let double = ClearmlDouble::start().await.expect("double starts");
+        double.set_server_version(version).expect("known release");
+        let report = run_sdk_script(&double, "sdk_releases.py", &[]).await;
+        let task = report["task_id"].as_str().expect("task id").to_string();
+        assert_eq!(report["server_version"], version, "{report}");
+        let holding: Vec<&str> = ["sdk-rel-a", "sdk-rel-b", "sdk-rel-c"]
+            .into_iter()
+            .filter(|q| report["entries"][q] == json!([task]))
+            .collect();
+        if moves {
+            assert_eq!(report["plain"], "ok", "{version}: {report}");
+            assert_eq!(holding, ["sdk-rel-c"], "{version}: {report}");
+        } else {
+            let refusal = report["plain"].as_str().unwrap_or_default();
+            assert!(
+                refusal.contains("Task already in requested status"),
+                "{version}: {report}"
+            );
+            assert_eq!(holding, ["sdk-rel-a", "sdk-rel-c"], "{version}: {report}");
+        }
+        assert_eq!(report["forced"]["status"], 200, "{version}: {report}");
+        assert_eq!(report["status"], "queued", "{version}: {report}");
+        assert_eq!(report["status_message"], "forced by the SDK", "{version}");
+        assert_eq!(report["execution_queue_is_c"], true, "{version}: {report}");
+    }
 }

@@ -466,8 +466,19 @@ async fn kubernetes_faults_and_watch_cuts_lose_and_double_nothing() {
 /// Kubernetes writes fail. Nothing lost, nothing doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
+    sigkill_twenty_rounds_with_faults(NEWEST_SERVER_VERSION).await;
+}
+
+/// The same against a server before 1.17.0 (tasks taken in two calls, either of which may fail
+/// or be cut short by a kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing_before_1_17() {
+    sigkill_twenty_rounds_with_faults(OLD_SERVER).await;
+}
+
+async fn sigkill_twenty_rounds_with_faults(version: &str) {
     use clearml_doubles::clearml::Chaos;
-    let env = Env::new(crash_sim()).await;
+    let env = Env::on_server(crash_sim(), version).await;
     let queues = ["kill-a", "kill-b", "kill-c", "kill-gpu"];
     let values = &values_with_gpu_queue(&queues[..3], "kill-gpu");
     let mut agent = env.agent(values).await;
@@ -479,6 +490,7 @@ async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
     let n = 500;
     let mut tasks = Vec::new();
     let mut kills = 0;
+    let mut left_halfway = 0;
     let deadline = Instant::now() + Duration::from_secs(150);
     loop {
         // keep work flowing while the kills happen: 25 new tasks per round
@@ -505,6 +517,7 @@ async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
             tokio::time::sleep(Duration::from_millis(rand_between(100, 900))).await;
             agent.kill();
             kills += 1;
+            left_halfway += halfway(&env, &queues);
             agent = env.agent(values).await;
         } else {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -515,10 +528,14 @@ async fn sigkill_twenty_rounds_with_faults_loses_and_doubles_nothing() {
     let creations = env.pod_creations();
     let waited = pods_that_waited(&env);
     println!(
-        "SIGKILL with faults: {n} tasks, {kills} kills, {creations} pod creations, {waited} pods waited for GPUs"
+        "SIGKILL with faults (server {version}): {n} tasks, {kills} kills ({left_halfway} tasks left in both queues by them), {creations} pod creations, {waited} pods waited for GPUs"
     );
+    if !takes_in_two_steps(version) {
+        assert_eq!(left_halfway, 0, "a one-call move left a task in two queues");
+    }
     assert_eq!(kills, 20);
     assert!(waited > 0, "no pod ever waited for GPUs");
+    assert_take_protocol(&env, version, n);
     let lost_origin = env
         .clearml
         .tasks()

@@ -210,15 +210,21 @@ const QUIET_CLEARML: &[&str] = &[
     "workers.cluster_report",
 ];
 
-/// Runs `restart` on a steady cluster and checks that it changed nothing.
+/// Runs `restart` on a steady cluster, its ClearML double playing clearml-server `version`, and
+/// checks that it changed nothing.
 async fn restart_changes_nothing(
     what: &str,
+    version: &str,
     restart: impl AsyncFnOnce(&Env, AgentProcess) -> Vec<AgentProcess>,
 ) {
-    let env = Env::new(SimOptions {
-        gpus: Some(8),
-        ..SimOptions::default()
-    })
+    let what = &format!("{what} (server {version})");
+    let env = Env::on_server(
+        SimOptions {
+            gpus: Some(8),
+            ..SimOptions::default()
+        },
+        version,
+    )
     .await;
     let mut spec = env.spec(VALUES);
     spec.env.push(("POD_NAME".into(), "replica-a".into()));
@@ -300,9 +306,8 @@ fn clear_logs(env: &Env) {
     env.clearml.requests().clear();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_and_start_changes_nothing() {
-    restart_changes_nothing("SIGTERM + start", async |env: &Env, mut agent| {
+async fn sigterm_and_start(version: &str) {
+    restart_changes_nothing("SIGTERM + start", version, async |env: &Env, mut agent| {
         agent
             .terminate(Duration::from_secs(30))
             .expect("agent exits on SIGTERM");
@@ -312,9 +317,8 @@ async fn sigterm_and_start_changes_nothing() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_and_start_changes_nothing() {
-    restart_changes_nothing("SIGKILL + start", async |env: &Env, mut agent| {
+async fn sigkill_and_start(version: &str) {
+    restart_changes_nothing("SIGKILL + start", version, async |env: &Env, mut agent| {
         agent.kill();
         clear_logs(env);
         vec![env.agent(VALUES).await]
@@ -322,9 +326,8 @@ async fn sigkill_and_start_changes_nothing() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_handover_changes_nothing() {
-    restart_changes_nothing("leader handover", async |env: &Env, mut leader| {
+async fn leader_handover(version: &str) {
+    restart_changes_nothing("leader handover", version, async |env: &Env, mut leader| {
         let mut spec = env.spec(VALUES);
         spec.env.push(("POD_NAME".into(), "replica-b".into()));
         let follower = AgentProcess::start(&spec, READY)
@@ -343,6 +346,36 @@ async fn leader_handover_changes_nothing() {
         vec![follower]
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_start_changes_nothing() {
+    sigterm_and_start(NEWEST_SERVER_VERSION).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_start_changes_nothing() {
+    sigkill_and_start(NEWEST_SERVER_VERSION).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_handover_changes_nothing() {
+    leader_handover(NEWEST_SERVER_VERSION).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_start_changes_nothing_before_1_17() {
+    sigterm_and_start(OLD_SERVER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_start_changes_nothing_before_1_17() {
+    sigkill_and_start(OLD_SERVER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_handover_changes_nothing_before_1_17() {
+    leader_handover(OLD_SERVER).await;
 }
 
 /// A pending task whose pods someone else deleted is launched again, whether the agent saw it
