@@ -241,7 +241,7 @@ impl Args {
             web_server: a.web_server_url_reference.clone(),
             files_server: a.file_server_url_reference.clone(),
             credentials_secret,
-            default_image: a.default_image.clone(),
+            default_image: a.task_default_image().cloned(),
             bootstrap: render::Bootstrap::from_values(a),
         };
         // Only the lease holder dispatches; every replica watches and serves the control API.

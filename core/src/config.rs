@@ -85,7 +85,7 @@ impl AgentConfig {
         }
         let a = &values.agentk8sglue;
         let mut queues = BTreeMap::new();
-        for (name, q) in &a.queues {
+        for (name, q) in &a.all_queues() {
             let template = merge_templates(&a.base_pod_template, &q.template_overrides)
                 .map_err(|e| FieldError::new(format!("agentk8sglue.queues.{name}"), e.message))?;
             queues.insert(
@@ -123,7 +123,7 @@ impl AgentConfig {
                     a.failed_pod_ttl_seconds.unwrap_or(DEFAULT_FAILED_TTL),
                 ),
             },
-            create_queues: a.create_queues,
+            create_queues: a.creates_queues(),
             report_max_gpus: a.dashboard_report_max_gpu,
             max_pods: a.max_pods,
         })

@@ -45,7 +45,7 @@ pub fn values(data: &[u8]) {
         web_server: a.web_server_url_reference.clone(),
         files_server: a.file_server_url_reference.clone(),
         credentials_secret: CREDENTIALS_SECRET.into(),
-        default_image: a.default_image.clone(),
+        default_image: a.task_default_image().cloned(),
         bootstrap: render::Bootstrap::from_values(a),
     };
     let task = TaskParams {

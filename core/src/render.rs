@@ -84,7 +84,7 @@ impl AgentParams {
     /// Takes the settings a values change may alter while the agent runs: the default image, the
     /// web and file server URLs and the task bootstrap (the API URL needs a restart).
     pub fn apply_values(&mut self, a: &AgentValues) {
-        self.default_image = a.default_image.clone();
+        self.default_image = a.task_default_image().cloned();
         self.web_server = a.web_server_url_reference.clone();
         self.files_server = a.file_server_url_reference.clone();
         self.bootstrap = Bootstrap::from_values(a);

@@ -164,7 +164,7 @@ impl Control {
     ) -> Result<pb::Queue, ControlError> {
         let values = self.edit(edit, dry_run).await?;
         let name = edit.checked_queue().unwrap_or_default();
-        let id = if dry_run || !values.agentk8sglue.create_queues {
+        let id = if dry_run || !values.agentk8sglue.creates_queues() {
             String::new()
         } else {
             create_queue(&self.clearml, name, &[]).await.map_err(|e| {

@@ -164,10 +164,10 @@ impl Control {
 
     /// One configured queue with its counts.
     pub fn queue(&self, name: &str, cfg: &AgentConfig) -> Result<pb::Queue, ControlError> {
-        let entry =
-            cfg.values.agentk8sglue.queues.get(name).ok_or_else(|| {
-                ControlError::NotFound(format!("queue {name:?} is not configured"))
-            })?;
+        let all = cfg.values.agentk8sglue.all_queues();
+        let entry = all
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(format!("queue {name:?} is not configured")))?;
         let summary = view::queue_summary(name, cfg, &self.snapshot.read(), &self.pods.state());
         Ok(pb::Queue {
             name: name.to_string(),

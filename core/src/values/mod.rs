@@ -180,6 +180,16 @@ pub struct AgentValues {
     /// Image for tasks that name none, when the queue has no `defaultImage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_image: Option<String>,
+    /// The open-source chart's name for `defaultImage` (either may be given; both must agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_container_image: Option<String>,
+    /// The open-source chart's queues: one name, or several separated by spaces or commas; each
+    /// is served with `basePodTemplate` unless `queues` configures it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The open-source chart's name for `createQueues` (either may be given; both must agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_queue_if_not_exists: Option<bool>,
     /// Namespace for task pods (default: the agent's own namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_namespace: Option<String>,
@@ -407,6 +417,28 @@ impl Values {
         if let Some(image) = &a.default_image {
             check_image(&format!("{root}.defaultImage"), image)?;
         }
+        if let Some(image) = &a.default_container_image {
+            check_image(&format!("{root}.defaultContainerImage"), image)?;
+            if let Some(other) = a.default_image.as_ref().filter(|o| *o != image) {
+                return Err(FieldError::new(
+                    format!("{root}.defaultContainerImage"),
+                    format!(
+                        "is {image:?} but {root}.defaultImage is {other:?}; give one of them (they are the same setting)"
+                    ),
+                ));
+            }
+        }
+        for name in a.queue_names() {
+            check_queue_name(&format!("{root}.queue"), name)?;
+        }
+        if a.create_queue_if_not_exists == Some(false) && a.create_queues {
+            return Err(FieldError::new(
+                format!("{root}.createQueueIfNotExists"),
+                format!(
+                    "is false but {root}.createQueues is true; give one of them (they are the same setting)"
+                ),
+            ));
+        }
         if let Some(spec) = &a.clearml_agent_version {
             validate::pip_version_specifier(spec).map_err(|m| {
                 FieldError::new(
@@ -462,6 +494,39 @@ impl Values {
 }
 
 impl AgentValues {
+    /// The image for tasks that name none: `defaultImage`, else the chart's
+    /// `defaultContainerImage`.
+    pub fn task_default_image(&self) -> Option<&String> {
+        self.default_image
+            .as_ref()
+            .or(self.default_container_image.as_ref())
+    }
+
+    /// The names in the chart's `queue` (separated by spaces or commas).
+    pub fn queue_names(&self) -> Vec<&str> {
+        self.queue
+            .as_deref()
+            .unwrap_or_default()
+            .split([' ', ','])
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
+    /// Every served queue: `queues`, plus each name of `queue` not configured there (served with
+    /// `basePodTemplate` and no settings).
+    pub fn all_queues(&self) -> BTreeMap<String, QueueValues> {
+        let mut all = self.queues.clone();
+        for name in self.queue_names() {
+            all.entry(name.to_string()).or_default();
+        }
+        all
+    }
+
+    /// Missing queues are created: `createQueues` or the chart's `createQueueIfNotExists`.
+    pub fn creates_queues(&self) -> bool {
+        self.create_queues || self.create_queue_if_not_exists == Some(true)
+    }
+
     /// `basePodTemplate ⊕ templateOverrides` of queue `name`; `None` for a queue not configured.
     pub fn queue_template(&self, name: &str) -> Option<Result<PodTemplate, FieldError>> {
         let queue = self.queues.get(name)?;

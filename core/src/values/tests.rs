@@ -485,3 +485,51 @@ fn unknown_keys_suggest_the_closest_known_key() {
     assert_eq!(edit_distance("", "abc"), 3);
     assert_eq!(closest_key("ab", &["abc"]), None, "too short to guess");
 }
+
+/// The open-source chart's names for the same settings: `defaultContainerImage`, `queue` (one
+/// name or several) and `createQueueIfNotExists` are honoured; giving both names with different
+/// values is an error naming both keys.
+#[test]
+fn open_source_chart_keys_are_honoured_and_conflicts_name_both_keys() {
+    let v = Values::from_yaml(
+        "agentk8sglue:\n  defaultContainerImage: nvidia/cuda:12.4.1-runtime-ubuntu22.04\n  queue: \"alpha beta,gamma\"\n  createQueueIfNotExists: true\n  queues:\n    beta:\n      queueSettings:\n        maxPods: 2\n",
+    )
+    .expect("chart keys accepted");
+    let a = &v.agentk8sglue;
+    assert_eq!(
+        a.task_default_image().map(String::as_str),
+        Some("nvidia/cuda:12.4.1-runtime-ubuntu22.04")
+    );
+    assert!(a.creates_queues());
+    let all = a.all_queues();
+    assert_eq!(
+        all.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["alpha", "beta", "gamma"]
+    );
+    assert_eq!(all["beta"].queue_settings.max_pods, Some(2), "queues wins");
+    let cfg = crate::config::AgentConfig::from_values(&v, "ns").expect("config");
+    assert_eq!(cfg.queues.len(), 3);
+    assert!(cfg.create_queues);
+    for (yaml, want) in [
+        (
+            "agentk8sglue:\n  defaultImage: a:1\n  defaultContainerImage: b:2\n",
+            "agentk8sglue.defaultContainerImage: is \"b:2\" but agentk8sglue.defaultImage is \"a:1\"",
+        ),
+        (
+            "agentk8sglue:\n  createQueues: true\n  createQueueIfNotExists: false\n",
+            "agentk8sglue.createQueueIfNotExists: is false but agentk8sglue.createQueues is true",
+        ),
+        (
+            "agentk8sglue:\n  queue: \"ok x\"\n",
+            "agentk8sglue.queue: a ClearML queue name must have at least 3 characters",
+        ),
+    ] {
+        let e = Values::from_yaml(yaml).expect_err(yaml);
+        assert!(e.to_string().starts_with(want), "{yaml}: {e}");
+    }
+    assert!(
+        Values::from_yaml("agentk8sglue:\n  defaultImage: a:1\n  defaultContainerImage: a:1\n")
+            .is_ok(),
+        "the same image under both names is fine"
+    );
+}

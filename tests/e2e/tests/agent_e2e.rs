@@ -489,6 +489,25 @@ async fn max_pods_keeps_the_rest_queued_in_order() {
     assert_eq!(env.clearml.queue_entries(&queue), tasks[3..].to_vec());
 }
 
+/// The open-source chart's keys: `queue` (several names), `createQueueIfNotExists` and
+/// `defaultContainerImage` serve and create the queues and set the image of tasks that name none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_source_chart_queue_keys_serve_their_queues() {
+    let env = Env::new(SimOptions::default()).await;
+    let values = "agentk8sglue:\n  createQueueIfNotExists: true\n  queue: \"chart-one,chart-two\"\n  defaultContainerImage: registry.example/chart-default:1\n";
+    let _agent = env.agent(values).await;
+    for (name, queue) in [("first", "chart-one"), ("second", "chart-two")] {
+        let task = env.enqueue(name, queue, "");
+        let pod = env.pod(&task).await;
+        assert_eq!(
+            s(&pod, "/spec/containers/0/image"),
+            "registry.example/chart-default:1",
+            "{queue}"
+        );
+        env.task_status(&task, "completed").await;
+    }
+}
+
 /// Waits until the agent has polled `n` more times (a condition on the ClearML request log).
 async fn polls(env: &Env, n: usize) {
     let start = env.clearml.requests().calls("queues.get_all");
