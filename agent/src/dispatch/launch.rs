@@ -396,16 +396,20 @@ impl Dispatcher {
                 reason: format!("k8s agent: the pod was refused: {}", e.message()),
                 category: "Create",
             }),
-            Err(e) => {
-                if let Some(wait) = e.retry_after() {
-                    self.gate.pause(wait); // stops the rest of this batch too
-                }
-                Err(Launch::Retry {
-                    task: task.to_string(),
-                    retry_after: e.retry_after(),
-                    why: e.to_string(),
-                })
-            }
+            Err(e) => Err(self.retry_later(task, &e)),
+        }
+    }
+
+    /// A write the API server may accept later (5xx, 429, transport): the task stays pending,
+    /// and a 429's `Retry-After` pauses the rest of this tick's writes too.
+    fn retry_later(&self, task: &str, e: &k8s::Error) -> Launch {
+        if let Some(wait) = e.retry_after() {
+            self.gate.pause(wait);
+        }
+        Launch::Retry {
+            task: task.to_string(),
+            retry_after: e.retry_after(),
+            why: e.to_string(),
         }
     }
 
@@ -468,16 +472,7 @@ impl Dispatcher {
                 reason: format!("k8s agent: {e}"),
                 category: "Create",
             }),
-            Err(e) => {
-                if let Some(wait) = e.retry_after() {
-                    self.gate.pause(wait);
-                }
-                Err(Launch::Retry {
-                    task: task.to_string(),
-                    retry_after: e.retry_after(),
-                    why: e.to_string(),
-                })
-            }
+            Err(e) => Err(self.retry_later(task, &e)),
         }
     }
 

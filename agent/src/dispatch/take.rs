@@ -285,7 +285,15 @@ impl Dispatcher {
             snap.waiting = self
                 .served
                 .iter()
-                .map(|s| (s.id.clone(), entries_of(&s.id).iter().map(entry).collect()))
+                .map(|s| {
+                    // a task moved halfway is pending, not waiting (as the plan sees it)
+                    let waiting = entries_of(&s.id)
+                        .iter()
+                        .filter(|e| !in_pending.contains(e.task.as_str()))
+                        .map(entry)
+                        .collect();
+                    (s.id.clone(), waiting)
+                })
                 .collect();
             snap.pending = entries_of(&self.pending_queue).iter().map(entry).collect();
         }

@@ -392,10 +392,11 @@ async fn run_pod(
     let drives_task = !task.is_empty() && label(pod, "clearml-rank").is_none_or(|r| r == "0");
     tokio::time::sleep(opts.start_delay).await;
     let behaviour = Behaviour::from_image(image);
+    let wants = gpu_request(pod);
     if let Some(gpus) = gpus
         && !matches!(behaviour, Behaviour::Unschedulable(_))
-        && gpu_request(pod) > 0
-        && !gpus.schedule(name, gpu_request(pod)).await
+        && wants > 0
+        && !gpus.schedule(name, wants).await
     {
         return; // deleted before it could be bound
     }
