@@ -22,6 +22,8 @@ use crate::{validate, yaml};
 
 mod errors;
 pub use errors::in_file_order;
+mod notices;
+pub use notices::Notice;
 pub mod merge;
 pub mod rules;
 
@@ -128,6 +130,19 @@ pub struct ClearmlCredentials {
     /// ClearML secret key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agentk8sglue_secret: Option<String>,
+    /// An existing Secret (keys `agentk8sglue_key`, `agentk8sglue_secret`) holding the key pair:
+    /// the agent and task pods use it and `install` creates none. A name, not a secret: it stays
+    /// in the ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_agentk8sglue_secret: Option<String>,
+    /// A `clearml.conf` (HOCON) for task pods: `install` puts it in a Secret, never in the
+    /// ConfigMap or a pod spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearml_config: Option<String>,
+    /// An existing Secret (key `clearml.conf`) with the task pods' `clearml.conf`. A name: it
+    /// stays in the ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_clearml_config_secret: Option<String>,
 }
 
 /// `agentk8sglue`: the agent's configuration (what the ConfigMap holds).
@@ -485,9 +500,19 @@ impl Values {
 
     /// The values without credentials: what goes into the agent's ConfigMap.
     pub fn without_secrets(&self) -> Values {
+        // the names of existing Secrets are not secret, and the agent needs them
+        let clearml = self
+            .clearml
+            .as_ref()
+            .map(|c| ClearmlCredentials {
+                existing_agentk8sglue_secret: c.existing_agentk8sglue_secret.clone(),
+                existing_clearml_config_secret: c.existing_clearml_config_secret.clone(),
+                ..Default::default()
+            })
+            .filter(|c| c != &ClearmlCredentials::default());
         Values {
             image_credentials: None,
-            clearml: None,
+            clearml,
             agentk8sglue: self.agentk8sglue.clone(),
         }
     }
