@@ -50,3 +50,15 @@ pub const ADMIN_PORT: u16 = 8080;
 pub const ENV_SKIP_TLS_VERIFY: &str = "CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY";
 /// Name of the ClearML queue launched tasks wait in until their pod starts (the glue's name).
 pub const PENDING_QUEUE: &str = "k8s_scheduler";
+/// Env var naming the Secret with the ClearML key pair the agent gives task pods (default
+/// [`CREDENTIALS_SECRET`]; `install` sets it for `clearml.existingAgentk8sglueSecret`).
+pub const ENV_CREDENTIALS_SECRET: &str = "CLEARML_AGENT_CREDENTIALS_SECRET";
+/// The Secret `install` makes from `clearml.clearmlConfig`, in the task namespace; the ConfigMap's
+/// values name it as `clearml.existingClearmlConfigSecret`.
+pub const CLEARML_CONF_SECRET: &str = "clearml-agent-clearml-conf";
+/// Key of the `clearml.conf` in [`CLEARML_CONF_SECRET`] (and in an existing Secret, as the chart
+/// has it).
+pub const CLEARML_CONF_KEY: &str = "clearml.conf";
+/// The Secret `install` makes from `agentk8sglue.fileMounts` (the agent pod's files), and the
+/// name of its volume in the agent pod.
+pub const AGENT_FILES_SECRET: &str = "clearml-agent-files";

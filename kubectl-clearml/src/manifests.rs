@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! Values ──split──▶ credentials ──▶ Secret (clearml-agent-credentials), hash ──▶ Deployment annotation
-//!            │      imageCredentials ──▶ Secret (clearml-agent-registry) ──▶ imagePullSecrets
+//!            │      (or clearml.existingAgentk8sglueSecret: used, none made)
+//!            │      imageCredentials ──▶ Secret (clearml-agent-registry) ──▶ the agent's imagePullSecrets
+//!            │      clearml.clearmlConfig ──▶ Secret (clearml-agent-clearml-conf, task namespace)
+//!            │      agentk8sglue.fileMounts ──▶ Secret (clearml-agent-files) ──▶ agent pod files
+//!            │      agentk8sglue.{image,replicaCount,labels,extraEnvs,…} ──▶ Deployment, SA, RBAC
 //!            └────▶ without_secrets() ──▶ ConfigMap clearml-agent, key values.yaml
 //! templates ──{{placeholder}}──▶ YAML ──typed (k8s-openapi)──▶ Manifest (in apply order)
 //! ```
@@ -18,9 +22,7 @@ use base64::Engine as _;
 use clearml_agent_core::values::{FieldError, Values};
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{
-        ConfigMap, EnvVar, LocalObjectReference, Namespace, Secret, Service, ServiceAccount,
-    },
+    core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
 };
 use kube::core::ApiResource;
@@ -29,10 +31,14 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 /// Names shared with the agent: its objects' name, the credentials Secret and its keys, the
-/// ConfigMap key, the gRPC port.
+/// ConfigMap key, the gRPC port, the Secrets made from `clearmlConfig` and `fileMounts`.
 pub use clearml_agent_core::contract::{
-    AGENT_NAME, CREDENTIALS_SECRET, GRPC_PORT, SECRET_KEY_ACCESS, SECRET_KEY_SECRET, VALUES_KEY,
+    AGENT_FILES_SECRET, AGENT_NAME, CLEARML_CONF_SECRET, CREDENTIALS_SECRET, GRPC_PORT,
+    SECRET_KEY_ACCESS, SECRET_KEY_SECRET, VALUES_KEY,
 };
+
+mod agent_pod;
+pub use agent_pod::{cluster_role_binding_name, role_binding_name};
 /// The image pull Secret made from `imageCredentials`.
 pub const REGISTRY_SECRET: &str = "clearml-agent-registry";
 /// Namespace when neither `-n` nor the kubeconfig context names one.
@@ -48,8 +54,6 @@ pub const ANNOTATION_CREDENTIALS_HASH: &str = "clearml.ai/credentials-hash";
 /// Shown instead of Secret data in anything the plugin prints.
 pub const REDACTED: &str = "REDACTED";
 use clearml_agent_core::contract::ENV_SKIP_TLS_VERIFY;
-/// Registry of `imageCredentials` when none is given.
-const DEFAULT_REGISTRY: &str = "docker.io";
 
 /// The templates, in apply order: namespace, ServiceAccount, Role + RoleBinding, Secrets,
 /// ConfigMap, Deployment, Service.
@@ -75,9 +79,18 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("service.yaml", include_str!("../../manifests/service.yaml")),
 ];
 
+/// Repository of the agent image.
+pub const IMAGE_REPOSITORY: &str = "clearml-k8s-agent";
+
 /// The default agent image: this plugin's version of `clearml-k8s-agent`.
 pub fn default_image() -> String {
-    format!("clearml-k8s-agent:{}", env!("CARGO_PKG_VERSION"))
+    format!("{IMAGE_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The agent image the values ask for (`[global.imageRegistry or agentk8sglue.image.registry]/
+/// repository:tag`, defaulting to [`default_image`]'s parts); `install --image` wins over it.
+pub fn agent_image(values: &Values) -> String {
+    values.agent_image(IMAGE_REPOSITORY, env!("CARGO_PKG_VERSION"))
 }
 
 /// Install settings that are not values.
@@ -87,7 +100,8 @@ pub struct InstallParams {
     pub namespace: String,
     /// The agent image.
     pub image: String,
-    /// Sets `CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY=true` on the agent.
+    /// Sets `CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY=true` on the agent (so does
+    /// `agentk8sglue.clearmlcheckCertificate: false`).
     pub clearml_insecure_skip_tls_verify: bool,
 }
 
@@ -265,53 +279,41 @@ pub fn credentials_data(values: &Values) -> Result<Option<BTreeMap<String, Vec<u
     }
 }
 
-/// The `.dockerconfigjson` of `imageCredentials`, when a pull Secret is wanted.
+/// The `.dockerconfigjson` of `imageCredentials`, when the install makes the pull Secret of the
+/// agent's image (not for `existingSecret`, nor `enabled: false`).
 pub fn docker_config(values: &Values) -> Result<Option<Vec<u8>>, FieldError> {
-    let Some(ic) = &values.image_credentials else {
+    if values.agent_pull_secret() != Some(None) {
         return Ok(None);
-    };
-    let password = ic.password.as_deref().filter(|p| !p.is_empty());
-    match (ic.enabled, password) {
-        (Some(false), _) | (None, None) => Ok(None),
-        (Some(true), None) => Err(FieldError {
-            path: "imageCredentials.password".into(),
-            message: "required when imageCredentials.enabled is true".into(),
-        }),
-        (_, Some(password)) => {
-            let registry = ic.registry.as_deref().unwrap_or(DEFAULT_REGISTRY);
-            let username = ic.username.as_deref().unwrap_or_default();
-            let auth =
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-            let mut entry = serde_json::Map::new();
-            if !username.is_empty() {
-                entry.insert("username".into(), username.into());
-            }
-            entry.insert("password".into(), password.into());
-            if let Some(email) = &ic.email {
-                entry.insert("email".into(), email.as_str().into());
-            }
-            entry.insert("auth".into(), auth.into());
-            let config = serde_json::json!({ "auths": { registry: entry } });
-            Ok(Some(config.to_string().into_bytes()))
-        }
     }
+    let ic = values.image_credentials.clone().unwrap_or_default();
+    let password = ic.password.unwrap_or_default();
+    // validated: a login on another registry than Docker Hub names its user
+    let (registry, username) = values.registry_login().ok_or_else(|| FieldError {
+        path: "imageCredentials.username".into(),
+        message: "required when imageCredentials.password is set".into(),
+    })?;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let mut entry = serde_json::Map::new();
+    entry.insert("username".into(), username.into());
+    entry.insert("password".into(), password.into());
+    if let Some(email) = ic.email.filter(|e| !e.is_empty()) {
+        entry.insert("email".into(), email.into());
+    }
+    entry.insert("auth".into(), auth.into());
+    let config = serde_json::json!({ "auths": { registry: entry } });
+    Ok(Some(config.to_string().into_bytes()))
 }
 
-/// The ConfigMap's values document: the values without credentials, with the pull Secret added
-/// to every task pod when there is one.
-pub fn config_values(values: &Values, registry_secret: bool) -> Values {
+/// The ConfigMap's values document: the values without credentials or file contents; a
+/// `clearml.clearmlConfig` is named by the Secret the install makes of it
+/// (`clearml.existingClearmlConfigSecret`), so the agent reads only that.
+pub fn config_values(values: &Values) -> Values {
     let mut config = values.without_secrets();
-    if registry_secret {
-        let secrets = config
-            .agentk8sglue
-            .base_pod_template
-            .image_pull_secrets
-            .get_or_insert_with(Vec::new);
-        if !secrets.iter().any(|s| s.name == REGISTRY_SECRET) {
-            secrets.push(LocalObjectReference {
-                name: REGISTRY_SECRET.into(),
-            });
-        }
+    if values.clearml_config().is_some() {
+        config
+            .clearml
+            .get_or_insert_with(Default::default)
+            .existing_clearml_config_secret = Some(CLEARML_CONF_SECRET.into());
     }
     config
 }
@@ -326,50 +328,63 @@ pub fn render(
     let mut warnings = Vec::new();
 
     let credentials = credentials_data(values).map_err(RenderError::Values)?;
+    // the Secret the agent reads its key pair from: the user's, or the install's
+    let (secret_name, secret_path) = match values.existing_credentials_secret() {
+        Some(name) => (name, "clearml.existingAgentk8sglueSecret"),
+        None => (CREDENTIALS_SECRET, "clearml.agentk8sglueKey"),
+    };
     let hash = match (&credentials, existing) {
         (Some(data), _) => credentials_hash(data),
         (None, ExistingCredentials::Present { hash }) => hash.clone(),
         (None, ExistingCredentials::NotChecked) => {
             warnings.push(format!(
                 "the values carry no clearml.agentk8sglueKey/agentk8sglueSecret: the Secret \
-                 {CREDENTIALS_SECRET} must already exist in namespace {}",
+                 {secret_name} must already exist in namespace {}",
                 params.namespace
             ));
             String::new()
         }
         (None, ExistingCredentials::Absent) => {
+            let fix = if secret_name == CREDENTIALS_SECRET {
+                "set clearml.agentk8sglueKey and clearml.agentk8sglueSecret"
+            } else {
+                "create it with keys agentk8sglue_key and agentk8sglue_secret"
+            };
             return Err(RenderError::Values(FieldError {
-                path: "clearml.agentk8sglueKey".into(),
+                path: secret_path.into(),
                 message: format!(
-                    "required: the Secret {CREDENTIALS_SECRET} does not exist in namespace {} \
-                     (set clearml.agentk8sglueKey and clearml.agentk8sglueSecret)",
+                    "required: the Secret {secret_name} does not exist in namespace {} ({fix})",
                     params.namespace
                 ),
             }));
         }
     };
     let docker = docker_config(values).map_err(RenderError::Values)?;
-    if let Some(ic) = &values.image_credentials
-        && docker.is_some()
-        && ic.username.as_deref().unwrap_or_default().is_empty()
-    {
-        warnings.push(
-            "imageCredentials.username is not set: most registries need a user name with the \
-             password"
-                .into(),
-        );
-    }
+    let pull_secret = match values.agent_pull_secret() {
+        Some(Some(existing)) => Some(existing),
+        Some(None) => Some(REGISTRY_SECRET),
+        None => None,
+    };
     if let Some(ns) = &values.agentk8sglue.task_namespace
         && ns != &params.namespace
     {
         warnings.push(format!(
             "agentk8sglue.taskNamespace is {ns}: the agent's Role covers only namespace {}; \
-             task pods in {ns} need a Role, RoleBinding and the Secret {CREDENTIALS_SECRET} there",
+             task pods in {ns} need a Role, RoleBinding and the Secret {secret_name} there",
             params.namespace
         ));
     }
+    let service_account = agent_pod::service_account(values);
+    let wiring = agent_pod::Wiring {
+        credentials_secret: secret_name,
+        existing_credentials: secret_name != CREDENTIALS_SECRET,
+        service_account,
+        pull_secret,
+        skip_tls_verify: params.clearml_insecure_skip_tls_verify
+            || values.agentk8sglue.clearmlcheck_certificate == Some(false),
+    };
 
-    let config = config_values(values, docker.is_some());
+    let config = config_values(values);
     let values_yaml = clearml_agent_core::yaml::to_string(&config).map_err(|e| {
         RenderError::Values(FieldError {
             path: "(root)".into(),
@@ -398,6 +413,7 @@ pub fn render(
         ("values_yaml", values_yaml),
     ]);
 
+    let finish = Finish { values, wiring };
     let mut manifests = Vec::new();
     for (file, text) in TEMPLATES {
         let filled = substitute(file, text, &vars)?;
@@ -412,14 +428,37 @@ pub fn render(
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let wanted = match name {
-                CREDENTIALS_SECRET => credentials.is_some(),
-                REGISTRY_SECRET => docker.is_some(),
+            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+            let wanted = match (kind, name) {
+                ("Secret", CREDENTIALS_SECRET) => credentials.is_some(),
+                ("Secret", REGISTRY_SECRET) => docker.is_some(),
+                ("ServiceAccount", _) => agent_pod::creates_service_account(values),
                 _ => true,
             };
             if wanted {
-                manifests.push(typed_manifest(file, doc, params, docker.is_some())?);
+                manifests.push(typed_manifest(file, doc, &finish)?);
             }
+        }
+        match *file {
+            "rbac.yaml" => {
+                let (roles, cluster) =
+                    agent_pod::extra_bindings(values, &params.namespace, service_account)?;
+                for rb in roles {
+                    manifests.push(from_typed(rb, true)?);
+                }
+                for crb in cluster {
+                    manifests.push(from_typed(crb, false)?);
+                }
+            }
+            "secret.yaml" => {
+                if let Some(secret) = agent_pod::files_secret(values, &params.namespace) {
+                    manifests.push(from_typed(secret, true)?);
+                }
+                if let Some(secret) = agent_pod::clearml_conf_secret(values, &params.namespace) {
+                    manifests.push(from_typed(secret, true)?);
+                }
+            }
+            _ => {}
         }
     }
     Ok(Rendered {
@@ -429,50 +468,99 @@ pub fn render(
 }
 
 /// Every object an install can create in `namespace` (credentials and pull Secret included), in
-/// apply order: what `uninstall` looks for, named by the same templates.
+/// apply order: what `uninstall` looks for, named by the same templates. Objects named after the
+/// values (extra role bindings, a `clearml.conf` Secret in another namespace) come from
+/// [`objects_of`] with the installed values.
 pub fn all_objects(namespace: &str) -> Result<Vec<Manifest>, RenderError> {
     let values = Values {
         clearml: Some(clearml_agent_core::values::ClearmlCredentials {
             agentk8sglue_key: Some("-".into()),
             agentk8sglue_secret: Some("-".into()),
+            clearml_config: Some("-".into()),
+            ..Default::default()
         }),
         image_credentials: Some(clearml_agent_core::values::ImageCredentials {
             password: Some("-".into()),
             username: Some("-".into()),
             ..Default::default()
         }),
+        agentk8sglue: clearml_agent_core::values::AgentValues {
+            file_mounts: Some(vec![clearml_agent_core::values::FileMount {
+                name: "-".into(),
+                folder_path: "/-".into(),
+                file_content: String::new(),
+            }]),
+            ..Default::default()
+        },
         ..Default::default()
     };
+    objects_of(&values, namespace)
+}
+
+/// The objects an install of `values` into `namespace` makes, in apply order.
+pub fn objects_of(values: &Values, namespace: &str) -> Result<Vec<Manifest>, RenderError> {
     let params = InstallParams {
         namespace: namespace.to_string(),
         image: default_image(),
         clearml_insecure_skip_tls_verify: false,
     };
-    Ok(render(&values, &params, &ExistingCredentials::Absent)?.manifests)
+    Ok(render(values, &params, &ExistingCredentials::NotChecked)?.manifests)
 }
 
-/// Decodes one document into its k8s-openapi type (adding the Deployment's conditional parts).
-fn typed_manifest(
-    file: &str,
-    doc: Value,
-    params: &InstallParams,
-    pull_secret: bool,
-) -> Result<Manifest, RenderError> {
+/// What the Deployment, ServiceAccount and RoleBinding templates get from the values.
+struct Finish<'a> {
+    values: &'a Values,
+    wiring: agent_pod::Wiring<'a>,
+}
+
+/// A manifest from a typed object built here (not from a template).
+fn from_typed<K>(obj: K, namespaced: bool) -> Result<Manifest, RenderError>
+where
+    K: kube::Resource<DynamicType = ()> + Serialize,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let doc = serde_json::to_value(&obj).map_err(|e| RenderError::Template {
+        file: K::kind(&()).to_string(),
+        message: e.to_string(),
+    })?;
+    let mut doc = doc;
+    if let Value::Object(m) = &mut doc {
+        m.insert("apiVersion".into(), K::api_version(&()).into());
+        m.insert("kind".into(), K::kind(&()).into());
+    }
+    Ok(Manifest {
+        resource: ApiResource::erase::<K>(&()),
+        namespaced,
+        name,
+        doc,
+    })
+}
+
+/// Decodes one document into its k8s-openapi type (adding what the values ask of the
+/// Deployment, ServiceAccount and RoleBinding).
+fn typed_manifest(file: &str, doc: Value, finish: &Finish<'_>) -> Result<Manifest, RenderError> {
     let kind = doc
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    let values = finish.values;
     match kind.as_str() {
-        "Namespace" => to_manifest::<Namespace>(file, doc, false, |_| {}),
-        "ServiceAccount" => to_manifest::<ServiceAccount>(file, doc, true, |_| {}),
-        "Role" => to_manifest::<Role>(file, doc, true, |_| {}),
-        "RoleBinding" => to_manifest::<RoleBinding>(file, doc, true, |_| {}),
-        "Secret" => to_manifest::<Secret>(file, doc, true, |_| {}),
-        "ConfigMap" => to_manifest::<ConfigMap>(file, doc, true, |_| {}),
-        "Service" => to_manifest::<Service>(file, doc, true, |_| {}),
+        "Namespace" => to_manifest::<Namespace>(file, doc, false, |_| Ok(())),
+        "ServiceAccount" => to_manifest::<ServiceAccount>(file, doc, true, |sa| {
+            agent_pod::finish_service_account(sa, values);
+            Ok(())
+        }),
+        "Role" => to_manifest::<Role>(file, doc, true, |_| Ok(())),
+        "RoleBinding" => to_manifest::<RoleBinding>(file, doc, true, |rb| {
+            agent_pod::finish_role_binding(rb, finish.wiring.service_account);
+            Ok(())
+        }),
+        "Secret" => to_manifest::<Secret>(file, doc, true, |_| Ok(())),
+        "ConfigMap" => to_manifest::<ConfigMap>(file, doc, true, |_| Ok(())),
+        "Service" => to_manifest::<Service>(file, doc, true, |_| Ok(())),
         "Deployment" => to_manifest::<Deployment>(file, doc, true, |d| {
-            finish_deployment(d, params.clearml_insecure_skip_tls_verify, pull_secret)
+            agent_pod::finish_deployment(d, values, &finish.wiring)
         }),
         other => Err(RenderError::Template {
             file: file.to_string(),
@@ -481,38 +569,11 @@ fn typed_manifest(
     }
 }
 
-/// The Deployment's conditional parts: the pull Secret and the TLS switch.
-fn finish_deployment(deployment: &mut Deployment, skip_tls_verify: bool, pull_secret: bool) {
-    let Some(pod) = deployment
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-    else {
-        return;
-    };
-    if pull_secret {
-        pod.image_pull_secrets
-            .get_or_insert_with(Vec::new)
-            .push(LocalObjectReference {
-                name: REGISTRY_SECRET.into(),
-            });
-    }
-    if skip_tls_verify {
-        for container in &mut pod.containers {
-            container.env.get_or_insert_with(Vec::new).push(EnvVar {
-                name: ENV_SKIP_TLS_VERIFY.into(),
-                value: Some("true".into()),
-                ..Default::default()
-            });
-        }
-    }
-}
-
 fn to_manifest<K>(
     file: &str,
     doc: Value,
     namespaced: bool,
-    finish: impl FnOnce(&mut K),
+    finish: impl FnOnce(&mut K) -> Result<(), RenderError>,
 ) -> Result<Manifest, RenderError>
 where
     K: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned,
@@ -530,7 +591,7 @@ where
             K::kind(&())
         )));
     }
-    finish(&mut typed);
+    finish(&mut typed)?;
     let name = typed.meta().name.clone().unwrap_or_default();
     let doc = serde_json::to_value(&typed).map_err(|e| err(e.to_string()))?;
     Ok(Manifest {

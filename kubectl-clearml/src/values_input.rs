@@ -95,6 +95,26 @@ pub fn load(files: &[impl AsRef<Path>], sets: &[String]) -> Result<Values, Input
     })
 }
 
+/// Prints each key the values carry that has no effect here, one line each on stderr
+/// (`note: sessions.portModeEnabled: …`).
+pub fn print_notices(values: &Values) {
+    for notice in values.notices() {
+        eprintln!("note: {notice}");
+    }
+}
+
+/// The notices of one queue entry (`queues add/patch`): what [`print_notices`] would say of a
+/// values document serving only that queue, one line each on stderr. A patch that is not a
+/// whole entry reports nothing here; the agent checks it.
+pub fn print_queue_notices(name: &str, entry: &Value) {
+    let Ok(queue) = values::QueueValues::from_json(name, entry.clone()) else {
+        return;
+    };
+    let mut values = Values::default();
+    values.agentk8sglue.queues.insert(name.to_string(), queue);
+    print_notices(&values);
+}
+
 /// Merges file contents (name, text) in order, then the `--set` expressions: the document the
 /// schema will parse.
 pub fn merge_inputs(texts: &[(String, String)], sets: &[String]) -> Result<Value, InputError> {

@@ -20,6 +20,11 @@ use serde_json::Value;
 
 use crate::{validate, yaml};
 
+mod agent_pod;
+pub use agent_pod::{
+    DEFAULT_REGISTRY, ENTERPRISE_REGISTRY_USER, file_mount_path, is_python_glue_image,
+};
+pub mod chart;
 mod errors;
 pub use errors::in_file_order;
 mod notices;
@@ -97,15 +102,25 @@ pub struct Values {
     /// Everything the agent itself reads.
     #[serde(default)]
     pub agentk8sglue: AgentValues,
+    /// The chart's global settings (install only: the agent image's registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<Global>,
+    /// The chart's clearml-session ports mode: accepted, reported as not applicable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Sessions>,
 }
 
-/// `imageCredentials`: a registry login for pulling images.
+/// `imageCredentials`: a registry login for pulling the agent's own image (task pods get pull
+/// secrets only through `imagePullSecrets` in their template).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageCredentials {
     /// Whether to create and use the pull secret (default: true when a password is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// An existing pull Secret for the agent's image: used, and the install creates none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_secret: Option<String>,
     /// Registry host (default `docker.io`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
@@ -191,6 +206,69 @@ pub struct AgentValues {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub air_gapped_support: Option<bool>,
 
+    // --- the agent's own pod and account (the open-source chart's keys) ---
+    /// The agent's image: `[global.imageRegistry or registry]/repository:tag` (`install --image`
+    /// wins). A `repository` naming the chart's Python glue image is reported, not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<AgentImage>,
+    /// Replicas of the agent's Deployment (default 1; replicas elect a leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_count: Option<i32>,
+    /// The agent container's resources (replace the defaults as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The chart's init container (it waited for the ClearML servers); the agent has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_containers: Option<AgentInitContainers>,
+    /// Labels of the agent's Deployment and pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations of the agent's Deployment and pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Env of the agent container (an entry named like one the install sets replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_envs: Option<Vec<EnvVar>>,
+    /// The agent pod's security context (merged over the hardened default, these fields winning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// The agent container's security context (merged over the hardened default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
+    /// The agent pod's node selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// The agent pod's tolerations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// The agent pod's affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Volumes of the agent pod (after the install's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<Volume>>,
+    /// Volume mounts of the agent container (after the install's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+    /// Files written into the agent container, from a Secret the install creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mounts: Option<Vec<FileMount>>,
+    /// Annotations of the agent's ServiceAccount (IRSA, Workload Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_annotations: Option<BTreeMap<String, String>>,
+    /// An existing ServiceAccount the agent runs as (the install creates none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_existing_account_name: Option<String>,
+    /// Existing Roles (of the agent's namespace) bound to the agent's ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_role_bindings: Option<Vec<String>>,
+    /// Existing ClusterRoles bound to the agent's ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_cluster_role_bindings: Option<Vec<String>>,
+    /// `false`: the agent does not verify the ClearML server's TLS certificate (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearmlcheck_certificate: Option<bool>,
+
     // --- settings the seeds do not name; defaults documented in the README ---
     /// Image for tasks that name none, when the queue has no `defaultImage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +308,84 @@ pub struct AgentValues {
     /// [`DEFAULT_CLEARML_AGENT_VERSION`]), e.g. `==3.0.3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clearml_agent_version: Option<String>,
+}
+
+/// `agentk8sglue.image`: the agent's image, as the open-source chart writes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentImage {
+    /// Registry host; wins over `global.imageRegistry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Repository, e.g. `my-mirror/clearml-k8s-agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Tag (default: the plugin's version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// Repositories of the Python glue's image, which the open-source chart's values name: this
+/// agent replaces that image, so naming it does not choose the agent's image.
+pub const PYTHON_GLUE_IMAGES: &[&str] = &[
+    "allegroai/clearml-agent-k8s-base",
+    "clearml/clearml-agent-k8s-base",
+];
+
+/// `agentk8sglue.initContainers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentInitContainers {
+    /// Resources of the chart's init container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// One entry of `fileMounts`: the file `<folderPath>/<name>` holding `fileContent`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileMount {
+    /// File name (also its key in the Secret).
+    pub name: String,
+    /// Absolute directory the file appears in.
+    pub folder_path: String,
+    /// The file's content.
+    #[serde(default)]
+    pub file_content: String,
+}
+
+/// `global`: the chart's global settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Global {
+    /// Registry host prefixed to the agent's image (`agentk8sglue.image.registry` wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_registry: Option<String>,
+}
+
+/// `sessions`: the chart's clearml-session "ports mode" (a Service per interactive session),
+/// accepted and reported as not applicable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sessions {
+    /// Turn ports mode on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_mode_enabled: Option<bool>,
+    /// Annotations of the session Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svc_annotations: Option<BTreeMap<String, String>>,
+    /// Type of the session Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svc_type: Option<String>,
+    /// Address session clients connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "externalIP")]
+    pub external_ip: Option<String>,
+    /// First node port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_port: Option<u32>,
+    /// Most session Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_services: Option<u32>,
 }
 
 /// `agentk8sglue.queueOrder`: how the served queues share the tasks taken in a tick.
@@ -360,6 +516,9 @@ pub struct PodTemplate {
     /// Grace period for task pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
+    /// Files written into the task container (the chart's `fileMounts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mounts: Option<Vec<FileMount>>,
 }
 
 impl PodTemplate {
@@ -469,6 +628,7 @@ impl Values {
                 CONTAINER_SCRIPT_PLACEHOLDERS,
             )?;
         }
+        self.validate_agent_pod()?;
         a.base_pod_template
             .validate(&format!("{root}.basePodTemplate"))?;
         for (name, queue) in &a.queues {
@@ -501,19 +661,21 @@ impl Values {
     /// The values without credentials: what goes into the agent's ConfigMap.
     pub fn without_secrets(&self) -> Values {
         // the names of existing Secrets are not secret, and the agent needs them
-        let clearml = self
-            .clearml
-            .as_ref()
-            .map(|c| ClearmlCredentials {
-                existing_agentk8sglue_secret: c.existing_agentk8sglue_secret.clone(),
-                existing_clearml_config_secret: c.existing_clearml_config_secret.clone(),
-                ..Default::default()
-            })
-            .filter(|c| c != &ClearmlCredentials::default());
+        let clearml = Some(ClearmlCredentials {
+            existing_agentk8sglue_secret: self.existing_credentials_secret().map(String::from),
+            existing_clearml_config_secret: self.existing_clearml_config_secret().map(String::from),
+            ..Default::default()
+        })
+        .filter(|c| c != &ClearmlCredentials::default());
+        let mut agentk8sglue = self.agentk8sglue.clone();
+        // the agent pod's files may hold secrets; `install` puts them in a Secret
+        agentk8sglue.file_mounts = None;
         Values {
             image_credentials: None,
             clearml,
-            agentk8sglue: self.agentk8sglue.clone(),
+            agentk8sglue,
+            global: self.global.clone(),
+            sessions: self.sessions.clone(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! meaning here (e.g. `sessions.*`). Each notice names the key, what it did in the chart and why
 //! it has no effect here. `install`, `queues add/patch`, `status` and `doctor` show them.
 
-use super::Values;
+use super::{Values, agent_pod::given, is_python_glue_image};
 
 /// One accepted-but-inert key of a values document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,71 @@ impl std::fmt::Display for Notice {
 impl Values {
     /// The notices of this document, in a stable order (the order of the keys in the schema).
     pub fn notices(&self) -> Vec<Notice> {
-        Vec::new()
+        let mut out = Vec::new();
+        let mut push = |path: &str, message: &str| {
+            out.push(Notice {
+                path: path.into(),
+                message: message.into(),
+            })
+        };
+        let a = &self.agentk8sglue;
+
+        // --- the agent's own pod (the open-source chart's keys) ---
+        let image = a.image.clone().unwrap_or_default();
+        let repository = given(&image.repository);
+        if let Some(r) = repository.filter(|r| is_python_glue_image(r)) {
+            push(
+                "agentk8sglue.image.repository",
+                &format!(
+                    "{r} is the Python glue's image, which this agent replaces: not used (the \
+                     agent runs its own image; choose another with install --image or a \
+                     repository of your own here)"
+                ),
+            );
+        }
+        if given(&image.tag).is_some() && repository.is_none_or(is_python_glue_image) {
+            push(
+                "agentk8sglue.image.tag",
+                "a tag of the chart's Python glue image: not used without an \
+                 agentk8sglue.image.repository of the agent's own image",
+            );
+        }
+        if a
+            .init_containers
+            .as_ref()
+            .and_then(|i| i.resources.as_ref())
+            .is_some_and(|r| r != &Default::default())
+        {
+            push(
+                "agentk8sglue.initContainers.resources",
+                "sized the chart's init container, which waited for the ClearML servers; this \
+                 agent has no init container (it waits and retries itself, and is not ready \
+                 until ClearML answers)",
+            );
+        }
+
+        // --- sessions: clearml-session ports mode ---
+        let sessions = self.sessions.clone().unwrap_or_default();
+        const SESSIONS: &str = "not applicable: this agent has no clearml-session ports mode \
+             (it makes no Service per interactive session)";
+        if sessions.port_mode_enabled.is_some() {
+            push("sessions.portModeEnabled", &format!("turned on the chart's ports mode for sessions; {SESSIONS}"));
+        }
+        if sessions.svc_annotations.as_ref().is_some_and(|m| !m.is_empty()) {
+            push("sessions.svcAnnotations", &format!("annotated the chart's session Services; {SESSIONS}"));
+        }
+        if sessions.svc_type.is_some() {
+            push("sessions.svcType", &format!("the type of the chart's session Services; {SESSIONS}"));
+        }
+        if sessions.external_ip.is_some() {
+            push("sessions.externalIP", &format!("the address session clients connected to; {SESSIONS}"));
+        }
+        if sessions.starting_port.is_some() {
+            push("sessions.startingPort", &format!("the first node port of the session Services; {SESSIONS}"));
+        }
+        if sessions.max_services.is_some() {
+            push("sessions.maxServices", &format!("the most session Services; {SESSIONS}"));
+        }
+        out
     }
 }

@@ -11,9 +11,15 @@ use serde_json::Value;
 
 use crate::manifests::{FIELD_MANAGER, LABEL_MANAGED_BY, Manifest};
 
-/// The dynamic API of a manifest's type, in `namespace` when namespaced.
+/// The dynamic API of a manifest's type, when namespaced in the manifest's own namespace (the
+/// `clearml.conf` Secret goes to the task namespace), else `namespace`.
 pub fn api_for(client: &Client, m: &Manifest, namespace: &str) -> Api<DynamicObject> {
     if m.namespaced {
+        let namespace = m
+            .doc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(namespace);
         Api::namespaced_with(client.clone(), namespace, &m.resource)
     } else {
         Api::all_with(client.clone(), &m.resource)

@@ -43,9 +43,13 @@ const ROLLOUT_POLL: Duration = Duration::from_millis(500);
 pub async fn run(args: InstallArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let fmt = ctx.global.output;
     let values = values_input::load(&args.values, &args.set)?;
+    values_input::print_notices(&values);
     let params = InstallParams {
         namespace: ctx.namespace.clone(),
-        image: args.image.clone().unwrap_or_else(manifests::default_image),
+        image: args
+            .image
+            .clone()
+            .unwrap_or_else(|| manifests::agent_image(&values)),
         clearml_insecure_skip_tls_verify: args.clearml_insecure_skip_tls_verify,
     };
 
@@ -57,13 +61,16 @@ pub async fn run(args: InstallArgs, ctx: &Ctx) -> anyhow::Result<()> {
     }
 
     let client = ctx.kube(false).await?;
-    let state = inspect(&client, &params.namespace).await?;
+    let credentials_secret = values
+        .existing_credentials_secret()
+        .unwrap_or(CREDENTIALS_SECRET);
+    let state = inspect(&client, &params.namespace, credentials_secret).await?;
     let rendered = manifests::render(&values, &params, &state.credentials)?;
     warn_all(&rendered.warnings);
     let plan: Vec<&manifests::Manifest> = rendered
         .manifests
         .iter()
-        .filter(|m| m.namespaced || state.namespace != NamespaceState::Foreign)
+        .filter(|m| m.resource.kind != "Namespace" || state.namespace != NamespaceState::Foreign)
         .collect();
     if state.namespace == NamespaceState::Foreign {
         eprintln!(
@@ -131,7 +138,11 @@ enum NamespaceState {
     Foreign,
 }
 
-async fn inspect(client: &Client, namespace: &str) -> anyhow::Result<ClusterState> {
+async fn inspect(
+    client: &Client,
+    namespace: &str,
+    credentials_secret: &str,
+) -> anyhow::Result<ClusterState> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = match namespaces.get_opt(namespace).await {
         Ok(ns) => ns,
@@ -144,7 +155,7 @@ async fn inspect(client: &Client, namespace: &str) -> anyhow::Result<ClusterStat
             );
             return Ok(ClusterState {
                 namespace: NamespaceState::Foreign,
-                credentials: existing_credentials(client, namespace).await?,
+                credentials: existing_credentials(client, namespace, credentials_secret).await?,
             });
         }
         Err(e) => bail!("cannot read namespace {namespace}: {}", kube_message(&e)),
@@ -168,7 +179,7 @@ async fn inspect(client: &Client, namespace: &str) -> anyhow::Result<ClusterStat
     let credentials = if ns.is_none() {
         ExistingCredentials::Absent
     } else {
-        existing_credentials(client, namespace).await?
+        existing_credentials(client, namespace, credentials_secret).await?
     };
     Ok(ClusterState {
         namespace: namespace_state,
@@ -176,18 +187,17 @@ async fn inspect(client: &Client, namespace: &str) -> anyhow::Result<ClusterStat
     })
 }
 
-/// The credentials Secret already in the namespace, if any.
+/// The credentials Secret (`name`) already in the namespace, if any.
 async fn existing_credentials(
     client: &Client,
     namespace: &str,
+    name: &str,
 ) -> anyhow::Result<ExistingCredentials> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get_opt(CREDENTIALS_SECRET).await.map_err(|e| {
-        anyhow!(
-            "cannot read Secret {namespace}/{CREDENTIALS_SECRET}: {}",
-            kube_message(&e)
-        )
-    })?;
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| anyhow!("cannot read Secret {namespace}/{name}: {}", kube_message(&e)))?;
     Ok(match secret {
         None => ExistingCredentials::Absent,
         Some(s) => {

@@ -46,6 +46,7 @@ pub async fn run(command: QueuesCommand, ctx: &Ctx) -> anyhow::Result<()> {
             let doc = queue_spec::add_spec(file, &spec);
             // The agent's own schema, before any round trip: errors name the field path.
             QueueValues::from_json(&name, doc.clone())?;
+            crate::values_input::print_queue_notices(&name, &doc);
             let mut agent = ctx.agent().await?;
             let queue = agent
                 .add_queue(AddQueueRequest {
@@ -108,6 +109,7 @@ pub async fn run(command: QueuesCommand, ctx: &Ctx) -> anyhow::Result<()> {
                         None
                     };
                     let doc = queue_spec::merge_patch(base, &spec, current.as_ref());
+                    crate::values_input::print_queue_notices(&name, &doc);
                     PatchQueueRequest {
                         name,
                         patch_type: PatchType::Merge as i32,

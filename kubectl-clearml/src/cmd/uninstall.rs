@@ -22,7 +22,21 @@ pub async fn run(args: UninstallArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let fmt = ctx.global.output;
     let namespace = &ctx.namespace;
     let client = ctx.kube(false).await?;
-    let objects = manifests::all_objects(namespace)?;
+    let mut objects = manifests::all_objects(namespace)?;
+    // objects named after the installed values: extra role bindings, a `clearml.conf` Secret in
+    // the task namespace (deleted just before the namespace, in reverse apply order)
+    let extra = installed_objects(&client, namespace).await;
+    let ns = |m: &manifests::Manifest| m.doc.pointer("/metadata/namespace").cloned();
+    let extra: Vec<_> = extra
+        .into_iter()
+        .filter(|m| {
+            !objects
+                .iter()
+                .any(|o| o.resource.kind == m.resource.kind && o.name == m.name && ns(o) == ns(m))
+        })
+        .collect();
+    let at = objects.len().min(1);
+    objects.splice(at..at, extra);
     let bar = progress::spinner("Deleting", fmt);
     let mut view = Uninstalled::default();
     for m in objects.iter().rev() {
@@ -68,6 +82,38 @@ pub async fn run(args: UninstallArgs, ctx: &Ctx) -> anyhow::Result<()> {
     }
     output::print(&view, fmt)?;
     Ok(())
+}
+
+/// The objects an install of the values in the agent's ConfigMap makes that [`all_objects`]
+/// does not name; none when the ConfigMap is missing or unreadable.
+///
+/// [`all_objects`]: manifests::all_objects
+async fn installed_objects(client: &kube::Client, namespace: &str) -> Vec<manifests::Manifest> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), namespace);
+    let Ok(Some(cm)) = api.get_opt(manifests::AGENT_NAME).await else {
+        return Vec::new();
+    };
+    let Some(text) = cm.data.as_ref().and_then(|d| d.get(manifests::VALUES_KEY)) else {
+        return Vec::new();
+    };
+    let Ok(mut values) = clearml_agent_core::values::Values::from_yaml(text) else {
+        return Vec::new();
+    };
+    // the ConfigMap names the install's clearml.conf Secret; render it back as ours
+    let ours = values.existing_clearml_config_secret() == Some(manifests::CLEARML_CONF_SECRET);
+    if let Some(c) = values.clearml.as_mut() {
+        c.existing_agentk8sglue_secret = None;
+        if ours {
+            c.existing_clearml_config_secret = None;
+            c.clearml_config = Some("-".into());
+        }
+    }
+    manifests::objects_of(&values, namespace)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| !m.is_secret() || m.name == manifests::CLEARML_CONF_SECRET)
+        .collect()
 }
 
 /// What uninstall did.

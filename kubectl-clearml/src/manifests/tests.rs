@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount},
+    core::v1::{
+        ConfigMap, EnvVar, LocalObjectReference, Namespace, Secret, Service, ServiceAccount,
+    },
     rbac::v1::{PolicyRule, Role, RoleBinding},
 };
 use serde::de::DeserializeOwned;
@@ -177,11 +179,8 @@ fn credentials_go_to_the_secret_and_never_to_the_configmap() {
     let stored = Values::from_yaml(text).expect("the agent can read the ConfigMap");
     assert_eq!(stored.clearml, None);
     assert_eq!(stored.image_credentials, None);
-    let mut want = values.agentk8sglue.clone();
-    want.base_pod_template.image_pull_secrets = Some(vec![LocalObjectReference {
-        name: REGISTRY_SECRET.into(),
-    }]);
-    assert_eq!(stored.agentk8sglue, want);
+    // the pull Secret is the agent image's only: task pods' templates are unchanged
+    assert_eq!(stored.agentk8sglue, values.agentk8sglue);
 }
 
 #[test]
@@ -193,7 +192,7 @@ fn configmap_holds_each_seed_files_agent_values_unchanged() {
         let stored = Values::from_yaml(&cm.data.expect("data")[VALUES_KEY]).expect("valid");
         assert_eq!(
             stored,
-            config_values(&values, values.image_credentials.is_some()),
+            config_values(&values),
             "{}",
             file.display()
         );
@@ -201,7 +200,7 @@ fn configmap_holds_each_seed_files_agent_values_unchanged() {
 }
 
 #[test]
-fn image_credentials_become_a_pull_secret_used_by_agent_and_task_pods() {
+fn image_credentials_become_the_agent_images_pull_secret() {
     let r = render(&override_values(), &params(), &existing()).expect("render");
     let secret: Secret = typed(&r, "Secret", REGISTRY_SECRET);
     assert_eq!(
@@ -212,9 +211,12 @@ fn image_credentials_become_a_pull_secret_used_by_agent_and_task_pods() {
         serde_json::from_slice(&secret.data.expect("data")[".dockerconfigjson"].0).expect("json");
     let entry = &config["auths"]["docker.io"];
     assert_eq!(entry["password"], "<CLEARML_DOCKERHUB_TOKEN>");
+    // a Docker Hub token alone is the Enterprise chart's login (its default user name)
+    assert_eq!(entry["username"], "allegroaienterprise");
     assert_eq!(
         entry["auth"],
-        base64::engine::general_purpose::STANDARD.encode(":<CLEARML_DOCKERHUB_TOKEN>")
+        base64::engine::general_purpose::STANDARD
+            .encode("allegroaienterprise:<CLEARML_DOCKERHUB_TOKEN>")
     );
     let d: Deployment = typed(&r, "Deployment", AGENT_NAME);
     let pod = d.spec.expect("spec").template.spec.expect("pod");
@@ -224,10 +226,11 @@ fn image_credentials_become_a_pull_secret_used_by_agent_and_task_pods() {
             name: REGISTRY_SECRET.into()
         }])
     );
-    assert!(
-        r.warnings.iter().any(|w| w.contains("username")),
-        "{:?}",
-        r.warnings
+    let cm: ConfigMap = typed(&r, "ConfigMap", AGENT_NAME);
+    let stored = Values::from_yaml(&cm.data.expect("data")[VALUES_KEY]).expect("valid");
+    assert_eq!(
+        stored.agentk8sglue.base_pod_template.image_pull_secrets, None,
+        "task pods get pull secrets only through their template's imagePullSecrets"
     );
 }
 
@@ -480,6 +483,8 @@ fn uninstall_knows_every_object_an_install_can_make() {
             "rolebinding.rbac.authorization.k8s.io/clearml-agent",
             "secret/clearml-agent-credentials",
             "secret/clearml-agent-registry",
+            "secret/clearml-agent-files",
+            "secret/clearml-agent-clearml-conf",
             "configmap/clearml-agent",
             "deployment.apps/clearml-agent",
             "service/clearml-agent",
