@@ -382,6 +382,15 @@ fn readme_values_reference_lists_exactly_the_schema() {
         }
     }
     expected.insert("imageCredentials.*".into());
+    for k in schema_keys::<Global>() {
+        expected.insert(format!("global.{k}"));
+    }
+    expected.insert("sessions.*".into());
+    assert_eq!(
+        schema_keys::<Values>(),
+        ["imageCredentials", "clearml", "agentk8sglue", "global", "sessions"],
+        "a new top-level key needs its README row here"
+    );
     assert_eq!(documented, expected, "README values table vs the schema");
     for k in schema_keys::<ClearmlCredentials>() {
         assert!(
