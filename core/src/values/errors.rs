@@ -35,7 +35,8 @@ impl Values {
             let Err(e) = Values::from_json(doc.clone()) else {
                 break;
             };
-            let removed = remove_path(&mut doc, &e.path);
+            // a missing key (`… required`) cannot be removed: its nearest present parent goes
+            let removed = ancestors(&e.path).any(|p| remove_path(&mut doc, p));
             errors.push(e);
             if !removed {
                 break; // not about one key: nothing to take out and parse again
@@ -43,6 +44,12 @@ impl Values {
         }
         errors
     }
+}
+
+/// `a.b[0].c`, then `a.b[0]`, `a.b`, `a`: the path and each parent, nearest first.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| p.rfind(['.', '[']).map(|i| &p[..i]))
+        .filter(|p| !p.is_empty())
 }
 
 /// Removes what `path` names from `doc`: the list entry when the path goes through a list (an

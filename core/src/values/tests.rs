@@ -448,6 +448,42 @@ fn every_bad_values_file_is_refused_naming_its_field() {
                 );
             }
         }
+        // a file with several mistakes lists the others in `# also: <path> | <message>` lines:
+        // every one is reported, in the order of the file, and nothing else
+        let mut want: Vec<(String, String)> = vec![(path.to_string(), message.to_string())];
+        want.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("# also: "))
+                .map(|l| {
+                    let (p, m) = l.split_once(" |").expect("path | message");
+                    (p.to_string(), m.trim().to_string())
+                }),
+        );
+        if want.len() == 1 {
+            continue; // (one mistake; removing it may reveal follow-ups, e.g. an emptied list)
+        }
+        let got = Values::errors_in_yaml(&text);
+        let got_paths: std::collections::BTreeSet<&str> =
+            got.iter().map(|e| e.path.as_str()).collect();
+        let want_paths: std::collections::BTreeSet<&str> =
+            want.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(got_paths, want_paths, "{name}: {got:#?}");
+        assert_eq!(got.len(), want.len(), "{name}: {got:#?}");
+        for (p, m) in &want {
+            let e = got.iter().find(|e| &e.path == p).expect("reported");
+            assert!(e.message.contains(m.as_str()), "{name}: {e:?} lacks {m:?}");
+        }
+        let lines: Vec<usize> = got
+            .iter()
+            .map(|e| {
+                let key = e.path.rsplit(['.', ']']).find(|k| !k.is_empty()).unwrap_or("");
+                text.lines()
+                    .skip_while(|l| l.starts_with('#'))
+                    .position(|l| l.contains(key))
+                    .unwrap_or(usize::MAX)
+            })
+            .collect();
+        assert!(lines.is_sorted(), "{name}: not in file order: {got:#?}");
     }
 }
 
