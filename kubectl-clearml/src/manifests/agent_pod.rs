@@ -466,3 +466,345 @@ pub fn finish_deployment(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        CREDENTIALS_SECRET, ExistingCredentials, InstallParams, REGISTRY_SECRET, Rendered, render,
+    };
+    use super::*;
+
+    fn rendered(yaml: &str) -> Rendered {
+        let values = Values::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+        let params = InstallParams {
+            namespace: "ml".into(),
+            image: super::super::agent_image(&values),
+            clearml_insecure_skip_tls_verify: false,
+        };
+        let existing = ExistingCredentials::Present {
+            hash: "h".into(),
+        };
+        render(&values, &params, &existing).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+    }
+
+    fn get(r: &Rendered, kind: &str, name: &str) -> Value {
+        r.get(kind, name)
+            .unwrap_or_else(|| panic!("{kind}/{name} rendered"))
+            .doc
+            .clone()
+    }
+
+    fn deployment(r: &Rendered) -> Value {
+        get(r, "Deployment", AGENT_NAME)
+    }
+
+    fn at(doc: &Value, pointer: &str) -> Value {
+        doc.pointer(pointer)
+            .cloned()
+            .unwrap_or_else(|| panic!("{pointer} in {doc:#}"))
+    }
+
+    fn env(r: &Rendered, name: &str) -> Value {
+        let d = deployment(r);
+        at(&d, "/spec/template/spec/containers/0/env")
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("env {name}"))
+    }
+
+    /// Each chart key of the agent's pod and account → where the rendered install has it.
+    #[test]
+    fn each_agent_key_lands_where_the_chart_puts_it() {
+        type Check = fn(&Rendered);
+        let cases: &[(&str, &str, Check)] = &[
+            ("global.imageRegistry", "global:\n  imageRegistry: mirror.example.com\n", |r| {
+                let image = at(&deployment(r), "/spec/template/spec/containers/0/image");
+                assert_eq!(
+                    image,
+                    format!("mirror.example.com/clearml-k8s-agent:{}", env!("CARGO_PKG_VERSION"))
+                );
+            }),
+            (
+                "agentk8sglue.image.*",
+                "global:\n  imageRegistry: a.example.com\nagentk8sglue:\n  image:\n    registry: b.example.com\n    repository: m/agent\n    tag: \"7\"\n",
+                |r| {
+                    let image = at(&deployment(r), "/spec/template/spec/containers/0/image");
+                    assert_eq!(image, "b.example.com/m/agent:7");
+                },
+            ),
+            (
+                "agentk8sglue.image.repository (the Python glue's)",
+                "agentk8sglue:\n  image:\n    repository: allegroai/clearml-agent-k8s-base\n    tag: \"1.24-21\"\n",
+                |r| {
+                    let image = at(&deployment(r), "/spec/template/spec/containers/0/image");
+                    assert_eq!(image, format!("clearml-k8s-agent:{}", env!("CARGO_PKG_VERSION")));
+                },
+            ),
+            ("agentk8sglue.replicaCount", "agentk8sglue:\n  replicaCount: 3\n", |r| {
+                assert_eq!(at(&deployment(r), "/spec/replicas"), 3);
+            }),
+            (
+                "agentk8sglue.resources",
+                "agentk8sglue:\n  resources:\n    limits:\n      memory: 1Gi\n",
+                |r| {
+                    let res = at(&deployment(r), "/spec/template/spec/containers/0/resources");
+                    assert_eq!(res, serde_json::json!({"limits": {"memory": "1Gi"}}));
+                },
+            ),
+            ("agentk8sglue.labels", "agentk8sglue:\n  labels:\n    team: ml\n", |r| {
+                let d = deployment(r);
+                assert_eq!(at(&d, "/metadata/labels/team"), "ml");
+                assert_eq!(at(&d, "/spec/template/metadata/labels/team"), "ml");
+                assert_eq!(
+                    at(&d, "/spec/selector/matchLabels"),
+                    serde_json::json!({"app.kubernetes.io/name": "clearml-agent"})
+                );
+            }),
+            ("agentk8sglue.annotations", "agentk8sglue:\n  annotations:\n    a.example.com/x: y\n", |r| {
+                let d = deployment(r);
+                assert_eq!(at(&d, "/metadata/annotations/a.example.com~1x"), "y");
+                assert_eq!(at(&d, "/spec/template/metadata/annotations/a.example.com~1x"), "y");
+                assert!(d.pointer("/spec/template/metadata/annotations/clearml.ai~1credentials-hash").is_some());
+            }),
+            (
+                "agentk8sglue.extraEnvs",
+                "agentk8sglue:\n  extraEnvs:\n    - name: HTTPS_PROXY\n      value: http://p:3128\n    - name: CLEARML_AGENT_HTTP_ADDR\n      value: 0.0.0.0:8081\n",
+                |r| {
+                    assert_eq!(env(r, "HTTPS_PROXY")["value"], "http://p:3128");
+                    assert_eq!(env(r, "CLEARML_AGENT_HTTP_ADDR")["value"], "0.0.0.0:8081");
+                    let d = deployment(r);
+                    let names = at(&d, "/spec/template/spec/containers/0/env");
+                    let n = names.as_array().expect("env").iter().filter(|e| e["name"] == "CLEARML_AGENT_HTTP_ADDR").count();
+                    assert_eq!(n, 1, "replaced, not duplicated");
+                },
+            ),
+            (
+                "agentk8sglue.podSecurityContext",
+                "agentk8sglue:\n  podSecurityContext:\n    fsGroup: 1001\n",
+                |r| {
+                    let sc = at(&deployment(r), "/spec/template/spec/securityContext");
+                    assert_eq!(sc["fsGroup"], 1001);
+                    assert_eq!(sc["runAsNonRoot"], true, "merged over the default");
+                },
+            ),
+            (
+                "agentk8sglue.containerSecurityContext",
+                "agentk8sglue:\n  containerSecurityContext:\n    runAsUser: 1001\n",
+                |r| {
+                    let sc = at(&deployment(r), "/spec/template/spec/containers/0/securityContext");
+                    assert_eq!(sc["runAsUser"], 1001);
+                    assert_eq!(sc["readOnlyRootFilesystem"], true, "merged over the default");
+                },
+            ),
+            (
+                "agentk8sglue.nodeSelector/tolerations/affinity",
+                "agentk8sglue:\n  nodeSelector:\n    fleet: agents\n  tolerations:\n    - key: dedicated\n      operator: Exists\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n          - matchExpressions:\n              - key: fleet\n                operator: Exists\n",
+                |r| {
+                    let pod = at(&deployment(r), "/spec/template/spec");
+                    assert_eq!(pod["nodeSelector"]["fleet"], "agents");
+                    assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+                    assert!(pod["affinity"]["nodeAffinity"].is_object());
+                },
+            ),
+            (
+                "agentk8sglue.volumes/volumeMounts",
+                "agentk8sglue:\n  volumes:\n    - name: data\n      emptyDir: {}\n  volumeMounts:\n    - name: data\n      mountPath: /data\n",
+                |r| {
+                    let pod = at(&deployment(r), "/spec/template/spec");
+                    let vols: Vec<&str> = pod["volumes"].as_array().expect("volumes").iter().filter_map(|v| v["name"].as_str()).collect();
+                    assert_eq!(vols, ["tmp", "data"]);
+                    let mounts: Vec<&str> = pod["containers"][0]["volumeMounts"].as_array().expect("mounts").iter().filter_map(|v| v["mountPath"].as_str()).collect();
+                    assert_eq!(mounts, ["/tmp", "/data"]);
+                },
+            ),
+            (
+                "agentk8sglue.fileMounts",
+                "agentk8sglue:\n  fileMounts:\n    - name: integration.py\n      folderPath: /mnt/python/\n      fileContent: print(1)\n",
+                |r| {
+                    let secret = get(r, "Secret", AGENT_FILES_SECRET);
+                    assert_eq!(secret["data"]["integration.py"], "cHJpbnQoMSk=");
+                    let pod = at(&deployment(r), "/spec/template/spec");
+                    let vol = pod["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == AGENT_FILES_SECRET).cloned().expect("files volume");
+                    assert_eq!(vol["secret"]["secretName"], AGENT_FILES_SECRET);
+                    let mount = pod["containers"][0]["volumeMounts"].as_array().expect("mounts").iter().find(|m| m["name"] == AGENT_FILES_SECRET).cloned().expect("file mount");
+                    assert_eq!(mount["mountPath"], "/mnt/python/integration.py");
+                    assert_eq!(mount["subPath"], "integration.py");
+                    assert_eq!(mount["readOnly"], true);
+                    let cm = get(r, "ConfigMap", AGENT_NAME);
+                    assert!(!cm["data"]["values.yaml"].as_str().expect("values").contains("print(1)"), "not in the ConfigMap");
+                    assert!(!pod.to_string().contains("print(1)"), "not in the pod spec");
+                },
+            ),
+            (
+                "agentk8sglue.serviceAccountAnnotations",
+                "agentk8sglue:\n  serviceAccountAnnotations:\n    eks.amazonaws.com/role-arn: arn:aws:iam::1:role/a\n",
+                |r| {
+                    let sa = get(r, "ServiceAccount", AGENT_NAME);
+                    assert_eq!(at(&sa, "/metadata/annotations/eks.amazonaws.com~1role-arn"), "arn:aws:iam::1:role/a");
+                },
+            ),
+            (
+                "agentk8sglue.serviceExistingAccountName",
+                "agentk8sglue:\n  serviceExistingAccountName: platform-sa\n  additionalRoleBindings: [privileged]\n",
+                |r| {
+                    assert!(r.get("ServiceAccount", AGENT_NAME).is_none(), "none created");
+                    assert_eq!(at(&deployment(r), "/spec/template/spec/serviceAccountName"), "platform-sa");
+                    let rb = get(r, "RoleBinding", AGENT_NAME);
+                    assert_eq!(at(&rb, "/subjects/0/name"), "platform-sa");
+                    let extra = get(r, "RoleBinding", "clearml-agent-privileged");
+                    assert_eq!(at(&extra, "/subjects/0/name"), "platform-sa");
+                },
+            ),
+            (
+                "agentk8sglue.additionalRoleBindings/additionalClusterRoleBindings",
+                "agentk8sglue:\n  additionalRoleBindings: [privileged]\n  additionalClusterRoleBindings: [view, \"system:aggregate-to-view\"]\n",
+                |r| {
+                    let rb = get(r, "RoleBinding", "clearml-agent-privileged");
+                    assert_eq!(at(&rb, "/roleRef"), serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "privileged"}));
+                    assert_eq!(at(&rb, "/metadata/namespace"), "ml");
+                    assert_eq!(at(&rb, "/subjects/0"), serde_json::json!({"kind": "ServiceAccount", "name": "clearml-agent", "namespace": "ml"}));
+                    let crb = get(r, "ClusterRoleBinding", "clearml-agent-ml-view");
+                    assert_eq!(at(&crb, "/roleRef/kind"), "ClusterRole");
+                    assert_eq!(at(&crb, "/roleRef/name"), "view");
+                    assert!(crb.pointer("/metadata/namespace").is_none(), "cluster-scoped");
+                    assert!(r.get("ClusterRoleBinding", "clearml-agent-ml-system:aggregate-to-view").is_some());
+                    let m = r.get("ClusterRoleBinding", "clearml-agent-ml-view").expect("crb");
+                    assert!(!m.namespaced);
+                    assert_eq!(at(&crb, "/metadata/labels/app.kubernetes.io~1managed-by"), "kubectl-clearml");
+                },
+            ),
+            (
+                "agentk8sglue.clearmlcheckCertificate",
+                "agentk8sglue:\n  clearmlcheckCertificate: false\n",
+                |r| assert_eq!(env(r, ENV_SKIP_TLS_VERIFY)["value"], "true"),
+            ),
+            (
+                "clearml.existingAgentk8sglueSecret",
+                "clearml:\n  existingAgentk8sglueSecret: my-creds\n",
+                |r| {
+                    assert!(r.get("Secret", CREDENTIALS_SECRET).is_none(), "none created");
+                    assert_eq!(env(r, ENV_CREDENTIALS_SECRET)["value"], "my-creds");
+                    assert_eq!(env(r, "CLEARML_API_ACCESS_KEY")["valueFrom"]["secretKeyRef"]["name"], "my-creds");
+                    assert_eq!(env(r, "CLEARML_API_SECRET_KEY")["valueFrom"]["secretKeyRef"]["name"], "my-creds");
+                    let cm = get(r, "ConfigMap", AGENT_NAME);
+                    let stored = Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values")).expect("valid");
+                    assert_eq!(stored.existing_credentials_secret(), Some("my-creds"));
+                },
+            ),
+            (
+                "clearml.clearmlConfig",
+                "clearml:\n  agentk8sglueKey: k\n  agentk8sglueSecret: s\n  clearmlConfig: \"sdk { storage_secret: hunter2 }\"\nagentk8sglue:\n  taskNamespace: tasks\n",
+                |r| {
+                    let secret = get(r, "Secret", CLEARML_CONF_SECRET);
+                    assert_eq!(at(&secret, "/metadata/namespace"), "tasks", "in the task namespace");
+                    assert!(secret["data"][CLEARML_CONF_KEY].is_string());
+                    let cm = get(r, "ConfigMap", AGENT_NAME);
+                    let text = cm["data"]["values.yaml"].as_str().expect("values");
+                    assert!(!text.contains("hunter2"), "never in the ConfigMap");
+                    let stored = Values::from_yaml(text).expect("valid");
+                    assert_eq!(stored.existing_clearml_config_secret(), Some(CLEARML_CONF_SECRET));
+                    assert!(!deployment(r).to_string().contains("hunter2"));
+                },
+            ),
+            (
+                "imageCredentials (created)",
+                "imageCredentials:\n  registry: r.example.com\n  username: u\n  password: p\nagentk8sglue:\n  basePodTemplate:\n    imagePullSecrets: [{name: task-registry}]\n",
+                |r| {
+                    let secret = get(r, "Secret", REGISTRY_SECRET);
+                    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+                    assert_eq!(at(&deployment(r), "/spec/template/spec/imagePullSecrets"), serde_json::json!([{"name": REGISTRY_SECRET}]));
+                    let cm = get(r, "ConfigMap", AGENT_NAME);
+                    let stored = Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values")).expect("valid");
+                    let task = stored.agentk8sglue.base_pod_template.image_pull_secrets.expect("template's own");
+                    assert_eq!(task.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["task-registry"], "task pods: only their template's");
+                },
+            ),
+            (
+                "imageCredentials.existingSecret",
+                "imageCredentials:\n  enabled: true\n  existingSecret: regcred\n",
+                |r| {
+                    assert!(r.get("Secret", REGISTRY_SECRET).is_none(), "none created");
+                    assert_eq!(at(&deployment(r), "/spec/template/spec/imagePullSecrets"), serde_json::json!([{"name": "regcred"}]));
+                },
+            ),
+            (
+                "imageCredentials.enabled: false",
+                "imageCredentials:\n  enabled: false\n  username: someone\n  password: pwd\n",
+                |r| {
+                    assert!(r.get("Secret", REGISTRY_SECRET).is_none());
+                    assert!(deployment(r).pointer("/spec/template/spec/imagePullSecrets").is_none());
+                },
+            ),
+        ];
+        for (key, yaml, check) in cases {
+            // a document naming its own `clearml` keys goes as it is; others get a key pair
+            let doc = if yaml.starts_with("clearml:") {
+                yaml.to_string()
+            } else {
+                format!("clearml:\n  agentk8sglueKey: k\n  agentk8sglueSecret: s\n{yaml}")
+            };
+            let r = rendered(&doc);
+            check(&r);
+            eprintln!("ok: {key}");
+        }
+    }
+
+    /// What install cannot apply is refused naming the field, before anything is written.
+    #[test]
+    fn reserved_names_are_refused_with_the_field() {
+        for (yaml, path) in [
+            (
+                "agentk8sglue:\n  labels:\n    app.kubernetes.io/name: other\n",
+                "agentk8sglue.labels.app.kubernetes.io/name",
+            ),
+            (
+                "agentk8sglue:\n  annotations:\n    clearml.ai/credentials-hash: x\n",
+                "agentk8sglue.annotations.clearml.ai/credentials-hash",
+            ),
+            (
+                "agentk8sglue:\n  volumes:\n    - name: tmp\n      emptyDir: {}\n",
+                "agentk8sglue.volumes[0].name",
+            ),
+            (
+                "agentk8sglue:\n  volumes:\n    - name: t2\n      emptyDir: {}\n  volumeMounts:\n    - name: t2\n      mountPath: /tmp/\n",
+                "agentk8sglue.volumeMounts[0].mountPath",
+            ),
+        ] {
+            let values = Values::from_yaml(&format!(
+                "clearml:\n  agentk8sglueKey: k\n  agentk8sglueSecret: s\n{yaml}"
+            ))
+            .expect("valid values");
+            let params = InstallParams {
+                namespace: "ml".into(),
+                image: "i:1".into(),
+                clearml_insecure_skip_tls_verify: false,
+            };
+            match render(&values, &params, &ExistingCredentials::NotChecked) {
+                Err(RenderError::Values(e)) => assert_eq!(e.path, path, "{yaml}"),
+                other => panic!("{yaml}: {:?}", other.map(|r| r.manifests.len())),
+            }
+        }
+    }
+
+    /// An existing credentials Secret that is missing is named by its key.
+    #[test]
+    fn a_missing_existing_secret_is_an_error_naming_the_key() {
+        let values =
+            Values::from_yaml("clearml:\n  existingAgentk8sglueSecret: my-creds\n").expect("valid");
+        let params = InstallParams {
+            namespace: "ml".into(),
+            image: "i:1".into(),
+            clearml_insecure_skip_tls_verify: false,
+        };
+        match render(&values, &params, &ExistingCredentials::Absent) {
+            Err(RenderError::Values(e)) => {
+                assert_eq!(e.path, "clearml.existingAgentk8sglueSecret");
+                assert!(e.message.contains("my-creds"), "{e}");
+            }
+            other => panic!("{:?}", other.map(|r| r.manifests.len())),
+        }
+    }
+}
