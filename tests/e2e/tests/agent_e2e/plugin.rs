@@ -8,6 +8,9 @@ use clearml_e2e::agent::plugin_binary;
 
 use super::*;
 
+#[path = "plugin/chart.rs"]
+mod chart;
+
 const CM: &str = "clearml-agent";
 
 struct Plugin<'a> {
@@ -331,6 +334,14 @@ async fn bad_values_are_refused_by_install_and_queues_add_and_change_nothing() {
             err.contains(needle),
             "install {name}: stderr lacks {needle:?}: {err}"
         );
+        // a file with several mistakes: every one is on stderr
+        for also in text.lines().filter_map(|l| l.strip_prefix("# also: ")) {
+            let (path, _) = also.split_once(" |").expect("path | message");
+            assert!(
+                err.contains(&format!("{path}: ")),
+                "install {name}: stderr lacks {path:?}: {err}"
+            );
+        }
         installs += 1;
         if let Some(rest) = path.strip_prefix("agentk8sglue.queues.bad-queue.") {
             let doc: Value = serde_yaml::from_str(&text).expect("yaml");
