@@ -7,9 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    AgentValues, FieldError, PYTHON_GLUE_IMAGES, Values, check_resources, unique_by,
-};
+use super::{AgentValues, FieldError, PYTHON_GLUE_IMAGES, Values, check_resources, unique_by};
 use crate::validate;
 
 /// Registry of `imageCredentials` when none is given.
@@ -65,10 +63,11 @@ impl Values {
     pub fn registry_login(&self) -> Option<(&str, &str)> {
         let ic = self.image_credentials.as_ref()?;
         let registry = given(&ic.registry).unwrap_or(DEFAULT_REGISTRY);
-        let user = given(&ic.username).or(
-            matches!(registry, "docker.io" | "index.docker.io" | "registry-1.docker.io")
-                .then_some(ENTERPRISE_REGISTRY_USER),
-        )?;
+        let user = given(&ic.username).or(matches!(
+            registry,
+            "docker.io" | "index.docker.io" | "registry-1.docker.io"
+        )
+        .then_some(ENTERPRISE_REGISTRY_USER))?;
         Some((registry, user))
     }
 
@@ -83,10 +82,8 @@ impl Values {
             Some(r) => (r, given(&image.tag).unwrap_or(default_tag)),
             None => (default_repository, default_tag),
         };
-        let registry = given(&image.registry).or(self
-            .global
-            .as_ref()
-            .and_then(|g| given(&g.image_registry)));
+        let registry =
+            given(&image.registry).or(self.global.as_ref().and_then(|g| given(&g.image_registry)));
         match registry {
             Some(r) => format!("{}/{repository}:{tag}", r.trim_end_matches('/')),
             None => format!("{repository}:{tag}"),
@@ -120,7 +117,8 @@ impl Values {
             }
         }
         if let Some(c) = &self.clearml {
-            let pair = given(&c.agentk8sglue_key).is_some() || given(&c.agentk8sglue_secret).is_some();
+            let pair =
+                given(&c.agentk8sglue_key).is_some() || given(&c.agentk8sglue_secret).is_some();
             if let Some(name) = given(&c.existing_agentk8sglue_secret) {
                 let path = "clearml.existingAgentk8sglueSecret";
                 if pair {
@@ -177,13 +175,20 @@ impl AgentValues {
         if let Some(r) = &self.resources {
             check_resources(&format!("{root}.resources"), r)?;
         }
-        if let Some(r) = self.init_containers.as_ref().and_then(|i| i.resources.as_ref()) {
+        if let Some(r) = self
+            .init_containers
+            .as_ref()
+            .and_then(|i| i.resources.as_ref())
+        {
             check_resources(&format!("{root}.initContainers.resources"), r)?;
         }
         for (field, map) in [
             ("labels", &self.labels),
             ("annotations", &self.annotations),
-            ("serviceAccountAnnotations", &self.service_account_annotations),
+            (
+                "serviceAccountAnnotations",
+                &self.service_account_annotations,
+            ),
             ("nodeSelector", &self.node_selector),
         ] {
             for (key, value) in map.iter().flatten() {
@@ -223,10 +228,7 @@ impl AgentValues {
             if !volumes.contains(mount.name.as_str()) {
                 return Err(FieldError::new(
                     format!("{at}.name"),
-                    format!(
-                        "no volume {:?} in {root}.volumes",
-                        mount.name
-                    ),
+                    format!("no volume {:?} in {root}.volumes", mount.name),
                 ));
             }
         }
@@ -269,9 +271,8 @@ impl AgentValues {
             f.name.clone()
         })?;
         if let Some(name) = given(&self.service_existing_account_name) {
-            validate::dns_subdomain(name).map_err(|m| {
-                FieldError::new(format!("{root}.serviceExistingAccountName"), m)
-            })?;
+            validate::dns_subdomain(name)
+                .map_err(|m| FieldError::new(format!("{root}.serviceExistingAccountName"), m))?;
         }
         for field in ["additionalRoleBindings", "additionalClusterRoleBindings"] {
             let list = if field == "additionalRoleBindings" {

@@ -144,7 +144,9 @@ pub const CHART_KEYS: &[ChartKey] = &[
     ChartKey {
         path: "agentk8sglue.initContainers.resources",
         chart: Chart::OpenSource,
-        disposition: Disposition::NotApplicable("the chart's init container waited for the ClearML servers; this agent has none (it retries itself and is not ready until ClearML answers)"),
+        disposition: Disposition::NotApplicable(
+            "the chart's init container waited for the ClearML servers; this agent has none (it retries itself and is not ready until ClearML answers)",
+        ),
         example: "{limits: {memory: 64Mi}}",
     },
     ChartKey {
@@ -378,37 +380,49 @@ pub const CHART_KEYS: &[ChartKey] = &[
     ChartKey {
         path: "sessions.portModeEnabled",
         chart: Chart::OpenSource,
-        disposition: Disposition::NotApplicable("clearml-session ports mode (a Service per interactive session) is not run by this agent"),
+        disposition: Disposition::NotApplicable(
+            "clearml-session ports mode (a Service per interactive session) is not run by this agent",
+        ),
         example: "true",
     },
     ChartKey {
         path: "sessions.svcAnnotations",
         chart: Chart::OpenSource,
-        disposition: Disposition::NotApplicable("annotations of the ports-mode session Services, which this agent does not make"),
+        disposition: Disposition::NotApplicable(
+            "annotations of the ports-mode session Services, which this agent does not make",
+        ),
         example: "{a: b}",
     },
     ChartKey {
         path: "sessions.svcType",
         chart: Chart::OpenSource,
-        disposition: Disposition::NotApplicable("type of the ports-mode session Services, which this agent does not make"),
+        disposition: Disposition::NotApplicable(
+            "type of the ports-mode session Services, which this agent does not make",
+        ),
         example: "NodePort",
     },
     ChartKey {
         path: "sessions.externalIP",
         chart: Chart::OpenSource,
-        disposition: Disposition::NotApplicable("address clients reached ports-mode sessions at; this agent has no ports mode"),
+        disposition: Disposition::NotApplicable(
+            "address clients reached ports-mode sessions at; this agent has no ports mode",
+        ),
         example: "0.0.0.0",
     },
     ChartKey {
         path: "sessions.startingPort",
         chart: Chart::OpenSource,
-        disposition: Disposition::NotApplicable("first node port of the ports-mode session Services, which this agent does not make"),
+        disposition: Disposition::NotApplicable(
+            "first node port of the ports-mode session Services, which this agent does not make",
+        ),
         example: "30000",
     },
     ChartKey {
         path: "sessions.maxServices",
         chart: Chart::OpenSource,
-        disposition: Disposition::NotApplicable("most ports-mode session Services, which this agent does not make"),
+        disposition: Disposition::NotApplicable(
+            "most ports-mode session Services, which this agent does not make",
+        ),
         example: "20",
     },
     ChartKey {
@@ -623,7 +637,10 @@ mod tests {
             keys_of(&doc, "", &mut keys);
             assert!(keys.len() > 10, "{name}: {keys:?}");
             let missing: Vec<&String> = keys.iter().filter(|k| lookup(k).is_none()).collect();
-            assert!(missing.is_empty(), "{name}: keys not in CHART_KEYS: {missing:?}");
+            assert!(
+                missing.is_empty(),
+                "{name}: keys not in CHART_KEYS: {missing:?}"
+            );
         }
         // and the published file has every open-source key of the list
         let doc: Value =
@@ -631,7 +648,11 @@ mod tests {
         let mut keys = Vec::new();
         keys_of(&doc, "", &mut keys);
         for k in CHART_KEYS.iter().filter(|k| k.chart == Chart::OpenSource) {
-            assert!(keys.iter().any(|p| p == k.path), "{} not in values.yaml", k.path);
+            assert!(
+                keys.iter().any(|p| p == k.path),
+                "{} not in values.yaml",
+                k.path
+            );
         }
     }
 
@@ -640,7 +661,11 @@ mod tests {
         let value: Value = crate::yaml::from_str(key.example).expect("example is YAML");
         let mut doc = value;
         for part in key.path.rsplit('.') {
-            let part = if part == "<name>" { "example-queue" } else { part };
+            let part = if part == "<name>" {
+                "example-queue"
+            } else {
+                part
+            };
             doc = Value::Object(Map::from_iter([(part.to_string(), doc)]));
         }
         // what some keys need beside them to be valid

@@ -378,7 +378,11 @@ pub struct Sessions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub svc_type: Option<String>,
     /// Address session clients connect to.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "externalIP")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "externalIP"
+    )]
     pub external_ip: Option<String>,
     /// First node port.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -51,8 +51,7 @@ impl Values {
                  agentk8sglue.image.repository of the agent's own image",
             );
         }
-        if a
-            .init_containers
+        if a.init_containers
             .as_ref()
             .and_then(|i| i.resources.as_ref())
             .is_some_and(|r| r != &Default::default())
@@ -70,22 +69,44 @@ impl Values {
         const SESSIONS: &str = "not applicable: this agent has no clearml-session ports mode \
              (it makes no Service per interactive session)";
         if sessions.port_mode_enabled.is_some() {
-            push("sessions.portModeEnabled", &format!("turned on the chart's ports mode for sessions; {SESSIONS}"));
+            push(
+                "sessions.portModeEnabled",
+                &format!("turned on the chart's ports mode for sessions; {SESSIONS}"),
+            );
         }
-        if sessions.svc_annotations.as_ref().is_some_and(|m| !m.is_empty()) {
-            push("sessions.svcAnnotations", &format!("annotated the chart's session Services; {SESSIONS}"));
+        if sessions
+            .svc_annotations
+            .as_ref()
+            .is_some_and(|m| !m.is_empty())
+        {
+            push(
+                "sessions.svcAnnotations",
+                &format!("annotated the chart's session Services; {SESSIONS}"),
+            );
         }
         if sessions.svc_type.is_some() {
-            push("sessions.svcType", &format!("the type of the chart's session Services; {SESSIONS}"));
+            push(
+                "sessions.svcType",
+                &format!("the type of the chart's session Services; {SESSIONS}"),
+            );
         }
         if sessions.external_ip.is_some() {
-            push("sessions.externalIP", &format!("the address session clients connected to; {SESSIONS}"));
+            push(
+                "sessions.externalIP",
+                &format!("the address session clients connected to; {SESSIONS}"),
+            );
         }
         if sessions.starting_port.is_some() {
-            push("sessions.startingPort", &format!("the first node port of the session Services; {SESSIONS}"));
+            push(
+                "sessions.startingPort",
+                &format!("the first node port of the session Services; {SESSIONS}"),
+            );
         }
         if sessions.max_services.is_some() {
-            push("sessions.maxServices", &format!("the most session Services; {SESSIONS}"));
+            push(
+                "sessions.maxServices",
+                &format!("the most session Services; {SESSIONS}"),
+            );
         }
         out
     }

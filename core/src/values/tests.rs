@@ -388,7 +388,13 @@ fn readme_values_reference_lists_exactly_the_schema() {
     expected.insert("sessions.*".into());
     assert_eq!(
         schema_keys::<Values>(),
-        ["imageCredentials", "clearml", "agentk8sglue", "global", "sessions"],
+        [
+            "imageCredentials",
+            "clearml",
+            "agentk8sglue",
+            "global",
+            "sessions"
+        ],
         "a new top-level key needs its README row here"
     );
     assert_eq!(documented, expected, "README values table vs the schema");
@@ -476,7 +482,11 @@ fn every_bad_values_file_is_refused_naming_its_field() {
         let lines: Vec<usize> = got
             .iter()
             .map(|e| {
-                let key = e.path.rsplit(['.', ']']).find(|k| !k.is_empty()).unwrap_or("");
+                let key = e
+                    .path
+                    .rsplit(['.', ']'])
+                    .find(|k| !k.is_empty())
+                    .unwrap_or("");
                 text.lines()
                     .skip_while(|l| l.starts_with('#'))
                     .position(|l| l.contains(key))

@@ -194,10 +194,12 @@ async fn existing_credentials(
     name: &str,
 ) -> anyhow::Result<ExistingCredentials> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(name)
-        .await
-        .map_err(|e| anyhow!("cannot read Secret {namespace}/{name}: {}", kube_message(&e)))?;
+    let secret = secrets.get_opt(name).await.map_err(|e| {
+        anyhow!(
+            "cannot read Secret {namespace}/{name}: {}",
+            kube_message(&e)
+        )
+    })?;
     Ok(match secret {
         None => ExistingCredentials::Absent,
         Some(s) => {

@@ -14,9 +14,7 @@ use k8s_openapi::{
     ByteString,
     api::{
         apps::v1::Deployment,
-        core::v1::{
-            EnvVar, LocalObjectReference, Secret, SecretVolumeSource, Volume, VolumeMount,
-        },
+        core::v1::{EnvVar, LocalObjectReference, Secret, SecretVolumeSource, Volume, VolumeMount},
         rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -209,7 +207,12 @@ pub fn files_secret(values: &Values, namespace: &str) -> Option<Secret> {
         data: Some(
             files
                 .iter()
-                .map(|f| (f.name.clone(), ByteString(f.file_content.clone().into_bytes())))
+                .map(|f| {
+                    (
+                        f.name.clone(),
+                        ByteString(f.file_content.clone().into_bytes()),
+                    )
+                })
                 .collect(),
         ),
         ..Default::default()
@@ -419,11 +422,7 @@ pub fn finish_deployment(
             None => env.push(extra.clone()),
         }
     }
-    if let Some(r) = a
-        .resources
-        .as_ref()
-        .filter(|r| **r != Default::default())
-    {
+    if let Some(r) = a.resources.as_ref().filter(|r| **r != Default::default()) {
         c.resources = Some(r.clone());
     }
     if let Some(sc) = &a.container_security_context {
@@ -481,9 +480,7 @@ mod tests {
             image: super::super::agent_image(&values),
             clearml_insecure_skip_tls_verify: false,
         };
-        let existing = ExistingCredentials::Present {
-            hash: "h".into(),
-        };
+        let existing = ExistingCredentials::Present { hash: "h".into() };
         render(&values, &params, &existing).unwrap_or_else(|e| panic!("{yaml}: {e}"))
     }
 
@@ -520,13 +517,20 @@ mod tests {
     fn each_agent_key_lands_where_the_chart_puts_it() {
         type Check = fn(&Rendered);
         let cases: &[(&str, &str, Check)] = &[
-            ("global.imageRegistry", "global:\n  imageRegistry: mirror.example.com\n", |r| {
-                let image = at(&deployment(r), "/spec/template/spec/containers/0/image");
-                assert_eq!(
-                    image,
-                    format!("mirror.example.com/clearml-k8s-agent:{}", env!("CARGO_PKG_VERSION"))
-                );
-            }),
+            (
+                "global.imageRegistry",
+                "global:\n  imageRegistry: mirror.example.com\n",
+                |r| {
+                    let image = at(&deployment(r), "/spec/template/spec/containers/0/image");
+                    assert_eq!(
+                        image,
+                        format!(
+                            "mirror.example.com/clearml-k8s-agent:{}",
+                            env!("CARGO_PKG_VERSION")
+                        )
+                    );
+                },
+            ),
             (
                 "agentk8sglue.image.*",
                 "global:\n  imageRegistry: a.example.com\nagentk8sglue:\n  image:\n    registry: b.example.com\n    repository: m/agent\n    tag: \"7\"\n",
@@ -540,12 +544,19 @@ mod tests {
                 "agentk8sglue:\n  image:\n    repository: allegroai/clearml-agent-k8s-base\n    tag: \"1.24-21\"\n",
                 |r| {
                     let image = at(&deployment(r), "/spec/template/spec/containers/0/image");
-                    assert_eq!(image, format!("clearml-k8s-agent:{}", env!("CARGO_PKG_VERSION")));
+                    assert_eq!(
+                        image,
+                        format!("clearml-k8s-agent:{}", env!("CARGO_PKG_VERSION"))
+                    );
                 },
             ),
-            ("agentk8sglue.replicaCount", "agentk8sglue:\n  replicaCount: 3\n", |r| {
-                assert_eq!(at(&deployment(r), "/spec/replicas"), 3);
-            }),
+            (
+                "agentk8sglue.replicaCount",
+                "agentk8sglue:\n  replicaCount: 3\n",
+                |r| {
+                    assert_eq!(at(&deployment(r), "/spec/replicas"), 3);
+                },
+            ),
             (
                 "agentk8sglue.resources",
                 "agentk8sglue:\n  resources:\n    limits:\n      memory: 1Gi\n",
@@ -554,21 +565,37 @@ mod tests {
                     assert_eq!(res, serde_json::json!({"limits": {"memory": "1Gi"}}));
                 },
             ),
-            ("agentk8sglue.labels", "agentk8sglue:\n  labels:\n    team: ml\n", |r| {
-                let d = deployment(r);
-                assert_eq!(at(&d, "/metadata/labels/team"), "ml");
-                assert_eq!(at(&d, "/spec/template/metadata/labels/team"), "ml");
-                assert_eq!(
-                    at(&d, "/spec/selector/matchLabels"),
-                    serde_json::json!({"app.kubernetes.io/name": "clearml-agent"})
-                );
-            }),
-            ("agentk8sglue.annotations", "agentk8sglue:\n  annotations:\n    a.example.com/x: y\n", |r| {
-                let d = deployment(r);
-                assert_eq!(at(&d, "/metadata/annotations/a.example.com~1x"), "y");
-                assert_eq!(at(&d, "/spec/template/metadata/annotations/a.example.com~1x"), "y");
-                assert!(d.pointer("/spec/template/metadata/annotations/clearml.ai~1credentials-hash").is_some());
-            }),
+            (
+                "agentk8sglue.labels",
+                "agentk8sglue:\n  labels:\n    team: ml\n",
+                |r| {
+                    let d = deployment(r);
+                    assert_eq!(at(&d, "/metadata/labels/team"), "ml");
+                    assert_eq!(at(&d, "/spec/template/metadata/labels/team"), "ml");
+                    assert_eq!(
+                        at(&d, "/spec/selector/matchLabels"),
+                        serde_json::json!({"app.kubernetes.io/name": "clearml-agent"})
+                    );
+                },
+            ),
+            (
+                "agentk8sglue.annotations",
+                "agentk8sglue:\n  annotations:\n    a.example.com/x: y\n",
+                |r| {
+                    let d = deployment(r);
+                    assert_eq!(at(&d, "/metadata/annotations/a.example.com~1x"), "y");
+                    assert_eq!(
+                        at(&d, "/spec/template/metadata/annotations/a.example.com~1x"),
+                        "y"
+                    );
+                    assert!(
+                        d.pointer(
+                            "/spec/template/metadata/annotations/clearml.ai~1credentials-hash"
+                        )
+                        .is_some()
+                    );
+                },
+            ),
             (
                 "agentk8sglue.extraEnvs",
                 "agentk8sglue:\n  extraEnvs:\n    - name: HTTPS_PROXY\n      value: http://p:3128\n    - name: CLEARML_AGENT_HTTP_ADDR\n      value: 0.0.0.0:8081\n",
@@ -577,7 +604,12 @@ mod tests {
                     assert_eq!(env(r, "CLEARML_AGENT_HTTP_ADDR")["value"], "0.0.0.0:8081");
                     let d = deployment(r);
                     let names = at(&d, "/spec/template/spec/containers/0/env");
-                    let n = names.as_array().expect("env").iter().filter(|e| e["name"] == "CLEARML_AGENT_HTTP_ADDR").count();
+                    let n = names
+                        .as_array()
+                        .expect("env")
+                        .iter()
+                        .filter(|e| e["name"] == "CLEARML_AGENT_HTTP_ADDR")
+                        .count();
                     assert_eq!(n, 1, "replaced, not duplicated");
                 },
             ),
@@ -594,9 +626,15 @@ mod tests {
                 "agentk8sglue.containerSecurityContext",
                 "agentk8sglue:\n  containerSecurityContext:\n    runAsUser: 1001\n",
                 |r| {
-                    let sc = at(&deployment(r), "/spec/template/spec/containers/0/securityContext");
+                    let sc = at(
+                        &deployment(r),
+                        "/spec/template/spec/containers/0/securityContext",
+                    );
                     assert_eq!(sc["runAsUser"], 1001);
-                    assert_eq!(sc["readOnlyRootFilesystem"], true, "merged over the default");
+                    assert_eq!(
+                        sc["readOnlyRootFilesystem"], true,
+                        "merged over the default"
+                    );
                 },
             ),
             (
@@ -614,9 +652,19 @@ mod tests {
                 "agentk8sglue:\n  volumes:\n    - name: data\n      emptyDir: {}\n  volumeMounts:\n    - name: data\n      mountPath: /data\n",
                 |r| {
                     let pod = at(&deployment(r), "/spec/template/spec");
-                    let vols: Vec<&str> = pod["volumes"].as_array().expect("volumes").iter().filter_map(|v| v["name"].as_str()).collect();
+                    let vols: Vec<&str> = pod["volumes"]
+                        .as_array()
+                        .expect("volumes")
+                        .iter()
+                        .filter_map(|v| v["name"].as_str())
+                        .collect();
                     assert_eq!(vols, ["tmp", "data"]);
-                    let mounts: Vec<&str> = pod["containers"][0]["volumeMounts"].as_array().expect("mounts").iter().filter_map(|v| v["mountPath"].as_str()).collect();
+                    let mounts: Vec<&str> = pod["containers"][0]["volumeMounts"]
+                        .as_array()
+                        .expect("mounts")
+                        .iter()
+                        .filter_map(|v| v["mountPath"].as_str())
+                        .collect();
                     assert_eq!(mounts, ["/tmp", "/data"]);
                 },
             ),
@@ -627,14 +675,32 @@ mod tests {
                     let secret = get(r, "Secret", AGENT_FILES_SECRET);
                     assert_eq!(secret["data"]["integration.py"], "cHJpbnQoMSk=");
                     let pod = at(&deployment(r), "/spec/template/spec");
-                    let vol = pod["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == AGENT_FILES_SECRET).cloned().expect("files volume");
+                    let vol = pod["volumes"]
+                        .as_array()
+                        .expect("volumes")
+                        .iter()
+                        .find(|v| v["name"] == AGENT_FILES_SECRET)
+                        .cloned()
+                        .expect("files volume");
                     assert_eq!(vol["secret"]["secretName"], AGENT_FILES_SECRET);
-                    let mount = pod["containers"][0]["volumeMounts"].as_array().expect("mounts").iter().find(|m| m["name"] == AGENT_FILES_SECRET).cloned().expect("file mount");
+                    let mount = pod["containers"][0]["volumeMounts"]
+                        .as_array()
+                        .expect("mounts")
+                        .iter()
+                        .find(|m| m["name"] == AGENT_FILES_SECRET)
+                        .cloned()
+                        .expect("file mount");
                     assert_eq!(mount["mountPath"], "/mnt/python/integration.py");
                     assert_eq!(mount["subPath"], "integration.py");
                     assert_eq!(mount["readOnly"], true);
                     let cm = get(r, "ConfigMap", AGENT_NAME);
-                    assert!(!cm["data"]["values.yaml"].as_str().expect("values").contains("print(1)"), "not in the ConfigMap");
+                    assert!(
+                        !cm["data"]["values.yaml"]
+                            .as_str()
+                            .expect("values")
+                            .contains("print(1)"),
+                        "not in the ConfigMap"
+                    );
                     assert!(!pod.to_string().contains("print(1)"), "not in the pod spec");
                 },
             ),
@@ -643,15 +709,24 @@ mod tests {
                 "agentk8sglue:\n  serviceAccountAnnotations:\n    eks.amazonaws.com/role-arn: arn:aws:iam::1:role/a\n",
                 |r| {
                     let sa = get(r, "ServiceAccount", AGENT_NAME);
-                    assert_eq!(at(&sa, "/metadata/annotations/eks.amazonaws.com~1role-arn"), "arn:aws:iam::1:role/a");
+                    assert_eq!(
+                        at(&sa, "/metadata/annotations/eks.amazonaws.com~1role-arn"),
+                        "arn:aws:iam::1:role/a"
+                    );
                 },
             ),
             (
                 "agentk8sglue.serviceExistingAccountName",
                 "agentk8sglue:\n  serviceExistingAccountName: platform-sa\n  additionalRoleBindings: [privileged]\n",
                 |r| {
-                    assert!(r.get("ServiceAccount", AGENT_NAME).is_none(), "none created");
-                    assert_eq!(at(&deployment(r), "/spec/template/spec/serviceAccountName"), "platform-sa");
+                    assert!(
+                        r.get("ServiceAccount", AGENT_NAME).is_none(),
+                        "none created"
+                    );
+                    assert_eq!(
+                        at(&deployment(r), "/spec/template/spec/serviceAccountName"),
+                        "platform-sa"
+                    );
                     let rb = get(r, "RoleBinding", AGENT_NAME);
                     assert_eq!(at(&rb, "/subjects/0/name"), "platform-sa");
                     let extra = get(r, "RoleBinding", "clearml-agent-privileged");
@@ -663,17 +738,37 @@ mod tests {
                 "agentk8sglue:\n  additionalRoleBindings: [privileged]\n  additionalClusterRoleBindings: [view, \"system:aggregate-to-view\"]\n",
                 |r| {
                     let rb = get(r, "RoleBinding", "clearml-agent-privileged");
-                    assert_eq!(at(&rb, "/roleRef"), serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "privileged"}));
+                    assert_eq!(
+                        at(&rb, "/roleRef"),
+                        serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "privileged"})
+                    );
                     assert_eq!(at(&rb, "/metadata/namespace"), "ml");
-                    assert_eq!(at(&rb, "/subjects/0"), serde_json::json!({"kind": "ServiceAccount", "name": "clearml-agent", "namespace": "ml"}));
+                    assert_eq!(
+                        at(&rb, "/subjects/0"),
+                        serde_json::json!({"kind": "ServiceAccount", "name": "clearml-agent", "namespace": "ml"})
+                    );
                     let crb = get(r, "ClusterRoleBinding", "clearml-agent-ml-view");
                     assert_eq!(at(&crb, "/roleRef/kind"), "ClusterRole");
                     assert_eq!(at(&crb, "/roleRef/name"), "view");
-                    assert!(crb.pointer("/metadata/namespace").is_none(), "cluster-scoped");
-                    assert!(r.get("ClusterRoleBinding", "clearml-agent-ml-system:aggregate-to-view").is_some());
-                    let m = r.get("ClusterRoleBinding", "clearml-agent-ml-view").expect("crb");
+                    assert!(
+                        crb.pointer("/metadata/namespace").is_none(),
+                        "cluster-scoped"
+                    );
+                    assert!(
+                        r.get(
+                            "ClusterRoleBinding",
+                            "clearml-agent-ml-system:aggregate-to-view"
+                        )
+                        .is_some()
+                    );
+                    let m = r
+                        .get("ClusterRoleBinding", "clearml-agent-ml-view")
+                        .expect("crb");
                     assert!(!m.namespaced);
-                    assert_eq!(at(&crb, "/metadata/labels/app.kubernetes.io~1managed-by"), "kubectl-clearml");
+                    assert_eq!(
+                        at(&crb, "/metadata/labels/app.kubernetes.io~1managed-by"),
+                        "kubectl-clearml"
+                    );
                 },
             ),
             (
@@ -685,12 +780,23 @@ mod tests {
                 "clearml.existingAgentk8sglueSecret",
                 "clearml:\n  existingAgentk8sglueSecret: my-creds\n",
                 |r| {
-                    assert!(r.get("Secret", CREDENTIALS_SECRET).is_none(), "none created");
+                    assert!(
+                        r.get("Secret", CREDENTIALS_SECRET).is_none(),
+                        "none created"
+                    );
                     assert_eq!(env(r, ENV_CREDENTIALS_SECRET)["value"], "my-creds");
-                    assert_eq!(env(r, "CLEARML_API_ACCESS_KEY")["valueFrom"]["secretKeyRef"]["name"], "my-creds");
-                    assert_eq!(env(r, "CLEARML_API_SECRET_KEY")["valueFrom"]["secretKeyRef"]["name"], "my-creds");
+                    assert_eq!(
+                        env(r, "CLEARML_API_ACCESS_KEY")["valueFrom"]["secretKeyRef"]["name"],
+                        "my-creds"
+                    );
+                    assert_eq!(
+                        env(r, "CLEARML_API_SECRET_KEY")["valueFrom"]["secretKeyRef"]["name"],
+                        "my-creds"
+                    );
                     let cm = get(r, "ConfigMap", AGENT_NAME);
-                    let stored = Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values")).expect("valid");
+                    let stored =
+                        Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values"))
+                            .expect("valid");
                     assert_eq!(stored.existing_credentials_secret(), Some("my-creds"));
                 },
             ),
@@ -699,13 +805,20 @@ mod tests {
                 "clearml:\n  agentk8sglueKey: k\n  agentk8sglueSecret: s\n  clearmlConfig: \"sdk { storage_secret: hunter2 }\"\nagentk8sglue:\n  taskNamespace: tasks\n",
                 |r| {
                     let secret = get(r, "Secret", CLEARML_CONF_SECRET);
-                    assert_eq!(at(&secret, "/metadata/namespace"), "tasks", "in the task namespace");
+                    assert_eq!(
+                        at(&secret, "/metadata/namespace"),
+                        "tasks",
+                        "in the task namespace"
+                    );
                     assert!(secret["data"][CLEARML_CONF_KEY].is_string());
                     let cm = get(r, "ConfigMap", AGENT_NAME);
                     let text = cm["data"]["values.yaml"].as_str().expect("values");
                     assert!(!text.contains("hunter2"), "never in the ConfigMap");
                     let stored = Values::from_yaml(text).expect("valid");
-                    assert_eq!(stored.existing_clearml_config_secret(), Some(CLEARML_CONF_SECRET));
+                    assert_eq!(
+                        stored.existing_clearml_config_secret(),
+                        Some(CLEARML_CONF_SECRET)
+                    );
                     assert!(!deployment(r).to_string().contains("hunter2"));
                 },
             ),
@@ -715,11 +828,24 @@ mod tests {
                 |r| {
                     let secret = get(r, "Secret", REGISTRY_SECRET);
                     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
-                    assert_eq!(at(&deployment(r), "/spec/template/spec/imagePullSecrets"), serde_json::json!([{"name": REGISTRY_SECRET}]));
+                    assert_eq!(
+                        at(&deployment(r), "/spec/template/spec/imagePullSecrets"),
+                        serde_json::json!([{"name": REGISTRY_SECRET}])
+                    );
                     let cm = get(r, "ConfigMap", AGENT_NAME);
-                    let stored = Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values")).expect("valid");
-                    let task = stored.agentk8sglue.base_pod_template.image_pull_secrets.expect("template's own");
-                    assert_eq!(task.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["task-registry"], "task pods: only their template's");
+                    let stored =
+                        Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values"))
+                            .expect("valid");
+                    let task = stored
+                        .agentk8sglue
+                        .base_pod_template
+                        .image_pull_secrets
+                        .expect("template's own");
+                    assert_eq!(
+                        task.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+                        ["task-registry"],
+                        "task pods: only their template's"
+                    );
                 },
             ),
             (
@@ -727,7 +853,10 @@ mod tests {
                 "imageCredentials:\n  enabled: true\n  existingSecret: regcred\n",
                 |r| {
                     assert!(r.get("Secret", REGISTRY_SECRET).is_none(), "none created");
-                    assert_eq!(at(&deployment(r), "/spec/template/spec/imagePullSecrets"), serde_json::json!([{"name": "regcred"}]));
+                    assert_eq!(
+                        at(&deployment(r), "/spec/template/spec/imagePullSecrets"),
+                        serde_json::json!([{"name": "regcred"}])
+                    );
                 },
             ),
             (
@@ -735,7 +864,11 @@ mod tests {
                 "imageCredentials:\n  enabled: false\n  username: someone\n  password: pwd\n",
                 |r| {
                     assert!(r.get("Secret", REGISTRY_SECRET).is_none());
-                    assert!(deployment(r).pointer("/spec/template/spec/imagePullSecrets").is_none());
+                    assert!(
+                        deployment(r)
+                            .pointer("/spec/template/spec/imagePullSecrets")
+                            .is_none()
+                    );
                 },
             ),
         ];

@@ -190,12 +190,7 @@ fn configmap_holds_each_seed_files_agent_values_unchanged() {
         let r = render(&values, &params(), &existing()).expect("render");
         let cm: ConfigMap = typed(&r, "ConfigMap", AGENT_NAME);
         let stored = Values::from_yaml(&cm.data.expect("data")[VALUES_KEY]).expect("valid");
-        assert_eq!(
-            stored,
-            config_values(&values),
-            "{}",
-            file.display()
-        );
+        assert_eq!(stored, config_values(&values), "{}", file.display());
     }
 }
 

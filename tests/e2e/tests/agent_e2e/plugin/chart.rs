@@ -39,10 +39,22 @@ async fn the_charts_published_values_install_as_they_are() {
         clearml_agent_core::yaml::from_str_multi(&yaml).expect("multi-document YAML");
     let kinds: Vec<String> = docs
         .iter()
-        .map(|d| format!("{}/{}", d["kind"].as_str().expect("kind"), d["metadata"]["name"].as_str().expect("name")))
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().expect("kind"),
+                d["metadata"]["name"].as_str().expect("name")
+            )
+        })
         .collect();
-    assert!(kinds.contains(&"Secret/clearml-agent-clearml-conf".to_string()), "{kinds:?}");
-    assert!(!kinds.contains(&"Secret/clearml-agent-registry".to_string()), "imageCredentials.enabled is false: {kinds:?}");
+    assert!(
+        kinds.contains(&"Secret/clearml-agent-clearml-conf".to_string()),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains(&"Secret/clearml-agent-registry".to_string()),
+        "imageCredentials.enabled is false: {kinds:?}"
+    );
     // each inert key is reported, one line each
     for path in [
         "sessions.portModeEnabled",
@@ -61,7 +73,10 @@ async fn the_charts_published_values_install_as_they_are() {
     }
 
     let (_, stderr) = install(&plugin, &["-f", f]);
-    assert!(stderr.contains("note: sessions.portModeEnabled: "), "{stderr}");
+    assert!(
+        stderr.contains("note: sessions.portModeEnabled: "),
+        "{stderr}"
+    );
     let d = env.kube.get("deployments", NS, CM).expect("deployment");
     // the chart's default image is the Python glue's: the agent's own runs, with the registry
     assert_eq!(
@@ -81,7 +96,11 @@ async fn the_charts_published_values_install_as_they_are() {
         stored.existing_clearml_config_secret(),
         Some("clearml-agent-clearml-conf")
     );
-    assert_eq!(stored.clearml_config(), None, "the conf itself never in the ConfigMap");
+    assert_eq!(
+        stored.clearml_config(),
+        None,
+        "the conf itself never in the ConfigMap"
+    );
     assert_eq!(stored.agentk8sglue.queue.as_deref(), Some("default"));
 }
 
@@ -103,19 +122,34 @@ async fn a_typical_chart_override_installs_and_the_agent_runs_from_it() {
     assert!(!yaml.contains("MIIBexample"), "file contents redacted");
 
     let (_, stderr) = install(&plugin, &["-f", f, "--set", &set_key, "--set", &set_secret]);
-    assert!(stderr.contains("note: sessions.portModeEnabled: "), "{stderr}");
-    assert!(!stderr.contains("agentk8sglue.image"), "the override's image is the agent's own: {stderr}");
+    assert!(
+        stderr.contains("note: sessions.portModeEnabled: "),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("agentk8sglue.image"),
+        "the override's image is the agent's own: {stderr}"
+    );
 
     let d = env.kube.get("deployments", NS, CM).expect("deployment");
     let pod = &d["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
-    assert_eq!(c["image"], "registry.example.com/mirror/clearml-k8s-agent:0.1.0");
+    assert_eq!(
+        c["image"],
+        "registry.example.com/mirror/clearml-k8s-agent:0.1.0"
+    );
     assert_eq!(d["spec"]["replicas"], 2);
     assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
-    assert_eq!(d["spec"]["template"]["metadata"]["labels"]["team"], "ml-platform");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["labels"]["team"],
+        "ml-platform"
+    );
     assert_eq!(pod["nodeSelector"]["node-role.example.com/system"], "true");
     assert_eq!(pod["tolerations"][0]["key"], "dedicated");
-    assert_eq!(pod["imagePullSecrets"], json!([{"name": "clearml-agent-registry"}]));
+    assert_eq!(
+        pod["imagePullSecrets"],
+        json!([{"name": "clearml-agent-registry"}])
+    );
     let env_of = |name: &str| {
         c["env"]
             .as_array()
@@ -125,13 +159,20 @@ async fn a_typical_chart_override_installs_and_the_agent_runs_from_it() {
             .cloned()
             .unwrap_or(Value::Null)
     };
-    assert_eq!(env_of("HTTPS_PROXY")["value"], "http://proxy.example.com:3128");
-    assert_eq!(env_of("CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY")["value"], "true");
+    assert_eq!(
+        env_of("HTTPS_PROXY")["value"],
+        "http://proxy.example.com:3128"
+    );
+    assert_eq!(
+        env_of("CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY")["value"],
+        "true"
+    );
     let mounts = c["volumeMounts"].as_array().expect("mounts");
     assert!(
         mounts
             .iter()
-            .any(|m| m["mountPath"] == "/etc/ssl/extra/proxy-ca.pem" && m["subPath"] == "proxy-ca.pem"),
+            .any(|m| m["mountPath"] == "/etc/ssl/extra/proxy-ca.pem"
+                && m["subPath"] == "proxy-ca.pem"),
         "{mounts:?}"
     );
     let files = env
@@ -139,7 +180,10 @@ async fn a_typical_chart_override_installs_and_the_agent_runs_from_it() {
         .get("secrets", NS, "clearml-agent-files")
         .expect("fileMounts Secret");
     assert!(files.pointer("/data/proxy-ca.pem").is_some());
-    let sa = env.kube.get("serviceaccounts", NS, CM).expect("service account");
+    let sa = env
+        .kube
+        .get("serviceaccounts", NS, CM)
+        .expect("service account");
     assert_eq!(
         sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
         "arn:aws:iam::123456789012:role/clearml-agent"
@@ -157,8 +201,16 @@ async fn a_typical_chart_override_installs_and_the_agent_runs_from_it() {
     assert_eq!(registry["type"], "kubernetes.io/dockerconfigjson");
     let cm = env.kube.get("configmaps", NS, CM).expect("configmap");
     let text = s(&cm, "/data/values.yaml");
-    for secret_text in [secret.as_str(), "registry-token", "MIIBexample", "eu-west-1"] {
-        assert!(!text.contains(secret_text), "{secret_text:?} in the ConfigMap");
+    for secret_text in [
+        secret.as_str(),
+        "registry-token",
+        "MIIBexample",
+        "eu-west-1",
+    ] {
+        assert!(
+            !text.contains(secret_text),
+            "{secret_text:?} in the ConfigMap"
+        );
     }
 
     // the agent runs from the installed ConfigMap: the chart's `queue` names are served and,
@@ -169,7 +221,10 @@ async fn a_typical_chart_override_installs_and_the_agent_runs_from_it() {
         .await
         .expect("agent starts from the chart values");
     for queue in ["gpu-a100", "cpu-default"] {
-        assert!(env.clearml.queue_id(queue).is_some(), "queue {queue} created");
+        assert!(
+            env.clearml.queue_id(queue).is_some(),
+            "queue {queue} created"
+        );
     }
     drop(agent);
 
