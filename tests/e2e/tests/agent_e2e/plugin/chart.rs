@@ -90,7 +90,7 @@ async fn the_charts_published_values_install_as_they_are() {
         .expect("clearml.conf Secret");
     assert!(conf.pointer("/data/clearml.conf").is_some());
     let cm = env.kube.get("configmaps", NS, CM).expect("configmap");
-    let stored = clearml_agent_core::values::Values::from_yaml(&s(&cm, "/data/values.yaml"))
+    let stored = clearml_agent_core::values::Values::from_yaml(s(&cm, "/data/values.yaml"))
         .expect("the agent reads it");
     assert_eq!(
         stored.existing_clearml_config_secret(),
