@@ -373,6 +373,12 @@ pub fn render(
              task pods in {ns} need a Role, RoleBinding and the Secret {secret_name} there",
             params.namespace
         ));
+        if values.clearml_config().is_some() {
+            warnings.push(format!(
+                "clearml.clearmlConfig goes to the Secret {CLEARML_CONF_SECRET} in namespace \
+                 {ns}, where task pods run: that namespace must exist"
+            ));
+        }
     }
     let service_account = agent_pod::service_account(values);
     let wiring = agent_pod::Wiring {

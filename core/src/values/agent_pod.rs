@@ -337,3 +337,175 @@ fn is_secret_key(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(yaml: &str) -> Values {
+        Values::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+    }
+
+    #[test]
+    fn the_agent_image_is_registry_repository_and_tag_as_the_chart_builds_it() {
+        for (yaml, want) in [
+            ("agentk8sglue: {}\n", "clearml-k8s-agent:1"),
+            (
+                "global: {imageRegistry: g.example}\n",
+                "g.example/clearml-k8s-agent:1",
+            ),
+            ("global: {imageRegistry: \"\"}\n", "clearml-k8s-agent:1"),
+            (
+                "global: {imageRegistry: g.example}\nagentk8sglue: {image: {registry: r.example/}}\n",
+                "r.example/clearml-k8s-agent:1",
+            ),
+            (
+                "agentk8sglue: {image: {repository: m/agent}}\n",
+                "m/agent:1",
+            ),
+            (
+                "agentk8sglue: {image: {repository: m/agent, tag: \"2\"}}\n",
+                "m/agent:2",
+            ),
+            // the chart's default repository is the Python glue's image: not the agent's
+            (
+                "global: {imageRegistry: docker.io}\nagentk8sglue: {image: {registry: \"\", repository: allegroai/clearml-agent-k8s-base, tag: 1.24-21}}\n",
+                "docker.io/clearml-k8s-agent:1",
+            ),
+            // a tag alone is the glue image's tag
+            (
+                "agentk8sglue: {image: {tag: 1.24-21}}\n",
+                "clearml-k8s-agent:1",
+            ),
+        ] {
+            assert_eq!(
+                values(yaml).agent_image("clearml-k8s-agent", "1"),
+                want,
+                "{yaml}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_glue_image_and_its_tag_are_reported_not_used() {
+        let paths = |yaml: &str| -> Vec<String> {
+            values(yaml).notices().into_iter().map(|n| n.path).collect()
+        };
+        assert_eq!(
+            paths(
+                "agentk8sglue: {image: {repository: allegroai/clearml-agent-k8s-base, tag: x}}\n"
+            ),
+            ["agentk8sglue.image.repository", "agentk8sglue.image.tag"]
+        );
+        assert_eq!(
+            paths("agentk8sglue: {image: {tag: x}}\n"),
+            ["agentk8sglue.image.tag"]
+        );
+        assert!(paths("agentk8sglue: {image: {repository: m/agent, tag: x}}\n").is_empty());
+        assert!(paths("agentk8sglue: {initContainers: {resources: {}}}\n").is_empty());
+    }
+
+    #[test]
+    fn the_pull_secret_follows_enabled_existing_secret_and_password() {
+        for (yaml, want) in [
+            ("imageCredentials: {password: p, username: u}\n", Some(None)),
+            (
+                "imageCredentials: {enabled: false, password: p, username: u}\n",
+                None,
+            ),
+            (
+                "imageCredentials: {existingSecret: reg}\n",
+                Some(Some("reg")),
+            ),
+            (
+                "imageCredentials: {enabled: true, existingSecret: reg}\n",
+                Some(Some("reg")),
+            ),
+            (
+                "imageCredentials: {existingSecret: \"\", username: u}\n",
+                None,
+            ),
+        ] {
+            assert_eq!(values(yaml).agent_pull_secret(), want, "{yaml}");
+        }
+        // Docker Hub: the Enterprise chart's user when none is given; elsewhere none
+        assert_eq!(
+            values("imageCredentials: {password: p}\n").registry_login(),
+            Some(("docker.io", ENTERPRISE_REGISTRY_USER))
+        );
+        assert_eq!(
+            values("imageCredentials: {registry: r.example, username: u}\n").registry_login(),
+            Some(("r.example", "u"))
+        );
+    }
+
+    #[test]
+    fn agent_pod_mistakes_name_their_field() {
+        for (yaml, path) in [
+            (
+                "agentk8sglue: {replicaCount: -1}\n",
+                "agentk8sglue.replicaCount",
+            ),
+            (
+                "agentk8sglue: {image: {tag: \"a:b\"}}\n",
+                "agentk8sglue.image.tag",
+            ),
+            ("global: {imageRegistry: \"a b\"}\n", "global.imageRegistry"),
+            (
+                "agentk8sglue: {resources: {limits: {memory: 1 GB}}}\n",
+                "agentk8sglue.resources.limits.memory",
+            ),
+            (
+                "agentk8sglue: {initContainers: {resources: {requests: {cpu: lots}}}}\n",
+                "agentk8sglue.initContainers.resources.requests.cpu",
+            ),
+            (
+                "agentk8sglue: {labels: {team: \"a b\"}}\n",
+                "agentk8sglue.labels.team",
+            ),
+            (
+                "agentk8sglue: {extraEnvs: [{name: A, value: x}, {name: A, value: y}]}\n",
+                "agentk8sglue.extraEnvs[1]",
+            ),
+            (
+                "agentk8sglue: {volumeMounts: [{name: data, mountPath: /d}]}\n",
+                "agentk8sglue.volumeMounts[0].name",
+            ),
+            (
+                "agentk8sglue: {fileMounts: [{name: a/b, folderPath: /x}]}\n",
+                "agentk8sglue.fileMounts[0].name",
+            ),
+            (
+                "agentk8sglue: {fileMounts: [{name: a, folderPath: x}]}\n",
+                "agentk8sglue.fileMounts[0].folderPath",
+            ),
+            (
+                "agentk8sglue: {fileMounts: [{name: a, folderPath: /x}, {name: a, folderPath: /y}]}\n",
+                "agentk8sglue.fileMounts[1]",
+            ),
+            (
+                "agentk8sglue: {serviceExistingAccountName: Not_A_Name}\n",
+                "agentk8sglue.serviceExistingAccountName",
+            ),
+            (
+                "agentk8sglue: {additionalClusterRoleBindings: [a/b]}\n",
+                "agentk8sglue.additionalClusterRoleBindings[0]",
+            ),
+            (
+                "agentk8sglue: {additionalRoleBindings: [x, x]}\n",
+                "agentk8sglue.additionalRoleBindings[1]",
+            ),
+            (
+                "clearml: {clearmlConfig: \"sdk {}\", existingClearmlConfigSecret: c}\n",
+                "clearml.existingClearmlConfigSecret",
+            ),
+            (
+                "imageCredentials: {enabled: true}\n",
+                "imageCredentials.password",
+            ),
+        ] {
+            let e = Values::from_yaml(yaml).expect_err(yaml);
+            assert_eq!(e.path, path, "{yaml}: {e}");
+        }
+    }
+}
