@@ -1,6 +1,7 @@
 //! The values schema: the one place that knows every key of a values file (the Enterprise chart's
-//! `agentk8sglue.*` keys the seeds document, plus the few settings this agent adds, each with a
-//! documented default). `kubectl clearml install`, the control API and the agent's config load all
+//! `agentk8sglue.*` keys the seeds document, the open-source chart's keys — [`chart`] lists every
+//! chart key with what this agent does with it — plus the few settings this agent adds, each with
+//! a documented default). `kubectl clearml install`, the control API and the agent's config load all
 //! parse through [`Values::from_yaml`] / [`Values::from_json`], so they accept and refuse the same
 //! documents with the same messages.
 //!
