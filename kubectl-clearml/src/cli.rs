@@ -88,7 +88,8 @@ pub struct InstallArgs {
     /// Set a value on top of the files: `a.b.c=VALUE`, the value read as YAML (`\.` escapes a dot).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
-    /// The agent image (default: clearml-k8s-agent:<plugin version>).
+    /// The agent image; wins over the values' agentk8sglue.image and global.imageRegistry
+    /// (default: clearml-k8s-agent:<plugin version>).
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
     /// Print what would be applied and change nothing (Secret data is shown as REDACTED).
@@ -100,7 +101,8 @@ pub struct InstallArgs {
     /// How long `--wait` waits.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Let the agent skip TLS verification of the ClearML server (self-signed servers only).
+    /// Let the agent skip TLS verification of the ClearML server (self-signed servers only; the
+    /// values' agentk8sglue.clearmlcheckCertificate: false does the same).
     #[arg(long)]
     pub clearml_insecure_skip_tls_verify: bool,
 }
