@@ -1,0 +1,458 @@
+//! The Enterprise agent chart's keys (ClearML's documentation, repository `clearml/clearml-docs`:
+//! the Kubernetes agent pages, multi-node, orchestration dashboard, custom workloads, self-signed
+//! certificates, multi-tenant, and the `clearml-enterprise-agent` release notes) and the
+//! open-source chart's `clearmlcheckCertificate` and `fileMounts`: their types, their checks, and
+//! what they resolve to. Keys honoured here feed `config.rs` and `render.rs`; the rest are
+//! reported by `notices.rs`.
+//!
+//! Where an Enterprise key names the same setting as one of ours (`queuePollFrequencySeconds` and
+//! `pollIntervalSeconds`, `workerIdOverride` and `workerId`, `orchestrationDashboard.gpu.reportMax`
+//! and `dashboardReportMaxGpu`), both may be given if they agree; disagreeing is an error naming
+//! both keys.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AgentValues, FieldError, PodTemplate, QueueSettings, string_templates, unique_by};
+use crate::validate;
+
+/// Where task pods find the `clearml.conf` of `clearml.existingClearmlConfigSecret` (a directory
+/// of its own, so it cannot hide or be hidden by a user's mount).
+pub const CLEARML_CONF_DIR: &str = "/etc/clearml-agent";
+/// The file in [`CLEARML_CONF_DIR`] (also the Secret's key, as in the chart).
+pub const CLEARML_CONF_KEY: &str = "clearml.conf";
+/// Name of the task pod volume holding `clearml.conf` (reserved: a template may not use it).
+pub const CLEARML_CONF_VOLUME: &str = "clearml-conf";
+/// Name of the task pod volume holding the `fileMounts` files (reserved).
+pub const FILE_MOUNTS_VOLUME: &str = "clearml-file-mounts";
+
+/// `agentk8sglue.multiNode`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MultiNode {
+    /// Multi-node scheduling on (default true here: it needs no cluster-wide access).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `agentk8sglue.orchestrationDashboard`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrchestrationDashboard {
+    /// `disabled` (no reports), `global` or `aggregate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_type: Option<String>,
+    /// Seconds between dashboard reports (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_seconds: Option<u64>,
+    /// GPU capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<DashboardGpu>,
+    /// CPU capacity (reported as not applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<DashboardCpu>,
+}
+
+/// `orchestrationDashboard.gpu`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DashboardGpu {
+    /// A fixed GPU count: `dashboardReportMaxGpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_max: Option<u32>,
+    /// Node discovery (reported as not applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
+}
+
+/// `orchestrationDashboard.cpu`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DashboardCpu {
+    /// A fixed CPU count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_max: Option<u32>,
+    /// Node discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
+    /// Report the CPUs of one namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_namespaced: Option<bool>,
+    /// That namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_namespace_override: Option<String>,
+}
+
+/// `orchestrationDashboard.{gpu,cpu}.discovery`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Discovery {
+    /// Discovery on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Label selector of GPU nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_selector: Option<String>,
+    /// An extra node label selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// Labels that count a node's GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_count_selector: Option<String>,
+}
+
+/// `agentk8sglue.monitoredResources`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MonitoredResources {
+    /// The limit of the summed resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resources: Option<f64>,
+    /// `|`-separated path of the per-pod minimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_resources_field_name: Option<String>,
+    /// `|`-separated path of the per-pod maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resources_field_name: Option<String>,
+}
+
+/// `agentk8sglue.appsQueue`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppsQueue {
+    /// Serve the tenant's applications queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// As a queue's.
+    #[serde(default, skip_serializing_if = "QueueSettings::is_empty")]
+    pub queue_settings: QueueSettings,
+    /// As a queue's.
+    #[serde(default, skip_serializing_if = "PodTemplate::is_empty")]
+    pub template_overrides: PodTemplate,
+}
+
+/// `customCertificates` (top level).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomCertificates {
+    /// Replaces the system CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_ca_certificates_crt: Option<String>,
+    /// Certificates added to the system bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_certs: Option<Vec<ExtraCert>>,
+    /// Give the certificates to task pods too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_to_tasks: Option<bool>,
+}
+
+/// One `customCertificates.extraCerts` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtraCert {
+    /// Unique name of the certificate.
+    #[serde(default)]
+    pub alias: String,
+    /// The PEM text.
+    #[serde(default)]
+    pub pem: String,
+}
+
+/// A number of seconds in (0, 3600].
+fn check_seconds(path: &str, v: f64) -> Result<(), FieldError> {
+    if v.is_finite() && v > 0.0 && v <= 3600.0 {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            path,
+            "must be a number of seconds greater than 0 and at most 3600",
+        ))
+    }
+}
+
+fn same_setting(
+    path: &str,
+    other: &str,
+    a: impl std::fmt::Debug,
+    b: impl std::fmt::Debug,
+) -> FieldError {
+    FieldError::new(
+        path,
+        format!("is {a:?} but {other} is {b:?}; give one of them (they are the same setting)"),
+    )
+}
+
+impl AgentValues {
+    /// Checks of the chart keys this module owns (called by [`super::Values::validate`]).
+    pub(crate) fn validate_enterprise(&self, root: &str) -> Result<(), FieldError> {
+        if let Some(p) = self.queue_poll_frequency_seconds {
+            let path = format!("{root}.queuePollFrequencySeconds");
+            check_seconds(&path, p)?;
+            if let Some(other) = self.poll_interval_seconds.filter(|o| *o != p) {
+                return Err(same_setting(
+                    &path,
+                    &format!("{root}.pollIntervalSeconds"),
+                    p,
+                    other,
+                ));
+            }
+        }
+        if let Some(p) = self.status_report_frequency_seconds {
+            check_seconds(&format!("{root}.statusReportFrequencySeconds"), p)?;
+        }
+        if let Some(m) = self.completed_pod_deletion_delay_minutes
+            && m > 525_600
+        {
+            return Err(FieldError::new(
+                format!("{root}.completedPodDeletionDelayMinutes"),
+                "must be at most 525600 (a year)",
+            ));
+        }
+        if let Some(id) = &self.worker_id_override {
+            let path = format!("{root}.workerIdOverride");
+            if id.trim().is_empty() {
+                return Err(FieldError::new(path, "must not be empty"));
+            }
+            if let Some(other) = self.worker_id.as_ref().filter(|o| *o != id) {
+                return Err(same_setting(&path, &format!("{root}.workerId"), id, other));
+            }
+        }
+        if let Some(t) = &self.task_worker_id_override {
+            super::check_worker_id_template(&format!("{root}.taskWorkerIdOverride"), t)?;
+        }
+        if self.multi_node.as_ref().and_then(|m| m.enabled) == Some(false) {
+            for (name, q) in &self.queues {
+                if q.queue_settings.multi_node.is_some() {
+                    return Err(FieldError::new(
+                        format!("{root}.queues.{name}.queueSettings.multiNode"),
+                        format!("is set but {root}.multiNode.enabled is false"),
+                    ));
+                }
+            }
+        }
+        if let Some(d) = &self.orchestration_dashboard {
+            let path = format!("{root}.orchestrationDashboard");
+            if let Some(t) = &d.report_type
+                && !matches!(t.as_str(), "" | "disabled" | "global" | "aggregate")
+            {
+                return Err(FieldError::new(
+                    format!("{path}.reportType"),
+                    format!("unsupported value {t:?}: must be disabled, global or aggregate"),
+                ));
+            }
+            if d.report_seconds == Some(0) {
+                return Err(FieldError::new(
+                    format!("{path}.reportSeconds"),
+                    "must be at least 1",
+                ));
+            }
+            let max = d.gpu.as_ref().and_then(|g| g.report_max);
+            if let (Some(max), Some(other)) = (max, self.dashboard_report_max_gpu)
+                && max != other
+            {
+                return Err(same_setting(
+                    &format!("{path}.gpu.reportMax"),
+                    &format!("{root}.dashboardReportMaxGpu"),
+                    max,
+                    other,
+                ));
+            }
+            if d.report_type.as_deref() == Some("disabled")
+                && self.dashboard_report_max_gpu.is_some()
+            {
+                return Err(FieldError::new(
+                    format!("{path}.reportType"),
+                    format!(
+                        "is \"disabled\" but {root}.dashboardReportMaxGpu turns the report on; give one of them"
+                    ),
+                ));
+            }
+        }
+        if let Some(apps) = &self.apps_queue {
+            apps.template_overrides
+                .validate(&format!("{root}.appsQueue.templateOverrides"))?;
+            apps.queue_settings
+                .validate(&format!("{root}.appsQueue.queueSettings"))?;
+        }
+        Ok(())
+    }
+
+    /// The idle poll interval in seconds: `pollIntervalSeconds`, else `queuePollFrequencySeconds`.
+    pub fn poll_interval(&self) -> Option<f64> {
+        self.poll_interval_seconds
+            .or(self.queue_poll_frequency_seconds)
+    }
+
+    /// The agent's worker id as given: `workerId`, else `workerIdOverride`.
+    pub fn given_worker_id(&self) -> Option<&String> {
+        self.worker_id.as_ref().or(self.worker_id_override.as_ref())
+    }
+
+    /// GPUs reported to the dashboard: `dashboardReportMaxGpu`, else
+    /// `orchestrationDashboard.gpu.reportMax` unless its `reportType` is `disabled`.
+    pub fn report_max_gpus(&self) -> Option<u32> {
+        self.dashboard_report_max_gpu.or_else(|| {
+            let d = self.orchestration_dashboard.as_ref()?;
+            if d.report_type.as_deref() == Some("disabled") {
+                return None;
+            }
+            d.gpu.as_ref()?.report_max
+        })
+    }
+
+    /// Seconds between dashboard reports, if `orchestrationDashboard.reportSeconds` sets them.
+    pub fn report_seconds(&self) -> Option<u64> {
+        self.orchestration_dashboard.as_ref()?.report_seconds
+    }
+
+    /// Multi-node scheduling is on (`multiNode.enabled`, default true).
+    pub fn multi_node_enabled(&self) -> bool {
+        self.multi_node
+            .as_ref()
+            .and_then(|m| m.enabled)
+            .unwrap_or(true)
+    }
+
+    /// Task pods verify the ClearML server's TLS certificate (`clearmlcheckCertificate`, default
+    /// true).
+    pub fn verifies_tls(&self) -> bool {
+        self.clearmlcheck_certificate.unwrap_or(true)
+    }
+}
+
+/// The path a `fileMounts` entry's file appears at: `folderPath/name`.
+pub fn file_mount_path(m: &super::FileMount) -> String {
+    format!("{}/{}", m.folder_path.trim_end_matches('/'), m.name)
+}
+
+impl PodTemplate {
+    /// Checks of the fields this module owns: `fileMounts` and `${CLEARML_…}` string templates in
+    /// labels, annotations and env values (called by `PodTemplate::validate`).
+    pub(crate) fn validate_chart_fields(&self, path: &str) -> Result<(), FieldError> {
+        for (i, m) in self.file_mounts.iter().flatten().enumerate() {
+            let at = format!("{path}.fileMounts[{i}]");
+            if m.name.is_empty()
+                || m.name == "."
+                || m.name == ".."
+                || m.name.len() > 253
+                || !m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(FieldError::new(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is not a file name this agent can mount (letters, digits, '-', '_' and '.', at most 253)",
+                        m.name
+                    ),
+                ));
+            }
+            if !m.folder_path.starts_with('/') {
+                return Err(FieldError::new(
+                    format!("{at}.folderPath"),
+                    format!("{:?} must be an absolute path", m.folder_path),
+                ));
+            }
+            if file_mount_path(m).starts_with(&format!("{CLEARML_CONF_DIR}/")) {
+                return Err(FieldError::new(
+                    format!("{at}.folderPath"),
+                    format!(
+                        "{CLEARML_CONF_DIR} is where task pods get clearml.conf; use another folder"
+                    ),
+                ));
+            }
+        }
+        unique_by(path, "fileMounts", self.file_mounts.as_deref(), |m| {
+            m.name.clone()
+        })?;
+        for field in ["volumeMounts", "extraVolumeMounts"] {
+            let list = if field == "volumeMounts" {
+                &self.volume_mounts
+            } else {
+                &self.extra_volume_mounts
+            };
+            if let Some(i) = list.iter().flatten().position(|m| {
+                let p = m.mount_path.trim_end_matches('/');
+                p == CLEARML_CONF_DIR || p.starts_with(&format!("{CLEARML_CONF_DIR}/"))
+            }) {
+                return Err(FieldError::new(
+                    format!("{path}.{field}[{i}].mountPath"),
+                    format!(
+                        "{CLEARML_CONF_DIR} is where task pods get clearml.conf; use another path"
+                    ),
+                ));
+            }
+        }
+        for field in ["volumes", "extraVolumes"] {
+            let list = if field == "volumes" {
+                &self.volumes
+            } else {
+                &self.extra_volumes
+            };
+            if let Some(i) = list
+                .iter()
+                .flatten()
+                .position(|v| v.name == CLEARML_CONF_VOLUME || v.name == FILE_MOUNTS_VOLUME)
+            {
+                return Err(FieldError::new(
+                    format!("{path}.{field}[{i}].name"),
+                    format!(
+                        "the volume names {CLEARML_CONF_VOLUME} and {FILE_MOUNTS_VOLUME} are the agent's"
+                    ),
+                ));
+            }
+        }
+        for (field, map) in [("labels", &self.labels), ("annotations", &self.annotations)] {
+            for (key, value) in map.iter().flatten() {
+                string_templates::check(value)
+                    .map_err(|m| FieldError::new(format!("{path}.{field}.{key}"), m))?;
+            }
+        }
+        for (i, env) in self.env.iter().flatten().enumerate() {
+            if let Some(v) = &env.value {
+                string_templates::check(v)
+                    .map_err(|m| FieldError::new(format!("{path}.env[{i}].value"), m))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `fileMounts` file that lands where a volume mount of the same (merged) template is.
+pub fn file_mount_clash(t: &PodTemplate) -> Option<(usize, String)> {
+    let mounts: Vec<&str> = t
+        .volume_mounts
+        .iter()
+        .flatten()
+        .chain(t.extra_volume_mounts.iter().flatten())
+        .map(|m| m.mount_path.trim_end_matches('/'))
+        .collect();
+    t.file_mounts
+        .iter()
+        .flatten()
+        .enumerate()
+        .find(|(_, f)| mounts.contains(&file_mount_path(f).as_str()))
+        .map(|(i, f)| {
+            (
+                i,
+                format!(
+                    "file {} is also a volumeMount's mountPath",
+                    file_mount_path(f)
+                ),
+            )
+        })
+}
+
+/// True for a label value that has a `${CLEARML_…}` template (checked after expansion instead).
+pub fn is_templated(value: &str) -> bool {
+    value.contains(string_templates::PREFIX)
+}
+
+/// Checks a label value, unless it is templated (expanded and sanitised per task).
+pub(crate) fn check_label_value(value: &str) -> Result<(), String> {
+    if is_templated(value) {
+        Ok(())
+    } else {
+        validate::label_value(value)
+    }
+}
