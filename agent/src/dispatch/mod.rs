@@ -142,6 +142,12 @@ pub fn needs_restart(
             new.worker_id, old.worker_id
         ));
     }
+    if new.values.agentk8sglue.verifies_tls() != old.values.agentk8sglue.verifies_tls() {
+        out.push(format!(
+            "clearmlcheckCertificate is {} in the values; the agent's own TLS verification changes at its next start (task pods follow at once)",
+            new.values.agentk8sglue.verifies_tls()
+        ));
+    }
     let wanted = new.values.agentk8sglue.api_server_url_reference.as_deref();
     let in_use = agent.api_server.as_deref().unwrap_or_default();
     if !api_from_env && wanted != Some(in_use) {
@@ -190,6 +196,8 @@ pub struct Dispatcher {
     told_too_big: HashSet<String>,
     /// The ClearML API URL came from the environment, not the values.
     api_from_env: bool,
+    /// `fileMounts` Secrets this process made exist (by name: the content's hash).
+    file_secrets: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Dispatcher {
@@ -245,6 +253,7 @@ impl Dispatcher {
             gate: WriteGate::default(),
             told_too_big: HashSet::new(),
             api_from_env,
+            file_secrets: Default::default(),
         })
     }
 
@@ -268,7 +277,7 @@ impl Dispatcher {
         self.served = served;
         self.pending_queue = pending;
         // applied to the next launched pod
-        self.agent.apply_values(&cfg.values.agentk8sglue);
+        self.agent.apply_document(&cfg.values);
         self.cfg = cfg;
         let mut snap = self.snapshot.write();
         snap.served = self.served.clone();
