@@ -791,3 +791,6 @@ pub fn render(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod chart_tests;

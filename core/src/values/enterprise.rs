@@ -456,3 +456,181 @@ pub(crate) fn check_label_value(value: &str) -> Result<(), String> {
         validate::label_value(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{config::AgentConfig, values::Values};
+
+    fn doc(extra: &str) -> String {
+        if extra.contains("  queues:") {
+            format!("agentk8sglue:\n{extra}")
+        } else {
+            format!("agentk8sglue:\n{extra}  queues:\n    qqq: {{}}\n")
+        }
+    }
+
+    /// Two names of one setting that disagree, and other bad chart keys: refused naming the key
+    /// (and the other one).
+    #[test]
+    fn conflicts_and_bad_chart_keys_are_refused_naming_both_keys() {
+        let cases = [
+            (
+                "  pollIntervalSeconds: 1\n  queuePollFrequencySeconds: 5\n",
+                "agentk8sglue.queuePollFrequencySeconds",
+                "agentk8sglue.pollIntervalSeconds",
+            ),
+            (
+                "  workerId: a\n  workerIdOverride: b\n",
+                "agentk8sglue.workerIdOverride",
+                "agentk8sglue.workerId",
+            ),
+            (
+                "  dashboardReportMaxGpu: 4\n  orchestrationDashboard:\n    gpu:\n      reportMax: 8\n",
+                "agentk8sglue.orchestrationDashboard.gpu.reportMax",
+                "agentk8sglue.dashboardReportMaxGpu",
+            ),
+            (
+                "  dashboardReportMaxGpu: 4\n  orchestrationDashboard:\n    reportType: disabled\n",
+                "agentk8sglue.orchestrationDashboard.reportType",
+                "agentk8sglue.dashboardReportMaxGpu",
+            ),
+            (
+                "  multiNode:\n    enabled: false\n  queues:\n    mn:\n      queueSettings:\n        multiNode: [2]\n",
+                "agentk8sglue.queues.mn.queueSettings.multiNode",
+                "agentk8sglue.multiNode.enabled",
+            ),
+            (
+                "  queuePollFrequencySeconds: 0\n",
+                "agentk8sglue.queuePollFrequencySeconds",
+                "greater than 0",
+            ),
+            (
+                "  statusReportFrequencySeconds: -3\n",
+                "agentk8sglue.statusReportFrequencySeconds",
+                "greater than 0",
+            ),
+            (
+                "  taskWorkerIdOverride: \"k8s:{taskid}\"\n",
+                "agentk8sglue.taskWorkerIdOverride",
+                "unknown placeholder {taskid}",
+            ),
+            (
+                "  orchestrationDashboard:\n    reportType: sometimes\n",
+                "agentk8sglue.orchestrationDashboard.reportType",
+                "disabled, global or aggregate",
+            ),
+            (
+                "  basePodTemplate:\n    fileMounts:\n      - name: a/b\n        folderPath: /x\n        fileContent: y\n",
+                "agentk8sglue.basePodTemplate.fileMounts[0].name",
+                "file name",
+            ),
+            (
+                "  basePodTemplate:\n    fileMounts:\n      - name: a\n        folderPath: relative\n        fileContent: y\n",
+                "agentk8sglue.basePodTemplate.fileMounts[0].folderPath",
+                "absolute",
+            ),
+            (
+                "  basePodTemplate:\n    fileMounts:\n      - name: a\n        folderPath: /x\n      - name: a\n        folderPath: /y\n",
+                "agentk8sglue.basePodTemplate.fileMounts[1]",
+                "duplicate",
+            ),
+            (
+                "  basePodTemplate:\n    fileMounts:\n      - name: clearml.conf\n        folderPath: /etc/clearml-agent\n",
+                "agentk8sglue.basePodTemplate.fileMounts[0].folderPath",
+                "clearml.conf",
+            ),
+            (
+                "  basePodTemplate:\n    volumes:\n      - name: data\n        emptyDir: {}\n    volumeMounts:\n      - name: data\n        mountPath: /data/f\n    fileMounts:\n      - name: f\n        folderPath: /data\n",
+                "agentk8sglue.basePodTemplate.fileMounts[0]",
+                "also a volumeMount",
+            ),
+            (
+                "  basePodTemplate:\n    labels:\n      who: \"${CLEARML_USER.name}\"\n",
+                "agentk8sglue.basePodTemplate.labels.who",
+                "not supported",
+            ),
+            (
+                "  basePodTemplate:\n    env:\n      - name: K\n        value: \"${CLEARML_USER_VAULTS.s.k:dflt}\"\n",
+                "agentk8sglue.basePodTemplate.env[0].value",
+                "not supported",
+            ),
+            (
+                "  queues:\n    rrr:\n      templateOverrides:\n        annotations:\n          a: \"${CLEARML_TASK.name|upper}\"\n",
+                "agentk8sglue.queues.rrr.templateOverrides.annotations.a",
+                "unknown string template operator",
+            ),
+        ];
+        for (extra, path, word) in cases {
+            let text = doc(extra);
+            let e = Values::from_yaml(&text).expect_err(&text);
+            assert_eq!(e.path, path, "{text}: {e}");
+            assert!(e.message.contains(word), "{text}: {e}");
+        }
+        // a worker_id_parts index the worker id lacks: refused when the config resolves
+        let v = Values::from_yaml(&doc(
+            "  workerId: \"k8s:one\"\n  taskWorkerIdOverride: \"{worker_id_parts[2]}:{task_id}\"\n",
+        ))
+        .expect("parses");
+        let e = AgentConfig::from_values(&v, "ml").expect_err("part 2 of k8s:one");
+        assert_eq!(e.path, "agentk8sglue.taskWorkerIdOverride");
+        assert!(e.message.contains("has 2 part(s)"), "{e}");
+    }
+
+    #[test]
+    fn agreeing_names_and_specific_ttls_are_accepted() {
+        let v = Values::from_yaml(&doc(
+            "  pollIntervalSeconds: 2\n  queuePollFrequencySeconds: 2\n  workerId: w\n  workerIdOverride: w\n  dashboardReportMaxGpu: 4\n  orchestrationDashboard:\n    gpu:\n      reportMax: 4\n  completedPodDeletionDelayMinutes: 5\n  failedPodTtlSeconds: 7\n",
+        ))
+        .expect("agreeing names are fine");
+        let c = AgentConfig::from_values(&v, "ml").expect("config");
+        assert_eq!(c.poll_interval.as_secs(), 2);
+        assert_eq!(c.worker_id, "w");
+        assert_eq!(c.report_max_gpus, Some(4));
+        assert_eq!(c.timeouts.succeeded_ttl.as_secs(), 300, "from the delay");
+        assert_eq!(c.timeouts.failed_ttl.as_secs(), 7, "the specific key wins");
+        let off = Values::from_yaml(&doc(
+            "  orchestrationDashboard:\n    reportType: disabled\n    gpu:\n      reportMax: 4\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            off.agentk8sglue.report_max_gpus(),
+            None,
+            "reportType: disabled"
+        );
+        let mn = Values::from_yaml(&doc("  multiNode:\n    enabled: false\n")).expect("valid");
+        assert!(!AgentConfig::from_values(&mn, "ml").expect("cfg").multi_node);
+    }
+
+    /// One notice per inert key that is set (and none for keys set to their inert value).
+    #[test]
+    fn notices_name_each_inert_key_once() {
+        let v = Values::from_yaml(
+            "customCertificates:\n  overrideCaCertificatesCrt:\n  extraCerts: []\nagentk8sglue:\n  monitoredResources:\n    maxResources: 3\n  serviceAccountClusterAccess: true\n  useOwnerToken: true\n  taskAsJob: true\n  appsQueue:\n    enabled: true\n  serverTasks:\n    enabled: true\n  orchestrationDashboard:\n    reportType: global\n",
+        )
+        .expect("parses");
+        let got: Vec<String> = v.notices().into_iter().map(|n| n.path).collect();
+        assert_eq!(
+            got,
+            [
+                "agentk8sglue.orchestrationDashboard",
+                "agentk8sglue.monitoredResources",
+                "agentk8sglue.serviceAccountClusterAccess",
+                "agentk8sglue.useOwnerToken",
+                "agentk8sglue.taskAsJob",
+                "agentk8sglue.appsQueue",
+                "agentk8sglue.serverTasks",
+                "customCertificates",
+            ]
+        );
+        for n in v.notices() {
+            assert!(n.message.len() > 40, "{n}: says what and why");
+        }
+        let quiet = Values::from_yaml(
+            "agentk8sglue:\n  taskAsJob: false\n  useOwnerToken: false\n  serviceAccountClusterAccess: false\n  appsQueue:\n    enabled: false\n  orchestrationDashboard:\n    gpu:\n      reportMax: 2\n",
+        )
+        .expect("parses");
+        assert!(quiet.notices().is_empty(), "{:?}", quiet.notices());
+        // kept in the ConfigMap values, so the agent's status can show them
+        assert_eq!(v.without_secrets().notices().len(), 8);
+    }
+}
