@@ -117,7 +117,6 @@ impl AgentConfig {
             .given_worker_id()
             .cloned()
             .unwrap_or_else(|| format!("k8s-agent:{task_namespace}"));
-        check_worker_id_parts(a, &worker_id)?;
         // completedPodDeletionDelayMinutes is the default of both TTLs; each specific key wins
         let completed = a.completed_pod_deletion_delay_minutes.map(|m| m * 60);
         Ok(Self {
@@ -158,43 +157,6 @@ impl AgentConfig {
             debug: a.debug_mode.unwrap_or(false),
         })
     }
-}
-
-/// Every `{worker_id_parts[n]}` of the worker-id templates names a part the agent's worker id has
-/// (its `:`-separated parts).
-fn check_worker_id_parts(
-    a: &crate::values::AgentValues,
-    worker_id: &str,
-) -> Result<(), FieldError> {
-    let parts = worker_id.split(':').count();
-    let templates = a
-        .task_worker_id_override
-        .iter()
-        .map(|t| ("agentk8sglue.taskWorkerIdOverride".to_string(), t))
-        .chain(a.queues.iter().filter_map(|(name, q)| {
-            q.queue_settings
-                .custom_worker_id_template
-                .as_ref()
-                .map(|t| {
-                    (
-                        format!("agentk8sglue.queues.{name}.queueSettings.customWorkerIdTemplate"),
-                        t,
-                    )
-                })
-        }));
-    for (path, template) in templates {
-        if let (_, Some(n)) = crate::values::strip_worker_id_parts(template)
-            && n >= parts
-        {
-            return Err(FieldError::new(
-                path,
-                format!(
-                    "{{worker_id_parts[{n}]}} but the worker id {worker_id:?} has {parts} part(s) (split by ':')"
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -219,6 +219,7 @@ impl AgentValues {
         if let Some(t) = &self.task_worker_id_override {
             super::check_worker_id_template(&format!("{root}.taskWorkerIdOverride"), t)?;
         }
+        check_worker_id_parts(self)?;
         if self.multi_node.as_ref().and_then(|m| m.enabled) == Some(false) {
             for (name, q) in &self.queues {
                 if q.queue_settings.multi_node.is_some() {
@@ -317,6 +318,43 @@ impl AgentValues {
     pub fn verifies_tls(&self) -> bool {
         self.clearmlcheck_certificate.unwrap_or(true)
     }
+}
+
+/// Every `{worker_id_parts[n]}` of the worker-id templates names a part the agent's worker id has
+/// (its `:`-separated parts; the default `k8s-agent:<namespace>` has two).
+fn check_worker_id_parts(a: &AgentValues) -> Result<(), FieldError> {
+    let worker_id = a
+        .given_worker_id()
+        .map_or("k8s-agent:<namespace>", String::as_str);
+    let parts = worker_id.split(':').count();
+    let templates = a
+        .task_worker_id_override
+        .iter()
+        .map(|t| ("agentk8sglue.taskWorkerIdOverride".to_string(), t))
+        .chain(a.queues.iter().filter_map(|(name, q)| {
+            q.queue_settings
+                .custom_worker_id_template
+                .as_ref()
+                .map(|t| {
+                    (
+                        format!("agentk8sglue.queues.{name}.queueSettings.customWorkerIdTemplate"),
+                        t,
+                    )
+                })
+        }));
+    for (path, template) in templates {
+        if let (_, Some(n)) = super::strip_worker_id_parts(template)
+            && n >= parts
+        {
+            return Err(FieldError::new(
+                path,
+                format!(
+                    "{{worker_id_parts[{n}]}} but the worker id {worker_id:?} has {parts} part(s) (split by ':')"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The path a `fileMounts` entry's file appears at: `folderPath/name`.
@@ -566,12 +604,11 @@ mod tests {
             assert_eq!(e.path, path, "{text}: {e}");
             assert!(e.message.contains(word), "{text}: {e}");
         }
-        // a worker_id_parts index the worker id lacks: refused when the config resolves
-        let v = Values::from_yaml(&doc(
+        // a worker_id_parts index the worker id lacks
+        let e = Values::from_yaml(&doc(
             "  workerId: \"k8s:one\"\n  taskWorkerIdOverride: \"{worker_id_parts[2]}:{task_id}\"\n",
         ))
-        .expect("parses");
-        let e = AgentConfig::from_values(&v, "ml").expect_err("part 2 of k8s:one");
+        .expect_err("part 2 of k8s:one");
         assert_eq!(e.path, "agentk8sglue.taskWorkerIdOverride");
         assert!(e.message.contains("has 2 part(s)"), "{e}");
     }
