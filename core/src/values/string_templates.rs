@@ -98,10 +98,10 @@ fn check_variable(variable: &str) -> Result<(), String> {
     if SINGLE.contains(&variable) {
         return Ok(());
     }
-    if let Some(path) = variable.strip_prefix("TASK.") {
-        if TASK_PATHS.contains(&path) || property_name(path).is_some() {
-            return Ok(());
-        }
+    if let Some(path) = variable.strip_prefix("TASK.")
+        && (TASK_PATHS.contains(&path) || property_name(path).is_some())
+    {
+        return Ok(());
     }
     Err(format!(
         "string template ${{CLEARML_{variable}}} is not supported by this agent (it has no vaults, user or SSO data, and reads only some task fields); supported: {}, {}, ${{CLEARML_TASK.hyperparams.properties.<name>.value}}",
