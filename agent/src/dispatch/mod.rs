@@ -418,6 +418,13 @@ mod tests {
             ),
             ("worker id", "  workerId: w2\n", false, 1, "workerId"),
             (
+                "the agent's TLS verification (task pods follow at once)",
+                "  clearmlcheckCertificate: false\n",
+                false,
+                1,
+                "clearmlcheckCertificate",
+            ),
+            (
                 "two at once",
                 "  taskNamespace: other\n  workerId: w2\n",
                 false,
