@@ -452,8 +452,48 @@ impl PodTemplate {
                     .map_err(|m| FieldError::new(format!("{path}.env[{i}].value"), m))?;
             }
         }
+        if let Some(at) = template_elsewhere(self, path) {
+            return Err(FieldError::new(
+                at,
+                "${CLEARML_…} string templates are expanded only in labels, annotations and env values; this one would reach the pod literally",
+            ));
+        }
         Ok(())
     }
+}
+
+/// The first field of `t` outside labels, annotations and env values that holds a
+/// `${CLEARML_…}` template (the pod would get it literally).
+fn template_elsewhere(t: &PodTemplate, path: &str) -> Option<String> {
+    fn walk(v: &serde_json::Value, at: String) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) if is_templated(s) => Some(at),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .find_map(|(k, child)| walk(child, format!("{at}.{k}"))),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, child)| walk(child, format!("{at}[{i}]"))),
+            _ => None,
+        }
+    }
+    let serde_json::Value::Object(doc) = serde_json::to_value(t).ok()? else {
+        return None;
+    };
+    doc.iter().find_map(|(field, v)| match (field.as_str(), v) {
+        ("labels" | "annotations", _) => None,
+        ("env", serde_json::Value::Array(items)) => {
+            items.iter().enumerate().find_map(|(i, e)| match e {
+                serde_json::Value::Object(m) => m
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "value")
+                    .find_map(|(k, child)| walk(child, format!("{path}.env[{i}].{k}"))),
+                _ => None,
+            })
+        }
+        _ => walk(v, format!("{path}.{field}")),
+    })
 }
 
 /// A `fileMounts` file that lands where a volume mount of the same (merged) template is.
@@ -591,6 +631,16 @@ mod tests {
                 "  basePodTemplate:\n    env:\n      - name: K\n        value: \"${CLEARML_USER_VAULTS.s.k:dflt}\"\n",
                 "agentk8sglue.basePodTemplate.env[0].value",
                 "not supported",
+            ),
+            (
+                "  basePodTemplate:\n    nodeSelector:\n      pool: \"${CLEARML_QUEUE_NAME}\"\n",
+                "agentk8sglue.basePodTemplate.nodeSelector.pool",
+                "only in labels, annotations and env values",
+            ),
+            (
+                "  basePodTemplate:\n    fileMounts:\n      - name: f\n        folderPath: /x\n        fileContent: \"${CLEARML_TASK.id}\"\n",
+                "agentk8sglue.basePodTemplate.fileMounts[0].fileContent",
+                "only in labels, annotations and env values",
             ),
             (
                 "  queues:\n    rrr:\n      templateOverrides:\n        annotations:\n          a: \"${CLEARML_TASK.name|upper}\"\n",
