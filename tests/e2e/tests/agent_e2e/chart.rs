@@ -22,7 +22,7 @@ fn secret_file(secret: &Value, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_pods_get_clearml_conf_and_file_mounts_from_secrets() {
-    let env = Env::new(SimOptions::default()).await;
+    let env = Env::new(fast_sim()).await;
     env.kube
         .create(
             "secrets",
