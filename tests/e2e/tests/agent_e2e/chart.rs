@@ -31,7 +31,7 @@ async fn task_pods_get_clearml_conf_and_file_mounts_from_secrets() {
                    "stringData": {"clearml.conf": "sdk { aws { s3 { key: \"AKIA\" } } }"}}),
         )
         .expect("clearml.conf Secret");
-    let values = "clearml:\n  existingClearmlConfigSecret: team-clearml-conf\nagentk8sglue:\n  createQueues: true\n  clearmlcheckCertificate: false\n  useOwnerToken: true\n  basePodTemplate:\n    fileMounts:\n      - name: pip.conf\n        folderPath: /etc\n        fileContent: \"[global]\\nindex-url = https://pypi.example/simple\"\n  queues:\n    files-queue:\n      templateOverrides:\n        fileMounts:\n          - name: netrc\n            folderPath: /root\n            fileContent: \"machine git.example login bot password FILETOKEN\"\n";
+    let values = "clearml:\n  existingClearmlConfigSecret: team-clearml-conf\nagentk8sglue:\n  createQueues: true\n  clearmlcheckCertificate: false\n  useOwnerToken: true\n  basePodTemplate:\n    labels:\n      task-name: \"${CLEARML_TASK.name}\"\n    env:\n      - name: TASK_OWNER\n        value: \"${CLEARML_TASK.user:nobody}\"\n    fileMounts:\n      - name: pip.conf\n        folderPath: /etc\n        fileContent: \"[global]\\nindex-url = https://pypi.example/simple\"\n  queues:\n    files-queue:\n      templateOverrides:\n        fileMounts:\n          - name: netrc\n            folderPath: /root\n            fileContent: \"machine git.example login bot password FILETOKEN\"\n";
     let agent = env.agent(values).await;
     let tasks = [
         env.enqueue("files-1", "files-queue", ""),
@@ -44,6 +44,12 @@ async fn task_pods_get_clearml_conf_and_file_mounts_from_secrets() {
             Some("/etc/clearml-agent/clearml.conf")
         );
         assert_eq!(env_var(&pod, "CLEARML_API_HOST_VERIFY_CERT"), Some("0"));
+        // string templates, expanded from the task as ClearML has it
+        let doc = env.task(task);
+        assert_eq!(s(&pod, "/metadata/labels/task-name"), s(&doc, "/name"));
+        let owner = s(&doc, "/user");
+        assert!(!owner.is_empty(), "the double records the owner: {doc:#}");
+        assert_eq!(env_var(&pod, "TASK_OWNER"), Some(owner));
         let volumes = pod.pointer("/spec/volumes").cloned().unwrap_or_default();
         let by_name = |name: &str| {
             volumes
