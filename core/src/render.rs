@@ -5,7 +5,13 @@
 //! Precedence inside the container's env, lowest first: the queue's template env, then the task's
 //! `-e/--env` container arguments (an empty value never blanks a template value: the Python glue's
 //! helm-charts#263), then the variables the agent sets (ClearML endpoints, credentials from the
-//! Secret, task and worker ids, multi-node rank variables).
+//! Secret, task and worker ids, multi-node rank variables, `CLEARML_CONFIG_FILE` and
+//! `CLEARML_API_HOST_VERIFY_CERT`).
+//!
+//! Files reach the pod only from Secrets: `clearml.conf` from `existingClearmlConfigSecret`, and
+//! the template's `fileMounts` from a content-addressed Secret returned in [`Rendered::secrets`]
+//! for the launch to create first. `${CLEARML_…}` string templates in labels, annotations and env
+//! values are expanded per task (`values::string_templates`); label values are then sanitised.
 
 use std::collections::BTreeMap;
 
