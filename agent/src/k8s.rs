@@ -198,6 +198,25 @@ impl Kube {
         }
     }
 
+    /// The Secrets matching `selector` (the agent's `fileMounts` Secrets).
+    pub async fn list_secrets(&self, selector: &str) -> Result<Vec<Secret>, Error> {
+        let lp = ListParams::default().labels(selector);
+        self.secrets
+            .list(&lp)
+            .await
+            .map(|l| l.items)
+            .map_err(|e| self.err("list", "secrets", selector, e))
+    }
+
+    /// Deletes a Secret (gone already is fine).
+    pub async fn delete_secret(&self, name: &str) -> Result<(), Error> {
+        match self.secrets.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.err("delete", "secret", name, e)),
+        }
+    }
+
     /// Creates a pod; an existing one of the same name is returned for the caller to judge.
     pub async fn create_pod(&self, pod: &Pod) -> Result<Created<Pod>, Error> {
         let name = pod.metadata.name.clone().unwrap_or_default();

@@ -179,15 +179,17 @@ pub struct Rendered {
 pub const LABEL_FILE_MOUNTS: &str = "clearml.ai/file-mounts";
 
 /// The Secret holding a template's `fileMounts` files (keys: the file names), named
-/// `clearml-files-<hash>` after its content so that equal files share one Secret and a change
-/// makes a new one (it is immutable); `None` when the template has none.
-pub fn file_mounts_secret(t: &PodTemplate, namespace: &str) -> Option<Secret> {
+/// `clearml-files-<hash>` after its content and the agent (`agent_label`, [`agent_label`]) so that
+/// equal files share one Secret, a change makes a new one (it is immutable), and an agent only
+/// ever deletes its own (labelled [`LABEL_AGENT`]); `None` when the template has none.
+pub fn file_mounts_secret(t: &PodTemplate, namespace: &str, agent_label: &str) -> Option<Secret> {
     let files = t.file_mounts.as_ref().filter(|f| !f.is_empty())?;
     let data: BTreeMap<String, String> = files
         .iter()
         .map(|f| (f.name.clone(), f.file_content.clone()))
         .collect();
     let mut hasher = Md5::new();
+    hasher.update(agent_label.as_bytes());
     for (name, content) in &data {
         hasher.update((name.len() as u64).to_le_bytes());
         hasher.update(name.as_bytes());
@@ -211,6 +213,7 @@ pub fn file_mounts_secret(t: &PodTemplate, namespace: &str) -> Option<Secret> {
                         MANAGED_BY.to_string(),
                     ),
                     (LABEL_FILE_MOUNTS.to_string(), hash),
+                    (LABEL_AGENT.to_string(), agent_label.to_string()),
                 ]
                 .into(),
             ),
@@ -482,7 +485,7 @@ pub fn render(
         });
     }
     let mut secrets = Vec::new();
-    if let Some(secret) = file_mounts_secret(t, &agent.namespace) {
+    if let Some(secret) = file_mounts_secret(t, &agent.namespace, &agent_label(&agent.worker_id)) {
         volumes.push(Volume {
             name: FILE_MOUNTS_VOLUME.into(),
             secret: Some(SecretVolumeSource {

@@ -21,6 +21,7 @@
 //! pending entry it serves, so a retry finds (and adopts) its own pod instead of making a second.
 //! The in-pod `clearml-agent execute --require-queue` dequeues the task when it starts.
 
+mod files;
 mod gate;
 mod launch;
 mod origin;
@@ -198,6 +199,8 @@ pub struct Dispatcher {
     api_from_env: bool,
     /// `fileMounts` Secrets this process made exist (by name: the content's hash).
     file_secrets: std::sync::Mutex<HashSet<String>>,
+    /// When to look for stale `fileMounts` Secrets next (`files.rs`).
+    next_files_gc: Instant,
 }
 
 impl Dispatcher {
@@ -254,6 +257,7 @@ impl Dispatcher {
             told_too_big: HashSet::new(),
             api_from_env,
             file_secrets: Default::default(),
+            next_files_gc: Instant::now(),
         })
     }
 
@@ -351,6 +355,10 @@ impl Dispatcher {
                     };
             }
             self.reconcile().await;
+            if Instant::now() >= self.next_files_gc {
+                self.collect_file_secrets().await;
+                self.next_files_gc = Instant::now() + files::FILES_GC_PERIOD;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,

@@ -132,6 +132,8 @@ const ERROR_PATH_ONLY: &[(&str, &str, &str)] = &[
     ("", "pods", "get"),
     ("", "services", "get"),
     ("", "services", "patch"),
+    // a fileMounts Secret is deleted only once stale (unused, and older than ten minutes)
+    ("", "secrets", "delete"),
 ];
 
 /// The Role grants exactly what the agent calls: every call recorded while the agent dispatches
