@@ -161,6 +161,7 @@ impl Args {
         };
         let cfg = AgentConfig::from_values(&values, &namespace)
             .with_context(|| format!("invalid config in {source}"))?;
+        runtime::set_debug_logs(cfg.debug);
         let a = &values.agentk8sglue;
         let api_from_env = api_server.is_some();
         let Some(api) = api_server.or_else(|| a.api_server_url_reference.clone()) else {
@@ -190,8 +191,13 @@ impl Args {
         tracing::info!(%admin, "admin endpoints up");
 
         let observer = Arc::new(ClearmlObserver(metrics.clone(), health.clone()));
+        // the chart's clearmlcheckCertificate: false turns it off for the agent too
+        let agent_verifies_tls = !insecure_skip_tls_verify && values.agentk8sglue.verifies_tls();
+        if !agent_verifies_tls {
+            tracing::warn!("TLS certificates of the ClearML server are not verified");
+        }
         let options = ClientOptions {
-            verify_tls: !insecure_skip_tls_verify,
+            verify_tls: agent_verifies_tls,
             ..Default::default()
         };
         let clearml = Client::new(
@@ -243,7 +249,10 @@ impl Args {
             credentials_secret,
             default_image: a.task_default_image().cloned(),
             bootstrap: render::Bootstrap::from_values(a),
+            ..Default::default()
         };
+        let mut agent = agent;
+        agent.apply_document(&cfg.values);
         // Only the lease holder dispatches; every replica watches and serves the control API.
         let identity = identity.unwrap_or_else(hostname);
         let lease = LeaseManagerBuilder::new(kube_client.clone(), &lease_name)
@@ -279,6 +288,7 @@ impl Args {
         tracing::info!(%identity, lease = %lease_name, "leader election started");
         let snapshot = SharedSnapshot::default();
         let control = Arc::new(Control {
+            agent_verifies_tls,
             store,
             cfg_rx: cfg_rx.clone(),
             config_error,

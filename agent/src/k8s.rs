@@ -7,7 +7,7 @@ use clearml_agent_core::contract::{ANNOTATION_LAUNCH, LABEL_TASK_ID};
 
 use futures::StreamExt;
 use k8s_openapi::{
-    api::core::v1::{Event, Pod, Service},
+    api::core::v1::{Event, Pod, Secret, Service},
     apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{
@@ -129,6 +129,7 @@ pub struct Kube {
     pods: Api<Pod>,
     services: Api<Service>,
     events: Api<Event>,
+    secrets: Api<Secret>,
 }
 
 impl Kube {
@@ -138,7 +139,8 @@ impl Kube {
             namespace: namespace.to_string(),
             pods: Api::namespaced(client.clone(), namespace),
             services: Api::namespaced(client.clone(), namespace),
-            events: Api::namespaced(client, namespace),
+            events: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client, namespace),
         }
     }
 
@@ -178,6 +180,41 @@ impl Kube {
         let skip = events.len().saturating_sub(limit);
         events.drain(..skip);
         Ok(events)
+    }
+
+    /// Makes a content-addressed Secret exist (the `fileMounts` files of task pods): created, or
+    /// already there (its name is the hash of its content, and it is immutable, so one of that
+    /// name holds the same files). Only `create` is called.
+    pub async fn ensure_secret(&self, secret: &Secret) -> Result<(), Error> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match self.secrets.create(&pp, secret).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(self.err("create", "secret", &name, e)),
+        }
+    }
+
+    /// The Secrets matching `selector` (the agent's `fileMounts` Secrets).
+    pub async fn list_secrets(&self, selector: &str) -> Result<Vec<Secret>, Error> {
+        let lp = ListParams::default().labels(selector);
+        self.secrets
+            .list(&lp)
+            .await
+            .map(|l| l.items)
+            .map_err(|e| self.err("list", "secrets", selector, e))
+    }
+
+    /// Deletes a Secret (gone already is fine).
+    pub async fn delete_secret(&self, name: &str) -> Result<(), Error> {
+        match self.secrets.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.err("delete", "secret", name, e)),
+        }
     }
 
     /// Creates a pod; an existing one of the same name is returned for the caller to judge.

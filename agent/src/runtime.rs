@@ -72,9 +72,11 @@ pub async fn serve_admin(
     Ok((bound, server))
 }
 
-/// Sends `workers.status_report` every [`STATUS_REPORT_INTERVAL`] and, while the config sets
-/// `dashboardReportMaxGpu`, `workers.cluster_report` every [`CLUSTER_REPORT_INTERVAL`] (a change
-/// is reported at once), until `shutdown`.
+/// Sends `workers.status_report` every `statusReportFrequencySeconds` (default
+/// [`STATUS_REPORT_INTERVAL`]) and, while the config sets `dashboardReportMaxGpu` (or
+/// `orchestrationDashboard.gpu.reportMax`), `workers.cluster_report` every
+/// `orchestrationDashboard.reportSeconds` (default [`CLUSTER_REPORT_INTERVAL`]; a change is
+/// reported at once), until `shutdown`. Also follows `debugMode` ([`set_debug_logs`]).
 pub async fn report_loop(
     clearml: Client,
     mut cfg_rx: watch::Receiver<Arc<AgentConfig>>,
@@ -82,11 +84,23 @@ pub async fn report_loop(
     mut leader_rx: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
-    let mut status = tokio::time::interval(STATUS_REPORT_INTERVAL);
-    let mut cluster = tokio::time::interval(CLUSTER_REPORT_INTERVAL);
+    let first = cfg_rx.borrow().clone();
+    let mut periods = (first.status_report_interval, first.cluster_report_interval);
+    let mut status = tokio::time::interval(periods.0);
+    let mut cluster = tokio::time::interval(periods.1);
     let mut cluster_supported = true;
+    let mut debug = None;
     loop {
         let cfg = cfg_rx.borrow_and_update().clone();
+        if debug != Some(cfg.debug) {
+            set_debug_logs(cfg.debug);
+            debug = Some(cfg.debug);
+        }
+        if periods != (cfg.status_report_interval, cfg.cluster_report_interval) {
+            periods = (cfg.status_report_interval, cfg.cluster_report_interval);
+            status = tokio::time::interval(periods.0);
+            cluster = tokio::time::interval(periods.1);
+        }
         let worker = cfg.worker_id.clone();
         let key = worker.split(':').next().unwrap_or(&worker).to_string();
         tokio::select! {
@@ -107,7 +121,7 @@ pub async fn report_loop(
             }
             _ = cluster.tick(), if cfg.report_max_gpus.is_some() && cluster_supported && *leader_rx.borrow() => {
                 let gpus = cfg.report_max_gpus.unwrap_or_default();
-                match clearml.cluster_report(&worker, &key, gpus, CLUSTER_REPORT_INTERVAL.as_secs()).await {
+                match clearml.cluster_report(&worker, &key, gpus, periods.1.as_secs()).await {
                     Ok(()) => tracing::debug!(gpus, "dashboard GPU report sent"),
                     Err(e) if e.is_api(404, 0) => {
                         tracing::warn!("this ClearML server has no workers.cluster_report (open-source server); dashboardReportMaxGpu has no effect");
@@ -134,16 +148,51 @@ pub enum LogFormat {
 /// only when stderr is a terminal: a log file or a container log (`kubectl logs`) gets no ANSI
 /// escapes.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let explicit = from_env.is_some();
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new("info")));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match format {
+        LogFormat::Plain => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok();
+    // an explicit RUST_LOG wins over debugMode
+    if installed && !explicit {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// The log filter `debugMode` switches (unset when `RUST_LOG` was given).
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+/// `debugMode`: the agent's own modules log at debug level (the libraries stay at info); off,
+/// back to `info`. Does nothing when `RUST_LOG` was given.
+pub fn set_debug_logs(on: bool) {
+    if let Some(handle) = LOG_FILTER.get() {
+        let directives = if on {
+            "info,clearml_agent=debug,clearml_agent_core=debug"
+        } else {
+            "info"
+        };
+        if handle
+            .reload(tracing_subscriber::EnvFilter::new(directives))
+            .is_ok()
+            && on
+        {
+            tracing::info!(debug = on, "log level set by debugMode");
+        }
+    }
 }
 
 /// Cancels `token` on SIGTERM or Ctrl-C; returns then, or as soon as `token` is cancelled by

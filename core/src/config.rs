@@ -59,7 +59,20 @@ pub struct AgentConfig {
     pub report_max_gpus: Option<u32>,
     /// Most pods of all queues together, if limited.
     pub max_pods: Option<u32>,
+    /// Period of the worker's `workers.status_report` (`statusReportFrequencySeconds`).
+    pub status_report_interval: Duration,
+    /// Period of the dashboard report (`orchestrationDashboard.reportSeconds`).
+    pub cluster_report_interval: Duration,
+    /// Tasks' own multi-node requests are honoured (`multiNode.enabled`, default true).
+    pub multi_node: bool,
+    /// The agent logs at debug level (`debugMode`).
+    pub debug: bool,
 }
+
+/// Default period of the worker status report (the Python agent's).
+pub const DEFAULT_STATUS_REPORT: f64 = 30.0;
+/// Default period of the dashboard report (the Python agent's).
+pub const DEFAULT_CLUSTER_REPORT: u64 = 60;
 
 impl QueueConfig {
     /// Pods one task of this queue is made of: the ranks of its `multiNode` layout, else 1.
@@ -100,32 +113,48 @@ impl AgentConfig {
             .task_namespace
             .clone()
             .unwrap_or_else(|| agent_namespace.to_string());
+        let worker_id = a
+            .given_worker_id()
+            .cloned()
+            .unwrap_or_else(|| format!("k8s-agent:{task_namespace}"));
+        // completedPodDeletionDelayMinutes is the default of both TTLs; each specific key wins
+        let completed = a.completed_pod_deletion_delay_minutes.map(|m| m * 60);
         Ok(Self {
             values: values.without_secrets(),
             queues,
             queue_order: a.queue_order.unwrap_or_default(),
-            worker_id: a
-                .worker_id
-                .clone()
-                .unwrap_or_else(|| format!("k8s-agent:{task_namespace}")),
+            worker_id,
             task_namespace,
             poll_interval: Duration::from_secs_f64(
-                a.poll_interval_seconds.unwrap_or(DEFAULT_POLL_INTERVAL),
+                a.poll_interval().unwrap_or(DEFAULT_POLL_INTERVAL),
             ),
             timeouts: Timeouts {
                 pending: Duration::from_secs(
                     a.pending_timeout_seconds.unwrap_or(DEFAULT_PENDING_TIMEOUT),
                 ),
                 succeeded_ttl: Duration::from_secs(
-                    a.succeeded_pod_ttl_seconds.unwrap_or(DEFAULT_SUCCEEDED_TTL),
+                    a.succeeded_pod_ttl_seconds
+                        .or(completed)
+                        .unwrap_or(DEFAULT_SUCCEEDED_TTL),
                 ),
                 failed_ttl: Duration::from_secs(
-                    a.failed_pod_ttl_seconds.unwrap_or(DEFAULT_FAILED_TTL),
+                    a.failed_pod_ttl_seconds
+                        .or(completed)
+                        .unwrap_or(DEFAULT_FAILED_TTL),
                 ),
             },
             create_queues: a.creates_queues(),
-            report_max_gpus: a.dashboard_report_max_gpu,
+            report_max_gpus: a.report_max_gpus(),
             max_pods: a.max_pods,
+            status_report_interval: Duration::from_secs_f64(
+                a.status_report_frequency_seconds
+                    .unwrap_or(DEFAULT_STATUS_REPORT),
+            ),
+            cluster_report_interval: Duration::from_secs(
+                a.report_seconds().unwrap_or(DEFAULT_CLUSTER_REPORT),
+            ),
+            multi_node: a.multi_node_enabled(),
+            debug: a.debug_mode.unwrap_or(false),
         })
     }
 }

@@ -47,7 +47,10 @@ pub fn values(data: &[u8]) {
         credentials_secret: CREDENTIALS_SECRET.into(),
         default_image: a.task_default_image().cloned(),
         bootstrap: render::Bootstrap::from_values(a),
+        ..Default::default()
     };
+    let mut agent = agent;
+    agent.apply_document(&stored);
     let task = TaskParams {
         id: "0123456789abcdef0123456789abcdef".into(),
         name: "fuzz task".into(),

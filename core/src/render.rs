@@ -5,14 +5,21 @@
 //! Precedence inside the container's env, lowest first: the queue's template env, then the task's
 //! `-e/--env` container arguments (an empty value never blanks a template value: the Python glue's
 //! helm-charts#263), then the variables the agent sets (ClearML endpoints, credentials from the
-//! Secret, task and worker ids, multi-node rank variables).
+//! Secret, task and worker ids, multi-node rank variables, `CLEARML_CONFIG_FILE` and
+//! `CLEARML_API_HOST_VERIFY_CERT`).
+//!
+//! Files reach the pod only from Secrets: `clearml.conf` from `existingClearmlConfigSecret`, and
+//! the template's `fileMounts` from a content-addressed Secret returned in [`Rendered::secrets`]
+//! for the launch to create first. `${CLEARML_…}` string templates in labels, annotations and env
+//! values are expanded per task (`values::string_templates`); label values are then sanitised.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::{
-        Container, EnvVar, EnvVarSource, Pod, PodSpec, ResourceRequirements, SecretKeySelector,
-        Service, ServicePort, ServiceSpec,
+        Container, EnvVar, EnvVarSource, KeyToPath, Pod, PodSpec, ResourceRequirements, Secret,
+        SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+        VolumeMount,
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
 };
@@ -29,10 +36,15 @@ use crate::{
         LABEL_TASK_ID, MANAGED_BY, POD_PREFIX, SECRET_KEY_ACCESS, SECRET_KEY_SECRET,
     },
     values::{
-        AgentValues, DEFAULT_TASK_IMAGE, PodTemplate, QueueSettings,
+        AgentValues, DEFAULT_TASK_IMAGE, PodTemplate, QueueSettings, Values,
+        enterprise::{
+            CLEARML_CONF_DIR, CLEARML_CONF_KEY, CLEARML_CONF_VOLUME, FILE_MOUNTS_VOLUME,
+            file_mount_clash, file_mount_path, is_templated,
+        },
         rules::{
             MAX_MULTI_NODE_PODS, MAX_NODE_GPUS, check_multi_node, check_volumes, multi_node_layout,
         },
+        string_templates,
     },
 };
 
@@ -78,6 +90,13 @@ pub struct AgentParams {
     pub default_image: Option<String>,
     /// What the task container's command does (the task bootstrap).
     pub bootstrap: Bootstrap,
+    /// `taskWorkerIdOverride`: the worker id template of queues without `customWorkerIdTemplate`.
+    pub task_worker_id_template: Option<String>,
+    /// `clearml.existingClearmlConfigSecret`: the Secret (key `clearml.conf`, in the task
+    /// namespace) task pods mount as their `clearml.conf`.
+    pub clearml_config_secret: Option<String>,
+    /// `clearmlcheckCertificate: false`: task pods skip TLS verification of the ClearML server.
+    pub skip_tls_verify: bool,
 }
 
 impl AgentParams {
@@ -88,6 +107,18 @@ impl AgentParams {
         self.web_server = a.web_server_url_reference.clone();
         self.files_server = a.file_server_url_reference.clone();
         self.bootstrap = Bootstrap::from_values(a);
+        self.task_worker_id_template = a.task_worker_id_override.clone();
+        self.skip_tls_verify = !a.verifies_tls();
+    }
+
+    /// [`Self::apply_values`], and the settings outside `agentk8sglue` (the `clearml.conf`
+    /// Secret): what a values change alters in the next launched pod.
+    pub fn apply_document(&mut self, v: &Values) {
+        self.apply_values(&v.agentk8sglue);
+        self.clearml_config_secret = v
+            .clearml
+            .as_ref()
+            .and_then(|c| c.existing_clearml_config_secret.clone());
     }
 }
 
@@ -122,6 +153,12 @@ pub struct TaskParams {
     /// Identifies this launch of the task (the pending-queue entry's `added` time), so a pod left
     /// from an earlier run of the same task is told apart from this run's.
     pub launch_id: String,
+    /// Project id (`${CLEARML_TASK.project}`, `${CLEARML_PROJECT_ID}`).
+    pub project_id: String,
+    /// The owner's user id (`${CLEARML_TASK.user}`).
+    pub user: String,
+    /// The task's user properties by name (`${CLEARML_TASK.hyperparams.properties.<n>.value}`).
+    pub properties: BTreeMap<String, String>,
 }
 
 /// What one launch creates.
@@ -133,6 +170,74 @@ pub struct Rendered {
     pub service: Option<Service>,
     /// Container arguments that have no pod equivalent and were ignored.
     pub warnings: Vec<String>,
+    /// Secrets the pods mount that the launch must make exist first (the `fileMounts` files:
+    /// one immutable Secret per distinct content, named by its hash).
+    pub secrets: Vec<Secret>,
+}
+
+/// Label on the `fileMounts` Secrets: the hash of their content (their name's suffix).
+pub const LABEL_FILE_MOUNTS: &str = "clearml.ai/file-mounts";
+
+/// The Secret holding a template's `fileMounts` files (keys: the file names), named
+/// `clearml-files-<hash>` after its content and the agent (`agent_label`, [`agent_label`]) so that
+/// equal files share one Secret, a change makes a new one (it is immutable), and an agent only
+/// ever deletes its own (labelled [`LABEL_AGENT`]); `None` when the template has none.
+pub fn file_mounts_secret(t: &PodTemplate, namespace: &str, agent_label: &str) -> Option<Secret> {
+    let files = t.file_mounts.as_ref().filter(|f| !f.is_empty())?;
+    let data: BTreeMap<String, String> = files
+        .iter()
+        .map(|f| (f.name.clone(), f.file_content.clone()))
+        .collect();
+    let mut hasher = Md5::new();
+    hasher.update(agent_label.as_bytes());
+    for (name, content) in &data {
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((content.len() as u64).to_le_bytes());
+        hasher.update(content.as_bytes());
+    }
+    let hash: String = hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("clearml-files-{hash}")),
+            namespace: Some(namespace.to_string()),
+            labels: Some(
+                [
+                    (
+                        "app.kubernetes.io/managed-by".to_string(),
+                        MANAGED_BY.to_string(),
+                    ),
+                    (LABEL_FILE_MOUNTS.to_string(), hash),
+                    (LABEL_AGENT.to_string(), agent_label.to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        immutable: Some(true),
+        string_data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
+}
+
+/// Expands `{worker_id_parts[n]}` (the `:`-separated parts of the agent's worker id; a part that
+/// does not exist is empty, which the config load refuses beforehand).
+fn fill_worker_id_parts(template: &str, worker_id: &str) -> String {
+    let parts: Vec<&str> = worker_id.split(':').collect();
+    let mut out = template.to_string();
+    for (n, part) in parts.iter().enumerate() {
+        out = out.replace(
+            &format!("{{worker_id_parts[{n}]}}"),
+            &part.replace('{', "{{").replace('}', "}}"),
+        );
+    }
+    out
 }
 
 /// `agent-<first 8 hex of md5(worker id)>`: the value of [`LABEL_AGENT`].
@@ -359,8 +464,76 @@ pub fn render(
     let mut mounts = t.volume_mounts.clone().unwrap_or_default();
     mounts.extend(t.extra_volume_mounts.clone().unwrap_or_default());
 
+    let strings = string_templates::Vars {
+        task_id: task_id.to_string(),
+        task_name: task.name.clone(),
+        project_id: task.project_id.clone(),
+        project_name: task.project.clone(),
+        user: task.user.clone(),
+        queue_name: queue.name.to_string(),
+        queue_id: queue.id.to_string(),
+        worker_id: agent.worker_id.clone(),
+        properties: task.properties.clone(),
+    };
+    let expand = |v: &String| string_templates::expand(v, &strings);
+
+    // files: clearml.conf from its Secret, fileMounts from the agent's Secret (never inline)
+    if let Some((_, why)) = file_mount_clash(t) {
+        return Err(RenderError::Template {
+            queue: queue.name.into(),
+            message: why,
+        });
+    }
+    let mut secrets = Vec::new();
+    if let Some(secret) = file_mounts_secret(t, &agent.namespace, &agent_label(&agent.worker_id)) {
+        volumes.push(Volume {
+            name: FILE_MOUNTS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: secret.metadata.name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        for f in t.file_mounts.iter().flatten() {
+            mounts.push(VolumeMount {
+                name: FILE_MOUNTS_VOLUME.into(),
+                mount_path: file_mount_path(f),
+                sub_path: Some(f.name.clone()),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        secrets.push(secret);
+    }
+    if let Some(secret) = &agent.clearml_config_secret {
+        volumes.push(Volume {
+            name: CLEARML_CONF_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: CLEARML_CONF_KEY.into(),
+                    path: CLEARML_CONF_KEY.into(),
+                    mode: None,
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: CLEARML_CONF_VOLUME.into(),
+            mount_path: CLEARML_CONF_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
     // env: template < task -e (non-empty, or new) < agent
     let mut base_env = t.env.clone().unwrap_or_default();
+    for e in &mut base_env {
+        if let Some(v) = &e.value {
+            e.value = Some(expand(v));
+        }
+    }
     for (name, value) in task_vars {
         let exists = base_env.iter().any(|e| e.name == name);
         if value.is_empty() && exists {
@@ -394,6 +567,21 @@ pub fn render(
         ),
     );
     upsert(&mut base_env, env_value("CLEARML_TASK_ID", task_id));
+    if agent.clearml_config_secret.is_some() {
+        upsert(
+            &mut base_env,
+            env_value(
+                "CLEARML_CONFIG_FILE",
+                format!("{CLEARML_CONF_DIR}/{CLEARML_CONF_KEY}"),
+            ),
+        );
+    }
+    if agent.skip_tls_verify {
+        upsert(
+            &mut base_env,
+            env_value("CLEARML_API_HOST_VERIFY_CERT", "0"),
+        );
+    }
 
     let (gpus_per_pod, ranks) = match settings.multi_node.as_deref() {
         Some(nodes) if !nodes.is_empty() => {
@@ -414,9 +602,24 @@ pub fn render(
     let template_id = settings
         .custom_worker_id_template
         .clone()
+        .or_else(|| agent.task_worker_id_template.clone())
         .unwrap_or_else(|| "{worker_id}:{task_id}".to_string());
+    let template_id = fill_worker_id_parts(&template_id, &agent.worker_id);
 
-    let mut labels = t.labels.clone().unwrap_or_default();
+    // templated label values are expanded, then made valid label values
+    let mut labels: BTreeMap<String, String> = t
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            let v = if is_templated(v) {
+                crate::validate::to_label_value(&expand(v))
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
     labels.insert(LABEL_AGENT.into(), agent_label(&agent.worker_id));
     labels.insert(
         LABEL_QUEUE_ID.into(),
@@ -431,7 +634,12 @@ pub fn render(
         crate::validate::to_label_value(task_id),
     );
     labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
-    let mut annotations = t.annotations.clone().unwrap_or_default();
+    let mut annotations: BTreeMap<String, String> = t
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), expand(v)))
+        .collect();
     annotations.insert(ANNOTATION_TASK_NAME.into(), task.name.clone());
     annotations.insert(ANNOTATION_PROJECT.into(), task.project.clone());
     annotations.insert(ANNOTATION_QUEUE_NAME.into(), queue.name.into());
@@ -586,8 +794,12 @@ pub fn render(
         pods,
         service,
         warnings,
+        secrets,
     })
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod chart_tests;

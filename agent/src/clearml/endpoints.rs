@@ -300,6 +300,35 @@ impl TaskDoc {
             arguments: container.arguments.unwrap_or_default(),
             setup_shell_script: container.setup_shell_script.unwrap_or_default(),
             launch_id: launch_id.to_string(),
+            project_id: self.project.clone().unwrap_or_default(),
+            user: match &self.user {
+                Some(serde_json::Value::String(id)) => id.clone(),
+                Some(other) => other
+                    .get("id")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                None => String::new(),
+            },
+            properties: self
+                .hyperparams
+                .as_ref()
+                .and_then(|h| h.get("properties"))
+                .and_then(serde_json::Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            let value = v.get("value")?;
+                            let text = match value {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            Some((k.clone(), text))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

@@ -281,6 +281,10 @@ pub struct TaskDoc {
     /// Hyper-parameters (the agent reads `properties`, the task's user properties).
     #[serde(default)]
     pub hyperparams: Option<serde_json::Value>,
+    /// The owner (for `${CLEARML_TASK.user}` string templates): an id, or `{id, name}` on
+    /// servers that resolve it; read as any JSON so it never makes the document unreadable.
+    #[serde(default)]
+    pub user: Option<serde_json::Value>,
     /// Set when the document did not decode: the field that did not fit and why. The other
     /// fields are then empty but `id` (and `status` if it was readable).
     #[serde(skip)]

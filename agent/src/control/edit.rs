@@ -250,7 +250,7 @@ impl Control {
             .map(|s| s.id.clone())
             .unwrap_or_default();
         let mut agent = self.agent.clone();
-        agent.apply_values(&cfg.values.agentk8sglue);
+        agent.apply_document(&cfg.values);
         let params = QueueParams {
             name: queue,
             id: &id,

@@ -90,6 +90,8 @@ pub struct Control {
     pub health: Arc<Health>,
     /// Whether this replica holds the lease.
     pub leader_rx: watch::Receiver<bool>,
+    /// The agent verifies the ClearML server's TLS certificate (fixed at start).
+    pub agent_verifies_tls: bool,
 }
 
 impl Control {
@@ -159,6 +161,19 @@ impl Control {
             } else {
                 snap.worker_id.clone()
             },
+            notices: cfg
+                .values
+                .notices()
+                .into_iter()
+                .map(|n| pb::Notice {
+                    path: n.path,
+                    message: n.message,
+                })
+                .collect(),
+            tls: Some(pb::TlsVerification {
+                agent_verifies: self.agent_verifies_tls,
+                tasks_verify: cfg.values.agentk8sglue.verifies_tls(),
+            }),
         }
     }
 

@@ -77,6 +77,7 @@ impl Dispatcher {
             "container",
             "execution.queue",
             "hyperparams.properties",
+            "user",
         ];
         for chunk in ids.chunks(GET_ALL_CHUNK) {
             match self.clearml.tasks(chunk, &fields).await {
@@ -265,8 +266,13 @@ impl Dispatcher {
         };
         let params = doc.render_params(&launch_id, &self.projects);
         // A task's own multi-node request (user properties) overrides the queue's multiNode.
+        // (unless `multiNode.enabled: false`)
         let mut settings = qcfg.settings.clone();
-        match render::multi_node_request(doc.hyperparams.as_ref()) {
+        let request = match self.cfg.multi_node {
+            true => render::multi_node_request(doc.hyperparams.as_ref()),
+            false => Ok(None),
+        };
+        match request {
             Ok(Some(nodes)) => settings.multi_node = Some(nodes),
             Ok(None) => {}
             Err(e) => {
@@ -308,6 +314,12 @@ impl Dispatcher {
         }
         for w in &rendered.warnings {
             tracing::info!(%task, warning = %w, "task container argument ignored");
+        }
+        // the Secrets the pods mount (fileMounts) exist before the pods
+        for secret in &rendered.secrets {
+            if let Err(outcome) = self.ensure_secret(&task, secret).await {
+                return outcome;
+            }
         }
         // Rank 0 first (render lists the pods by rank), then the rendezvous Service owned by it
         // (the cluster deletes it with rank 0 should the agent not), then the other ranks. A retry
@@ -394,6 +406,39 @@ impl Dispatcher {
             Err(e) if e.is_permanent() => Err(Launch::Failed {
                 task: task.to_string(),
                 reason: format!("k8s agent: the pod was refused: {}", e.message()),
+                category: "Create",
+            }),
+            Err(e) => Err(self.retry_later(task, &e)),
+        }
+    }
+
+    /// Makes a `fileMounts` Secret exist, once per process and content (its name is the content's
+    /// hash): an agent restart creates it again if it was deleted meanwhile.
+    async fn ensure_secret(
+        &self,
+        task: &str,
+        secret: &k8s_openapi::api::core::v1::Secret,
+    ) -> Result<(), Launch> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        if self.file_secrets.lock().is_ok_and(|s| s.contains(&name)) {
+            return Ok(());
+        }
+        if self.gate.paused() {
+            return Err(Launch::Paused);
+        }
+        match self.kube.ensure_secret(secret).await {
+            Ok(()) => {
+                if let Ok(mut s) = self.file_secrets.lock() {
+                    s.insert(name);
+                }
+                Ok(())
+            }
+            Err(e) if e.is_permanent() => Err(Launch::Failed {
+                task: task.to_string(),
+                reason: format!(
+                    "k8s agent: the Secret with the queue's fileMounts was refused: {}",
+                    e.message()
+                ),
                 category: "Create",
             }),
             Err(e) => Err(self.retry_later(task, &e)),

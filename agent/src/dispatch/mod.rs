@@ -21,6 +21,7 @@
 //! pending entry it serves, so a retry finds (and adopts) its own pod instead of making a second.
 //! The in-pod `clearml-agent execute --require-queue` dequeues the task when it starts.
 
+mod files;
 mod gate;
 mod launch;
 mod origin;
@@ -142,6 +143,12 @@ pub fn needs_restart(
             new.worker_id, old.worker_id
         ));
     }
+    if new.values.agentk8sglue.verifies_tls() != old.values.agentk8sglue.verifies_tls() {
+        out.push(format!(
+            "clearmlcheckCertificate is {} in the values; the agent's own TLS verification changes at its next start (task pods follow at once)",
+            new.values.agentk8sglue.verifies_tls()
+        ));
+    }
     let wanted = new.values.agentk8sglue.api_server_url_reference.as_deref();
     let in_use = agent.api_server.as_deref().unwrap_or_default();
     if !api_from_env && wanted != Some(in_use) {
@@ -190,6 +197,10 @@ pub struct Dispatcher {
     told_too_big: HashSet<String>,
     /// The ClearML API URL came from the environment, not the values.
     api_from_env: bool,
+    /// `fileMounts` Secrets this process made exist (by name: the content's hash).
+    file_secrets: std::sync::Mutex<HashSet<String>>,
+    /// When to look for stale `fileMounts` Secrets next (`files.rs`).
+    next_files_gc: Instant,
 }
 
 impl Dispatcher {
@@ -245,6 +256,8 @@ impl Dispatcher {
             gate: WriteGate::default(),
             told_too_big: HashSet::new(),
             api_from_env,
+            file_secrets: Default::default(),
+            next_files_gc: Instant::now(),
         })
     }
 
@@ -268,7 +281,7 @@ impl Dispatcher {
         self.served = served;
         self.pending_queue = pending;
         // applied to the next launched pod
-        self.agent.apply_values(&cfg.values.agentk8sglue);
+        self.agent.apply_document(&cfg.values);
         self.cfg = cfg;
         let mut snap = self.snapshot.write();
         snap.served = self.served.clone();
@@ -342,6 +355,10 @@ impl Dispatcher {
                     };
             }
             self.reconcile().await;
+            if Instant::now() >= self.next_files_gc {
+                self.collect_file_secrets().await;
+                self.next_files_gc = Instant::now() + files::FILES_GC_PERIOD;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -408,6 +425,13 @@ mod tests {
                 "taskNamespace",
             ),
             ("worker id", "  workerId: w2\n", false, 1, "workerId"),
+            (
+                "the agent's TLS verification (task pods follow at once)",
+                "  clearmlcheckCertificate: false\n",
+                false,
+                1,
+                "clearmlcheckCertificate",
+            ),
             (
                 "two at once",
                 "  taskNamespace: other\n  workerId: w2\n",

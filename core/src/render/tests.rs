@@ -17,6 +17,7 @@ fn agent() -> AgentParams {
         credentials_secret: "clearml-agent-credentials".into(),
         default_image: None,
         bootstrap: Bootstrap::default(),
+        ..Default::default()
     }
 }
 

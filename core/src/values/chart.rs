@@ -476,7 +476,7 @@ pub const CHART_KEYS: &[ChartKey] = &[
     ChartKey {
         path: "agentk8sglue.queuePollFrequencySeconds",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
+        disposition: Disposition::Renamed("agentk8sglue.pollIntervalSeconds"),
         example: "5",
     },
     ChartKey {
@@ -494,7 +494,7 @@ pub const CHART_KEYS: &[ChartKey] = &[
     ChartKey {
         path: "agentk8sglue.workerIdOverride",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
+        disposition: Disposition::Renamed("agentk8sglue.workerId"),
         example: "my-agent",
     },
     ChartKey {
@@ -519,48 +519,60 @@ pub const CHART_KEYS: &[ChartKey] = &[
         path: "agentk8sglue.orchestrationDashboard",
         chart: Chart::Enterprise,
         disposition: Disposition::Honoured,
-        example: "{enabled: true}",
+        example: "{gpu: {reportMax: 8}, reportSeconds: 60}",
     },
     ChartKey {
         path: "agentk8sglue.monitoredResources",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
+        disposition: Disposition::NotApplicable(
+            "a cap on a resource summed over task pods, not enforced here: use maxPods or a ResourceQuota",
+        ),
         example: "{maxResources: 8}",
     },
     ChartKey {
         path: "agentk8sglue.serviceAccountClusterAccess",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
+        disposition: Disposition::NotApplicable(
+            "cluster-wide RBAC for the agent, which this agent does not need",
+        ),
         example: "true",
     },
     ChartKey {
         path: "agentk8sglue.useOwnerToken",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
+        disposition: Disposition::NotApplicable(
+            "tasks run with their owner's token, an Enterprise server feature: task pods use the agent's key pair",
+        ),
         example: "true",
     },
     ChartKey {
         path: "agentk8sglue.taskAsJob",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
+        disposition: Disposition::NotApplicable(
+            "tasks as Jobs: not built yet, tasks run as bare pods",
+        ),
         example: "true",
     },
     ChartKey {
         path: "agentk8sglue.appsQueue",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
-        example: "apps",
+        disposition: Disposition::NotApplicable(
+            "the tenant's applications queue, an Enterprise server feature",
+        ),
+        example: "{enabled: true}",
     },
     ChartKey {
-        path: "agentk8sglue.customCertificates",
+        path: "customCertificates",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
+        disposition: Disposition::NotApplicable(
+            "extra CA certificates, not installed: mount a bundle with volumes or fileMounts",
+        ),
         example: "{overrideCaCertificatesCrt: \"-----BEGIN CERTIFICATE-----\"}",
     },
     ChartKey {
         path: "agentk8sglue.serverTasks",
         chart: Chart::Enterprise,
-        disposition: Disposition::Honoured,
+        disposition: Disposition::NotApplicable("server tasks, an Enterprise server feature"),
         example: "{enabled: true}",
     },
 ];
@@ -581,23 +593,7 @@ mod tests {
 
     /// Keys another change adds to the schema (the Enterprise agent keys): listed here, parsed
     /// there. Empty once both are merged.
-    const AWAITING_SCHEMA: &[&str] = &[
-        "agentk8sglue.queuePollFrequencySeconds",
-        "agentk8sglue.statusReportFrequencySeconds",
-        "agentk8sglue.completedPodDeletionDelayMinutes",
-        "agentk8sglue.workerIdOverride",
-        "agentk8sglue.taskWorkerIdOverride",
-        "agentk8sglue.debugMode",
-        "agentk8sglue.multiNode.enabled",
-        "agentk8sglue.orchestrationDashboard",
-        "agentk8sglue.monitoredResources",
-        "agentk8sglue.serviceAccountClusterAccess",
-        "agentk8sglue.useOwnerToken",
-        "agentk8sglue.taskAsJob",
-        "agentk8sglue.appsQueue",
-        "agentk8sglue.customCertificates",
-        "agentk8sglue.serverTasks",
-    ];
+    const AWAITING_SCHEMA: &[&str] = &[];
 
     fn fixture(name: &str) -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -3,8 +3,8 @@
 //! Rules (documented in the README):
 //! - maps deep-merge, the override winning key by key (`labels`, `resources.limits`, …);
 //! - named lists merge by key, an override entry replacing the base entry with the same key in
-//!   place and new entries appended: `env`, `volumes`, `imagePullSecrets`, `initContainers` by
-//!   `name`, `volumeMounts` by `mountPath`, `ports` by `containerPort`, `hostAliases` by `ip`;
+//!   place and new entries appended: `env`, `volumes`, `imagePullSecrets`, `initContainers`,
+//!   `fileMounts` by `name`, `volumeMounts` by `mountPath`, `ports` by `containerPort`, `hostAliases` by `ip`;
 //! - `extraVolumes` / `extraVolumeMounts` concatenate (base first);
 //! - every other list, and every scalar, is replaced by the override.
 
@@ -15,7 +15,7 @@ use super::{FieldError, PodTemplate};
 /// The merge key of a named list, by the list's field name; `None` for lists that are replaced.
 fn list_key(field: &str) -> Option<&'static str> {
     match field {
-        "env" | "volumes" | "imagePullSecrets" | "initContainers" => Some("name"),
+        "env" | "volumes" | "imagePullSecrets" | "initContainers" | "fileMounts" => Some("name"),
         "volumeMounts" => Some("mountPath"),
         "ports" => Some("containerPort"),
         "hostAliases" => Some("ip"),

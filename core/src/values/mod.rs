@@ -30,8 +30,10 @@ mod errors;
 pub use errors::in_file_order;
 mod notices;
 pub use notices::Notice;
+pub mod enterprise;
 pub mod merge;
 pub mod rules;
+pub mod string_templates;
 
 /// A values document was refused; `path` names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +111,10 @@ pub struct Values {
     /// The chart's clearml-session ports mode: accepted, reported as not applicable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<Sessions>,
+    /// The Enterprise chart's CA certificates for the agent and task pods (accepted, reported:
+    /// see `notices.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_certificates: Option<enterprise::CustomCertificates>,
 }
 
 /// `imageCredentials`: a registry login for pulling the agent's own image (task pods get pull
@@ -266,10 +272,6 @@ pub struct AgentValues {
     /// Existing ClusterRoles bound to the agent's ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_cluster_role_bindings: Option<Vec<String>>,
-    /// `false`: the agent does not verify the ClearML server's TLS certificate (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clearmlcheck_certificate: Option<bool>,
-
     // --- settings the seeds do not name; defaults documented in the README ---
     /// Image for tasks that name none, when the queue has no `defaultImage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,6 +311,59 @@ pub struct AgentValues {
     /// [`DEFAULT_CLEARML_AGENT_VERSION`]), e.g. `==3.0.3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clearml_agent_version: Option<String>,
+    /// `false`: the agent and task pods do not verify the ClearML server's TLS certificate (the
+    /// chart's `clearmlcheckCertificate`; task pods get `CLEARML_API_HOST_VERIFY_CERT=0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearmlcheck_certificate: Option<bool>,
+
+    // --- Enterprise agent keys ---
+    /// The Enterprise name of `pollIntervalSeconds` (both may be given if they agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_poll_frequency_seconds: Option<f64>,
+    /// Seconds between the worker's `workers.status_report` calls (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_report_frequency_seconds: Option<f64>,
+    /// Minutes finished task pods are kept: the default of `succeededPodTtlSeconds` and
+    /// `failedPodTtlSeconds` (each, when given, wins for its pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_pod_deletion_delay_minutes: Option<u64>,
+    /// The Enterprise name of `workerId` (both may be given if they agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id_override: Option<String>,
+    /// The worker id template of task pods for queues without `customWorkerIdTemplate`
+    /// (placeholders as there, plus `{worker_id_parts[n]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_worker_id_override: Option<String>,
+    /// Debug logs of the agent (as `RUST_LOG=debug` for the agent's own crates; an explicit
+    /// `RUST_LOG` wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_mode: Option<bool>,
+    /// `multiNode.enabled: false` turns multi-node off: tasks' own `multi_node_request` is
+    /// ignored and a queue's `multiNode` is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_node: Option<enterprise::MultiNode>,
+    /// The Enterprise orchestration dashboard report (`gpu.reportMax` is `dashboardReportMaxGpu`,
+    /// `reportSeconds` its period; discovery and CPU reports are reported as not applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestration_dashboard: Option<enterprise::OrchestrationDashboard>,
+    /// A global limit on a resource summed over task pods (accepted, reported as not enforced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitored_resources: Option<enterprise::MonitoredResources>,
+    /// Cluster-wide RBAC for the agent (accepted, reported as not applicable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_cluster_access: Option<bool>,
+    /// Tasks run with their owner's token (accepted, reported as not applicable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_owner_token: Option<bool>,
+    /// Tasks as Jobs instead of pods (accepted; tasks still run as bare pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_as_job: Option<bool>,
+    /// The per-tenant applications queue (accepted, reported as not applicable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps_queue: Option<enterprise::AppsQueue>,
+    /// Enterprise server tasks (accepted as given, reported as not applicable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_tasks: Option<Value>,
 }
 
 /// `agentk8sglue.image`: the agent's image, as the open-source chart writes it.
@@ -340,19 +395,6 @@ pub struct AgentInitContainers {
     /// Resources of the chart's init container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-}
-
-/// One entry of `fileMounts`: the file `<folderPath>/<name>` holding `fileContent`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileMount {
-    /// File name (also its key in the Secret).
-    pub name: String,
-    /// Absolute directory the file appears in.
-    pub folder_path: String,
-    /// The file's content.
-    #[serde(default)]
-    pub file_content: String,
 }
 
 /// `global`: the chart's global settings.
@@ -521,9 +563,23 @@ pub struct PodTemplate {
     /// Grace period for task pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
-    /// Files written into the task container (the chart's `fileMounts`).
+    /// Files written into the task container (`{name, folderPath, fileContent}`, merged by
+    /// name): they reach the pod from a Secret the agent creates, never inline in the pod spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_mounts: Option<Vec<FileMount>>,
+}
+
+/// One `fileMounts` entry: the file `folderPath/name` with `fileContent`, read-only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileMount {
+    /// File name (a Secret key: letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Absolute directory the file appears in.
+    pub folder_path: String,
+    /// The file's content.
+    #[serde(default)]
+    pub file_content: String,
 }
 
 impl PodTemplate {
@@ -634,8 +690,15 @@ impl Values {
             )?;
         }
         self.validate_agent_pod()?;
+        a.validate_enterprise(root)?;
         a.base_pod_template
             .validate(&format!("{root}.basePodTemplate"))?;
+        if let Some((i, why)) = enterprise::file_mount_clash(&a.base_pod_template) {
+            return Err(FieldError::new(
+                format!("{root}.basePodTemplate.fileMounts[{i}]"),
+                why,
+            ));
+        }
         for (name, queue) in &a.queues {
             let path = format!("{root}.queues.{name}");
             check_queue_name(&path, name)?;
@@ -659,6 +722,12 @@ impl Values {
                     p.message,
                 )
             })?;
+            if let Some((i, why)) = enterprise::file_mount_clash(&merged) {
+                return Err(FieldError::new(
+                    format!("{path}.templateOverrides.fileMounts[{i}]"),
+                    why,
+                ));
+            }
         }
         Ok(())
     }
@@ -679,6 +748,7 @@ impl Values {
             image_credentials: None,
             clearml,
             agentk8sglue,
+            custom_certificates: self.custom_certificates.clone(),
             global: self.global.clone(),
             sessions: self.sessions.clone(),
         }
@@ -777,7 +847,7 @@ impl PodTemplate {
                 let at = format!("{path}.{field}.{key}");
                 validate::qualified_name(key).map_err(|m| FieldError::new(&at, m))?;
                 if field == "labels" {
-                    validate::label_value(value).map_err(|m| FieldError::new(&at, m))?;
+                    enterprise::check_label_value(value).map_err(|m| FieldError::new(&at, m))?;
                 }
             }
         }
@@ -847,6 +917,7 @@ impl PodTemplate {
                 format!("unsupported value {policy:?}: must be Always, IfNotPresent or Never"),
             ));
         }
+        self.validate_chart_fields(path)?;
         Ok(())
     }
 }
@@ -948,8 +1019,37 @@ fn check_image(path: &str, image: &str) -> Result<(), FieldError> {
 }
 
 /// Checks a worker-id template's `{placeholder}` names; `{{` and `}}` are literal braces.
+/// `{worker_id_parts[n]}` (the Enterprise chart's) is accepted too.
 pub(crate) fn check_worker_id_template(path: &str, template: &str) -> Result<(), FieldError> {
-    check_placeholders(path, template, WORKER_ID_PLACEHOLDERS)
+    let (plain, _) = strip_worker_id_parts(template);
+    check_placeholders(path, &plain, WORKER_ID_PLACEHOLDERS)
+}
+
+/// `template` with every `{worker_id_parts[n]}` replaced by `{worker_id}`, and the largest `n`.
+pub fn strip_worker_id_parts(template: &str) -> (String, Option<usize>) {
+    let mut out = String::with_capacity(template.len());
+    let mut max = None;
+    let mut rest = template;
+    while let Some(i) = rest.find("{worker_id_parts[") {
+        let after = &rest[i + "{worker_id_parts[".len()..];
+        let parsed = after
+            .split_once("]}")
+            .and_then(|(n, tail)| Some((n.parse::<usize>().ok()?, tail)));
+        match parsed {
+            Some((n, tail)) if !rest[..i].ends_with('{') || rest[..i].ends_with("{{") => {
+                out.push_str(&rest[..i]);
+                out.push_str("{worker_id}");
+                max = max.max(Some(n));
+                rest = tail;
+            }
+            _ => {
+                out.push_str(&rest[..i + 1]);
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    (out, max)
 }
 
 /// Checks that every `{placeholder}` of `template` is one of `known`; `{{` and `}}` are literal

@@ -108,6 +108,63 @@ impl Values {
                 &format!("the most session Services; {SESSIONS}"),
             );
         }
+
+        let a = &self.agentk8sglue;
+        let mut push = |set: bool, path: &str, message: &str| {
+            if set {
+                out.push(Notice {
+                    path: path.to_string(),
+                    message: message.to_string(),
+                });
+            }
+        };
+        // --- Enterprise agent keys (one push per key) ---
+        push(
+            a.orchestration_dashboard.as_ref().is_some_and(|d| {
+                d.cpu.is_some()
+                    || d.gpu.as_ref().is_some_and(|g| g.discovery.is_some())
+                    || matches!(d.report_type.as_deref(), Some("global" | "aggregate"))
+            }),
+            "agentk8sglue.orchestrationDashboard",
+            "GPU/CPU node discovery, CPU reports and the global/aggregate report types of the Enterprise agent are not implemented: only gpu.reportMax (as dashboardReportMaxGpu) and reportSeconds are reported, by this agent alone",
+        );
+        push(
+            a.monitored_resources.is_some(),
+            "agentk8sglue.monitoredResources",
+            "the Enterprise agent caps a resource summed over task pods; this agent does not enforce it: limit pods with maxPods (global or per queue) or a ResourceQuota in the task namespace",
+        );
+        push(
+            a.service_account_cluster_access == Some(true),
+            "agentk8sglue.serviceAccountClusterAccess",
+            "the Enterprise chart gives the agent cluster-wide RBAC (node discovery, multi-node across namespaces); this agent needs only its Role in its namespace, and install creates no ClusterRole for it",
+        );
+        push(
+            a.use_owner_token == Some(true),
+            "agentk8sglue.useOwnerToken",
+            "the Enterprise agent runs each task with its owner's token (impersonation, an Enterprise server feature); here task pods use the agent's key pair",
+        );
+        push(
+            a.task_as_job == Some(true),
+            "agentk8sglue.taskAsJob",
+            "the chart runs tasks as Jobs; this agent does not build Jobs yet: tasks still run as bare pods (restartPolicy Never), which it watches and cleans up itself",
+        );
+        push(
+            a.apps_queue
+                .as_ref()
+                .is_some_and(|q| q.enabled == Some(true)),
+            "agentk8sglue.appsQueue",
+            "the Enterprise agent serves the tenant's applications queue (per-tenant apps, an Enterprise server feature); this agent serves only the queues in queues/queue",
+        );
+        push(
+            a.server_tasks.is_some(),
+            "agentk8sglue.serverTasks",
+            "the Enterprise agent runs server tasks that need several pods (an Enterprise server feature); this agent has no server tasks",
+        );
+        push(
+            self.custom_certificates.is_some(),
+            "customCertificates",
+            "the Enterprise chart installs extra CA certificates in the agent and task pods; this agent does not: mount a CA bundle with basePodTemplate volumes or fileMounts and point SSL_CERT_FILE / REQUESTS_CA_BUNDLE at it (the agent itself: clearmlcheckCertificate or CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY)",
+        );
         out
     }
 }

@@ -46,6 +46,10 @@ pub struct StatusView {
     pub gpu_reporting_max_gpus: Option<u32>,
     /// Per-queue load.
     pub queues: Vec<QueueSummaryView>,
+    /// Whether the ClearML server's TLS certificate is verified (`None`: an agent too old to say).
+    pub tls: Option<TlsView>,
+    /// Keys of the values in force accepted without effect, one line each (`path: why`).
+    pub notices: Vec<String>,
     /// When the status was read (for ages in the table).
     #[serde(skip)]
     pub now: DateTime<Utc>,
@@ -66,6 +70,15 @@ pub struct ClearmlView {
     pub server_version: String,
     /// How the agent takes tasks from their queues on that server.
     pub take_protocol: String,
+}
+
+/// TLS verification of the ClearML server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TlsView {
+    /// The agent's own calls.
+    pub agent_verifies: bool,
+    /// Task pods.
+    pub tasks_verify: bool,
 }
 
 /// Converts the proto answer.
@@ -92,6 +105,15 @@ pub fn to_view(resp: GetStatusResponse, now: DateTime<Utc>) -> StatusView {
         },
         gpu_reporting_max_gpus: resp.gpu_reporting.and_then(|g| g.max_gpus),
         queues: resp.queues.into_iter().map(to_summary).collect(),
+        tls: resp.tls.map(|t| TlsView {
+            agent_verifies: t.agent_verifies,
+            tasks_verify: t.tasks_verify,
+        }),
+        notices: resp
+            .notices
+            .into_iter()
+            .map(|n| format!("{}: {}", n.path, n.message))
+            .collect(),
         now,
     }
 }
@@ -133,8 +155,27 @@ impl Tabular for StatusView {
             lines.push(("Last error:", self.clearml.last_error.clone()));
         }
         lines.push(("GPU report:", gpu));
+        if let Some(tls) = self.tls {
+            let word = |on: bool| if on { "verified" } else { "NOT verified" };
+            let text = if tls.agent_verifies == tls.tasks_verify {
+                format!("{} (agent and task pods)", word(tls.agent_verifies))
+            } else {
+                format!(
+                    "agent: {}, task pods: {}",
+                    word(tls.agent_verifies),
+                    word(tls.tasks_verify)
+                )
+            };
+            lines.push(("TLS:", text));
+        }
         for (label, value) in lines {
             writeln!(out, "{label:<12}{value}")?;
+        }
+        if !self.notices.is_empty() {
+            writeln!(out, "\nValues accepted without effect here:")?;
+            for n in &self.notices {
+                writeln!(out, "  {n}")?;
+            }
         }
         writeln!(out)?;
         if self.queues.is_empty() {
@@ -147,7 +188,9 @@ impl Tabular for StatusView {
 
 #[cfg(test)]
 mod tests {
-    use clearml_agent_proto::v1::{ClearmlConnection, GpuReporting, QueueSummary};
+    use clearml_agent_proto::v1::{
+        ClearmlConnection, GpuReporting, Notice, QueueSummary, TlsVerification,
+    };
 
     use super::*;
     use crate::output::OutputFormat;
@@ -181,6 +224,7 @@ mod tests {
                 gpu_reporting: Some(GpuReporting { max_gpus: Some(16) }),
                 namespace: "clearml".into(),
                 worker_id: "k8s-agent:clearml".into(),
+                ..Default::default()
             },
             now,
         )
@@ -218,6 +262,52 @@ mod tests {
         assert_eq!(v["gpu_reporting_max_gpus"], 16);
         assert_eq!(v["queues"][0]["pods_running"], 3);
         assert!(v.get("now").is_none());
+    }
+
+    #[test]
+    fn status_states_tls_verification_and_lists_the_notices() {
+        let mut resp = GetStatusResponse {
+            tls: Some(TlsVerification {
+                agent_verifies: false,
+                tasks_verify: false,
+            }),
+            notices: vec![Notice {
+                path: "agentk8sglue.taskAsJob".into(),
+                message: "tasks still run as bare pods".into(),
+            }],
+            ..Default::default()
+        };
+        let v = to_view(resp.clone(), Utc::now());
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&v, OutputFormat::Table, &mut out, &mut err).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("TLS:        NOT verified (agent and task pods)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Values accepted without effect here:\n  agentk8sglue.taskAsJob: tasks still run as bare pods\n"
+            ),
+            "{text}"
+        );
+        resp.tls = Some(TlsVerification {
+            agent_verifies: true,
+            tasks_verify: false,
+        });
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(
+            &to_view(resp, Utc::now()),
+            OutputFormat::Table,
+            &mut out,
+            &mut err,
+        )
+        .expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("TLS:        agent: verified, task pods: NOT verified\n"),
+            "{text}"
+        );
     }
 
     #[test]

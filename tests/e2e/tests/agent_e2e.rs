@@ -17,6 +17,8 @@ use clearml_doubles::{
 use clearml_e2e::agent::{AgentProcess, AgentSpec};
 use serde_json::{Value, json};
 
+#[path = "agent_e2e/chart.rs"]
+mod chart;
 #[path = "agent_e2e/control.rs"]
 mod control;
 #[path = "agent_e2e/demo.rs"]

@@ -132,6 +132,8 @@ const ERROR_PATH_ONLY: &[(&str, &str, &str)] = &[
     ("", "pods", "get"),
     ("", "services", "get"),
     ("", "services", "patch"),
+    // a fileMounts Secret is deleted only once stale (unused, and older than ten minutes)
+    ("", "secrets", "delete"),
 ];
 
 /// The Role grants exactly what the agent calls: every call recorded while the agent dispatches
@@ -141,7 +143,8 @@ const ERROR_PATH_ONLY: &[(&str, &str, &str)] = &[
 async fn the_role_grants_exactly_what_the_agent_calls() {
     use clearml_agent_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
     let env = Env::new(SimOptions::default()).await;
-    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 1\n  queues:\n    rbac-single: {}\n    rbac-multi:\n      templateOverrides:\n        resources:\n          limits:\n            nvidia.com/gpu: 2\n      queueSettings:\n        multiNode: [2, 2]\n";
+    // rbac-single has fileMounts: the agent creates their Secret
+    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 1\n  queues:\n    rbac-single:\n      templateOverrides:\n        fileMounts:\n          - name: pip.conf\n            folderPath: /etc\n            fileContent: x\n    rbac-multi:\n      templateOverrides:\n        resources:\n          limits:\n            nvidia.com/gpu: 2\n      queueSettings:\n        multiNode: [2, 2]\n";
     env.kube
         .create("configmaps", NS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "clearml-agent"}, "data": {"values.yaml": values}}))
         .expect("configmap");
