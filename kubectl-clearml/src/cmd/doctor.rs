@@ -50,6 +50,8 @@ use crate::{
 
 /// Last lines of a failing agent pod's log shown under its check.
 const LOG_LINES: usize = 10;
+/// Lines of a failing agent pod's log read (the error may sit above a backtrace).
+const LOG_TAIL: i64 = 200;
 /// How long the agent's status may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Resources the agent works on in the task namespace (pods and their rendezvous Services and
@@ -576,7 +578,7 @@ async fn gather(args: &DoctorArgs, ctx: &Ctx, client: &Client) -> Facts {
                 } else {
                     let name = pod.metadata.name.clone().unwrap_or_default();
                     let params = LogParams {
-                        tail_lines: Some(LOG_LINES as i64),
+                        tail_lines: Some(LOG_TAIL),
                         ..Default::default()
                     };
                     pods_api.logs(&name, &params).await.unwrap_or_default()
@@ -1093,7 +1095,7 @@ pub fn agent_check(
     };
     let name = pod.metadata.name.clone().unwrap_or_default();
     let (reason, image_problem) = pod_reason(pod);
-    let details: Vec<String> = last_lines(log, LOG_LINES)
+    let details: Vec<String> = log_excerpt(log, LOG_LINES)
         .into_iter()
         .map(|l| format!("log: {l}"))
         .collect();
@@ -1153,7 +1155,7 @@ fn pod_reason(pod: &Pod) -> (String, bool) {
             parts.push(text);
         }
         if c.restart_count > 0 {
-            parts.push(format!("{} restarts", c.restart_count));
+            parts.push(count(c.restart_count.unsigned_abs() as usize, "restart"));
         }
     }
     if parts.is_empty() {
@@ -1172,12 +1174,20 @@ fn pod_reason(pod: &Pod) -> (String, bool) {
     (parts.join("; "), image)
 }
 
-fn last_lines(text: &str, n: usize) -> Vec<String> {
+/// At most `n` lines of a log that says why the process ended: from its last `Error:` line (what
+/// the agent prints when it exits) up to a backtrace, else the last `n` lines.
+pub fn log_excerpt(text: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
+    let picked: Vec<&str> = match lines.iter().rposition(|l| l.starts_with("Error: ")) {
+        Some(i) => lines[i..]
+            .iter()
+            .take_while(|l| !l.starts_with("Stack backtrace:"))
+            .take(n)
+            .copied()
+            .collect(),
+        None => lines[lines.len().saturating_sub(n)..].to_vec(),
+    };
+    picked.into_iter().map(str::to_string).collect()
 }
 
 /// The agent reaches ClearML: its status, or the login error a crash-looping agent left.
@@ -1239,28 +1249,28 @@ pub fn clearml_check(
         AgentAnswer::NotAsked => {
             let login = pods.as_ref().ok().and_then(|pods| {
                 pods.iter().find_map(|(pod, log)| {
-                    let messages = pod
+                    let messages: Vec<String> = pod
                         .status
                         .iter()
                         .flat_map(|s| s.container_statuses.iter().flatten())
                         .filter_map(|c| {
                             c.last_state
                                 .as_ref()
-                                .or(c.state.as_ref())
                                 .and_then(|s| s.terminated.as_ref())
+                                .or_else(|| c.state.as_ref().and_then(|s| s.terminated.as_ref()))
                                 .and_then(|t| t.message.clone())
-                        });
+                        })
+                        .collect();
                     messages
-                        .chain(std::iter::once(log.clone()))
-                        .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
-                        .filter(|l| l.contains(LOGIN_FAILURE))
-                        .last()
+                        .iter()
+                        .chain(std::iter::once(log))
+                        .find_map(|text| login_failure(text))
                 })
             });
             match login {
-                Some(line) => Check::fail(
+                Some(why) => Check::fail(
                     "clearml",
-                    format!("the agent cannot log in to ClearML: {}", login_text(&line)),
+                    format!("the agent cannot log in to ClearML: {why}"),
                     credentials_fix,
                 ),
                 None => Check::warn(
@@ -1273,15 +1283,32 @@ pub fn clearml_check(
     }
 }
 
-/// The login error from a log line (from the message on, without the log prefix).
-fn login_text(line: &str) -> String {
-    match line.find(LOGIN_FAILURE) {
-        Some(i) => line[i + LOGIN_FAILURE.len()..]
-            .trim_start_matches([':', ' '])
-            .trim()
-            .to_string(),
-        None => line.trim().to_string(),
+/// The agent's login error in a log or termination message: the text after
+/// [`LOGIN_FAILURE`] on its line, else its first cause (anyhow's `Caused by:` lines below it).
+pub fn login_failure(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().rposition(|l| l.contains(LOGIN_FAILURE))?;
+    let line = lines[at];
+    let rest = line[line.find(LOGIN_FAILURE).unwrap_or(0) + LOGIN_FAILURE.len()..]
+        .trim_start_matches([':', ' '])
+        .trim();
+    if !rest.is_empty() {
+        return Some(rest.to_string());
     }
+    let cause = lines[at + 1..]
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && *l != "Caused by:")
+        .take_while(|l| !l.starts_with("Stack backtrace:"))
+        .map(|l| {
+            // several causes are numbered: `0: …`
+            match l.split_once(": ") {
+                Some((n, m)) if n.chars().all(|c| c.is_ascii_digit()) => m,
+                _ => l,
+            }
+        })
+        .next();
+    Some(cause.unwrap_or("no reason given").to_string())
 }
 
 /// One check per served queue: resolved in ClearML by the agent, or created by it.

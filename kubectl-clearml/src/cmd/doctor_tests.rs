@@ -82,6 +82,42 @@ fn the_required_access_is_every_verb_of_the_rendered_role() {
 }
 
 #[test]
+fn log_excerpts_start_at_the_error_and_stop_at_the_backtrace() {
+    let crashed = "INFO a\nINFO b\nError: cannot log in to ClearML\n\nCaused by:\n    401\nStack backtrace:\n   0: main\n";
+    assert_eq!(
+        log_excerpt(crashed, 10),
+        ["Error: cannot log in to ClearML", "Caused by:", "    401"]
+    );
+    let plain = (1..=15).map(|i| format!("line {i}\n")).collect::<String>();
+    let tail = log_excerpt(&plain, 3);
+    assert_eq!(tail, ["line 13", "line 14", "line 15"]);
+    assert!(log_excerpt("", 3).is_empty());
+}
+
+#[test]
+fn login_failures_are_read_from_the_line_or_its_cause() {
+    let cases = [
+        (
+            "x\nError: cannot log in to ClearML: 401 Unauthorized\n",
+            Some("401 Unauthorized"),
+        ),
+        (
+            "Error: cannot log in to ClearML\n\nCaused by:\n    ClearML auth.login returned 401/22\nStack backtrace:\n 0: x\n",
+            Some("ClearML auth.login returned 401/22"),
+        ),
+        (
+            "Error: cannot log in to ClearML\n\nCaused by:\n    0: outer\n    1: inner\n",
+            Some("outer"),
+        ),
+        ("Error: cannot log in to ClearML\n", Some("no reason given")),
+        ("Error: something else\n", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(login_failure(text).as_deref(), want, "{text:?}");
+    }
+}
+
+#[test]
 fn rbac_verdicts_name_each_missing_permission() {
     let access = |verb: &str| Access {
         namespace: "ml".into(),
