@@ -539,8 +539,29 @@ async fn access_review(
         ));
     }
     let bytes = read_body(body).await?;
-    let doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid access review: {e}")))?;
+    let mime = ctx
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("application/json")
+        .trim()
+        .to_string();
+    let doc: Value = match mime.as_str() {
+        "application/json" | "" | "*/*" => serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid {}: {e}", info.resource)))?,
+        "application/yaml" => serde_yaml::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid {}: {e}", info.resource)))?,
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
+                ),
+            ));
+        }
+    };
     let requester = authz::Requester {
         impersonate_user: ctx
             .headers
