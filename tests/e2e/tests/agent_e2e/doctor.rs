@@ -66,6 +66,69 @@ fn deployment_available(env: &Env, available: i32) {
         .expect("deployment status");
 }
 
+/// Before install, `doctor -f` checks the file: what install creates is a WARN (exit 0); a file
+/// with several mistakes is one FAIL listing each with its path (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_before_install_checks_the_values_file() {
+    let env = Env::new(SimOptions::default()).await;
+    let kc = Plugin::new(&env);
+    let good = env.dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        format!(
+            "clearml:\n  agentk8sglueKey: k\n  agentk8sglueSecret: s\nagentk8sglue:\n  apiServerUrlReference: {}\n  createQueues: true\n  queues:\n    {QUEUE}: {{}}\n",
+            env.clearml.url()
+        ),
+    )
+    .expect("values");
+    let (ok, report) = doctor_json(&kc, &["-f", good.to_str().expect("utf-8")]);
+    assert!(ok, "{report:#}");
+    assert!(with_status(&report, "fail").is_empty(), "{report:#}");
+    for name in ["secret", "configmap", "rbac", "agent"] {
+        let c = check(&report, name);
+        assert_eq!(c["status"], "warn", "{c}");
+        assert!(
+            c["fix"].as_str().is_some_and(|f| f.contains("install")),
+            "{c}"
+        );
+    }
+    assert_eq!(check(&report, "values")["status"], "ok");
+    assert!(
+        env.kube.get("configmaps", NS, "clearml-agent").is_none(),
+        "doctor writes nothing"
+    );
+
+    let bad = env.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "agentk8sglue:\n  queus: {}\n  pollIntervalSeconds: 0\n  queues:\n    red:\n      queueSettings:\n        maxPods: many\n",
+    )
+    .expect("values");
+    let (ok, report) = doctor_json(&kc, &["-f", bad.to_str().expect("utf-8")]);
+    assert!(!ok);
+    let values = check(&report, "values");
+    assert_eq!(values["status"], "fail");
+    let details: Vec<&str> = values["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(details.len(), 3, "{values}");
+    assert!(
+        details[0].starts_with("agentk8sglue.queus: unknown key"),
+        "{values}"
+    );
+    assert!(
+        details[1].starts_with("agentk8sglue.pollIntervalSeconds"),
+        "{values}"
+    );
+    assert!(
+        details[2].starts_with("agentk8sglue.queues.red.queueSettings.maxPods"),
+        "{values}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_passes_a_healthy_install_and_names_each_breakage() {
     let env = Env::new(SimOptions::default()).await;

@@ -17,7 +17,15 @@ pub(super) struct Plugin<'a> {
     agent_addr: Option<String>,
 }
 
-impl Plugin<'_> {
+impl<'a> Plugin<'a> {
+    /// The plugin against `env`'s doubles, reaching the agent by port-forward.
+    pub(super) fn new(env: &'a Env) -> Self {
+        Self {
+            env,
+            agent_addr: None,
+        }
+    }
+
     pub(super) fn run(&self, args: &[&str]) -> Output {
         let mut cmd = std::process::Command::new(plugin_binary().expect("plugin builds"));
         cmd.arg("--kubeconfig")
