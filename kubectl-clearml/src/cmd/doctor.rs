@@ -213,6 +213,10 @@ impl Tabular for DoctorView {
 
 /// A read that may have failed for a reason other than "not found".
 pub type Read<T> = Result<Option<T>, String>;
+/// Pods, each with its last log lines (empty for Ready pods).
+pub type PodLogs = Vec<(Pod, String)>;
+/// The agent's pods, or why they could not be listed.
+pub type AgentPods = Result<PodLogs, String>;
 
 /// The answer of one access review.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,7 +290,7 @@ pub struct Facts {
     /// The agent's Deployment.
     pub deployment: Read<Deployment>,
     /// The agent's pods, each with its last log lines.
-    pub pods: Result<Vec<(Pod, String)>, String>,
+    pub pods: AgentPods,
     /// What the agent's control API answered.
     pub agent: AgentAnswer,
     /// The task namespace, whether it exists, and its credentials Secret (when it differs).
@@ -1009,7 +1013,7 @@ fn rbac_check(ns: &str, rbac: &Rbac, preflight: bool) -> Check {
 pub fn agent_check(
     ns: &str,
     deployment: &Read<Deployment>,
-    pods: &Result<Vec<(Pod, String)>, String>,
+    pods: &AgentPods,
     preflight: bool,
 ) -> Check {
     let d = match deployment {
@@ -1191,12 +1195,7 @@ pub fn log_excerpt(text: &str, n: usize) -> Vec<String> {
 }
 
 /// The agent reaches ClearML: its status, or the login error a crash-looping agent left.
-pub fn clearml_check(
-    ns: &str,
-    agent: &AgentAnswer,
-    pods: &Result<Vec<(Pod, String)>, String>,
-    secret: &str,
-) -> Check {
+pub fn clearml_check(ns: &str, agent: &AgentAnswer, pods: &AgentPods, secret: &str) -> Check {
     let credentials_fix = format!(
         "check the ClearML key pair in Secret {secret} (create new ones in the ClearML UI: Settings → Workspace → App Credentials), then re-run kubectl clearml install with clearml.agentk8sglueKey/agentk8sglueSecret"
     );

@@ -178,7 +178,8 @@ fn rbac_verdicts_name_each_missing_permission() {
 fn the_agent_check_explains_a_pod_that_is_not_ready() {
     let log =
         "2026-01-01T00:00:00Z  INFO starting\nError: cannot log in to ClearML: 401 Unauthorized\n";
-    let cases: Vec<(Read<Deployment>, Vec<(Pod, String)>, bool, Level, &str)> = vec![
+    type Case<'a> = (Read<Deployment>, PodLogs, bool, Level, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             Ok(Some(deployment(1, 1))),
             vec![(ready_pod(), String::new())],
@@ -261,7 +262,8 @@ fn status(state: State, last_error: &str, queues: &[(&str, &str)]) -> AgentAnswe
 #[test]
 fn the_clearml_check_reads_the_agent_or_its_crash() {
     let crashed = |message: &str, log: &str| Ok(vec![(crashing_pod(message), log.to_string())]);
-    let cases: Vec<(AgentAnswer, Result<Vec<(Pod, String)>, String>, Level, &str)> = vec![
+    type Case<'a> = (AgentAnswer, AgentPods, Level, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             status(State::Ok, "", &[]),
             Ok(vec![]),
@@ -371,7 +373,8 @@ fn secret(data: serde_json::Value) -> Secret {
 fn the_credentials_secret_needs_both_keys() {
     let with_keys = values("clearml:\n  agentk8sglueKey: k\n  agentk8sglueSecret: s\n");
     let existing = values("clearml:\n  existingAgentk8sglueSecret: mine\n");
-    let cases: Vec<(Read<Secret>, bool, Option<&Values>, Level, &str)> = vec![
+    type Case<'a> = (Read<Secret>, bool, Option<&'a Values>, Level, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             Ok(Some(secret(
                 json!({"agentk8sglue_key": "aw==", "agentk8sglue_secret": "cw=="}),

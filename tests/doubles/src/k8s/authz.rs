@@ -225,7 +225,7 @@ fn applies_to<'a>(
 fn applies_to_user(attrs: &Attributes, subject: &Subject, namespace: &str) -> bool {
     match subject.kind.as_str() {
         "User" => attrs.user == subject.name,
-        "Group" => attrs.groups.iter().any(|g| *g == subject.name),
+        "Group" => attrs.groups.contains(&subject.name),
         "ServiceAccount" => {
             let sa_namespace = subject
                 .namespace
@@ -284,7 +284,7 @@ pub fn rule_allows(attrs: &Attributes, rule: &PolicyRule) -> bool {
     });
     let name = match rule.resource_names.as_deref() {
         None | Some([]) => true,
-        Some(names) => names.iter().any(|n| *n == attrs.name),
+        Some(names) => names.contains(&attrs.name),
     };
     verb && group && resource && name
 }
