@@ -442,6 +442,8 @@ async fn credentials_never_leak_outside_the_secret() {
             vec!["queues", "get", "leak-queue"],
             vec!["queues", "render", "leak-queue", "--task", ok.as_str()],
             vec!["describe", "task", ok.as_str()],
+            vec!["doctor"],
+            vec!["doctor", "-f", file.to_str().expect("utf-8")],
         ] {
             let mut a = args.clone();
             a.extend(["-o", fmt]);
