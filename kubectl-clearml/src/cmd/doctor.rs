@@ -979,7 +979,7 @@ fn rbac_check(ns: &str, rbac: &Rbac, preflight: bool) -> Check {
             "re-run kubectl clearml install (it applies Role and RoleBinding {AGENT_NAME}), or grant these to {who} (kubectl -n {ns} edit role {AGENT_NAME})"
         );
         let message = format!(
-            "{who} may not do {} of the {} things the agent needs",
+            "{who} lacks {} of the {} permissions the agent needs",
             denied.len(),
             answers.len()
         );
@@ -1003,7 +1003,7 @@ fn rbac_check(ns: &str, rbac: &Rbac, preflight: bool) -> Check {
     Check::ok(
         "rbac",
         format!(
-            "{who} may do all {} things the agent needs (Role {AGENT_NAME})",
+            "{who} has all {} permissions the agent needs (Role {AGENT_NAME})",
             answers.len()
         ),
     )
