@@ -543,3 +543,35 @@ fn the_report_prints_one_line_per_check_with_its_fix_and_json_is_stable() {
     );
     assert_eq!(v["checks"][0]["fix"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_separate_task_namespace_needs_to_exist_with_the_secret_and_the_pull_secrets() {
+    let mut f = facts();
+    f.task_namespace = Some(("tasks".into(), Ok(None), Ok(None)));
+    f.pull_secrets = vec![
+        ("regcred".into(), Ok(None)),
+        ("present".into(), Ok(Some(secret(json!({}))))),
+    ];
+    let all = checks(&f);
+    let level = |name: &str| {
+        all.iter()
+            .find(|c| c.name == name)
+            .map(|c| c.status)
+            .unwrap_or_else(|| panic!("no check {name}: {all:#?}"))
+    };
+    assert_eq!(level("task-namespace"), Level::Fail);
+    assert_eq!(level("task-secret"), Level::Fail);
+    assert_eq!(level("pull-secret/regcred"), Level::Fail);
+    assert_eq!(level("pull-secret/present"), Level::Ok);
+    assert!(all.iter().all(|c| c.name != "pull-secrets"));
+    let regcred = all
+        .iter()
+        .find(|c| c.name == "pull-secret/regcred")
+        .expect("check");
+    assert!(
+        regcred.fix.as_deref().is_some_and(
+            |f| f.starts_with("kubectl -n tasks create secret docker-registry regcred")
+        ),
+        "{regcred:?}"
+    );
+}
