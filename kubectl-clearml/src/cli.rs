@@ -70,8 +70,28 @@ pub enum Command {
     Describe(DescribeCommand),
     /// Print a task pod's log, straight from the Kubernetes API.
     Logs(LogsArgs),
+    /// Check an install (or a values file before installing): values, namespace, Secret,
+    /// ConfigMap, RBAC, the agent pod, ClearML, queues, task namespace and pull secrets.
+    Doctor(DoctorArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
+}
+
+/// `doctor` flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DoctorArgs {
+    /// Values file (YAML) to check as well, as `install` would read it (repeatable, later ones
+    /// win); without it, the installed ConfigMap's values are checked.
+    #[arg(
+        short = 'f',
+        long = "values",
+        visible_alias = "filename",
+        value_name = "FILE"
+    )]
+    pub values: Vec<PathBuf>,
+    /// Set a value on top of the files, as `install --set` does.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// `install` flags.

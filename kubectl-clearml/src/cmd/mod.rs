@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod completion;
 pub mod describe;
+pub mod doctor;
 pub mod gpu;
 pub mod install;
 pub mod logs;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks(args) => tasks::run(args, &ctx).await,
         Command::Describe(DescribeCommand::Task { id }) => describe::run(&id, &ctx).await,
         Command::Logs(args) => logs::run(args, &ctx).await,
+        Command::Doctor(args) => doctor::run(args, &ctx).await,
         Command::Completion(args) => completion::run(args),
     }
 }

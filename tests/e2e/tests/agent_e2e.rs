@@ -23,6 +23,8 @@ mod chart;
 mod control;
 #[path = "agent_e2e/demo.rs"]
 mod demo;
+#[path = "agent_e2e/doctor.rs"]
+mod doctor;
 #[path = "agent_e2e/old_server.rs"]
 mod old_server;
 #[path = "agent_e2e/plugin.rs"]

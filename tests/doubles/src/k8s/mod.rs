@@ -14,6 +14,7 @@
 
 mod api;
 mod apply;
+pub mod authz;
 mod defaults;
 mod deletion;
 pub mod discovery;
@@ -199,6 +200,34 @@ impl KubeDouble {
             patch_type,
             body.as_bytes(),
             false,
+            &opts,
+        )?;
+        Ok((*w.object).clone())
+    }
+
+    /// Patches an object's `status` subresource, as a controller does (e.g. a Deployment's
+    /// `availableReplicas`, which no controller of the double maintains).
+    pub fn patch_status(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        patch_type: PatchType,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let id = resource_id(resource)?;
+        let opts = WriteOpts {
+            field_manager: Some("kube-double".into()),
+            ..Default::default()
+        };
+        let body = patch.to_string();
+        let w = self.shared.patch(
+            id,
+            namespace,
+            name,
+            patch_type,
+            body.as_bytes(),
+            true,
             &opts,
         )?;
         Ok((*w.object).clone())

@@ -23,7 +23,7 @@ use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 
 use super::{
     api::{DeleteOpts, Deleted, ListOpts, WriteOpts},
-    discovery,
+    authz, discovery,
     faults::{self, Verdict},
     kubelet::{self, LogOpts},
     patch::PatchType,
@@ -522,8 +522,88 @@ fn delete_opts(ctx: &Ctx<'_>, body: &[u8]) -> Result<DeleteOpts, ApiError> {
     Ok(opts)
 }
 
+/// `POST` of an access review: answered from the stored RBAC objects, never stored.
+async fn access_review(
+    ctx: &Ctx<'_>,
+    kind: authz::Review,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let info = ctx.info;
+    if kind.namespaced() == info.namespace.is_empty() || !info.subresource.is_empty() {
+        return Err(ApiError::not_found_path());
+    }
+    if info.verb != "create" || !info.name.is_empty() {
+        return Err(ApiError::method_not_allowed(
+            ctx.method.as_str(),
+            &info.resource,
+        ));
+    }
+    let bytes = read_body(body).await?;
+    let mime = ctx
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("application/json")
+        .trim()
+        .to_string();
+    let doc: Value = match mime.as_str() {
+        "application/json" | "" | "*/*" => serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid {}: {e}", info.resource)))?,
+        "application/yaml" => serde_yaml::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid {}: {e}", info.resource)))?,
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
+                ),
+            ));
+        }
+    };
+    let requester = authz::Requester {
+        impersonate_user: ctx
+            .headers
+            .get("Impersonate-User")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        impersonate_groups: ctx
+            .headers
+            .get_all("Impersonate-Group")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect(),
+    };
+    let policy = {
+        let store = ctx.shared.store.lock();
+        let view = super::StoreView { store: &store };
+        fn typed<K: serde::de::DeserializeOwned>(items: Vec<&Value>) -> Vec<K> {
+            items
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v.clone()).ok())
+                .collect()
+        }
+        authz::Policy {
+            roles: typed(view.list("roles", None)),
+            role_bindings: typed(view.list("rolebindings", None)),
+            cluster_roles: typed(view.list("clusterroles", None)),
+            cluster_role_bindings: typed(view.list("clusterrolebindings", None)),
+        }
+    };
+    let answer = authz::review(&policy, kind, &info.namespace, &requester, doc)?;
+    Ok(json_response(StatusCode::CREATED, &answer, &[]))
+}
+
 async fn resource_request(ctx: &Ctx<'_>, body: Body) -> Result<Response, ApiError> {
     let info = ctx.info;
+    if info.group == authz::GROUP
+        && info.version == "v1"
+        && let Some(kind) = authz::Review::from_plural(&info.resource)
+    {
+        return access_review(ctx, kind, body).await;
+    }
     let Some(id): Option<ResourceId> = find(&info.group, &info.version, &info.resource) else {
         return Err(ApiError::not_found_path());
     };

@@ -12,14 +12,24 @@ use super::*;
 mod chart;
 
 const CM: &str = "clearml-agent";
+/// The installed Deployment's pod, as the Kubernetes double plays it.
+pub(super) const AGENT_POD: &str = "clearml-agent-7d9f8-abcde";
 
-struct Plugin<'a> {
+pub(super) struct Plugin<'a> {
     env: &'a Env,
     agent_addr: Option<String>,
 }
 
-impl Plugin<'_> {
-    fn run(&self, args: &[&str]) -> Output {
+impl<'a> Plugin<'a> {
+    /// The plugin against `env`'s doubles, reaching the agent by port-forward.
+    pub(super) fn new(env: &'a Env) -> Self {
+        Self {
+            env,
+            agent_addr: None,
+        }
+    }
+
+    pub(super) fn run(&self, args: &[&str]) -> Output {
         let mut cmd = std::process::Command::new(plugin_binary().expect("plugin builds"));
         cmd.arg("--kubeconfig")
             .arg(&self.env.kubeconfig)
@@ -34,7 +44,7 @@ impl Plugin<'_> {
     }
 
     /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(super) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -46,7 +56,7 @@ impl Plugin<'_> {
     }
 
     /// Runs and expects failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
+    pub(super) fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             !out.status.success(),
@@ -57,7 +67,7 @@ impl Plugin<'_> {
 }
 
 /// Installs with the plugin, then runs the agent the way the installed Deployment would.
-async fn installed<'a>(env: &'a Env, values: &str) -> (AgentProcess, Plugin<'a>) {
+pub(super) async fn installed<'a>(env: &'a Env, values: &str) -> (AgentProcess, Plugin<'a>) {
     let (key, secret) = env.clearml.credentials();
     let file = env.dir.path().join("install-values.yaml");
     let doc = format!(
@@ -100,20 +110,19 @@ async fn installed<'a>(env: &'a Env, values: &str) -> (AgentProcess, Plugin<'a>)
     // backed by the agent process's gRPC listener, so the plugin port-forwards like in a cluster.
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "clearml-agent-7d9f8-abcde", "labels": {"app.kubernetes.io/name": "clearml-agent"}},
+        "metadata": {"name": AGENT_POD, "labels": {"app.kubernetes.io/name": "clearml-agent"}},
         "spec": {"containers": [{"name": "agent", "image": "clearml-k8s-agent:0.1.0"}]},
     });
     env.kube.create("pods", NS, pod).expect("agent pod");
     env.kube
-        .set_pod_running(NS, "clearml-agent-7d9f8-abcde")
+        .set_pod_running(NS, AGENT_POD)
         .expect("agent pod running");
     let grpc: std::net::SocketAddr = agent
         .grpc_url
         .trim_start_matches("http://")
         .parse()
         .expect("grpc addr");
-    env.kube
-        .set_port_forward_target(NS, "clearml-agent-7d9f8-abcde", 9090, grpc);
+    env.kube.set_port_forward_target(NS, AGENT_POD, 9090, grpc);
     (
         agent,
         Plugin {
@@ -444,6 +453,8 @@ async fn credentials_never_leak_outside_the_secret() {
             vec!["queues", "get", "leak-queue"],
             vec!["queues", "render", "leak-queue", "--task", ok.as_str()],
             vec!["describe", "task", ok.as_str()],
+            vec!["doctor"],
+            vec!["doctor", "-f", file.to_str().expect("utf-8")],
         ] {
             let mut a = args.clone();
             a.extend(["-o", fmt]);
