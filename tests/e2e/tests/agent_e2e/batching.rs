@@ -70,9 +70,12 @@ async fn a_lost_enqueue_many_reply_is_read_back_not_sent_again() {
     let env = Env::new(fast_sim()).await;
     let queues = ["lost-a", "lost-b"];
     let tasks = backlog(&env, &queues, 15, "");
-    env.clearml.faults().drop_reply_next("tasks.enqueue_many", 1);
+    env.clearml
+        .faults()
+        .drop_reply_next("tasks.enqueue_many", 1);
     let agent = env.agent(&values_for(&queues)).await;
-    env.all_completed(&tasks, WAIT, "after the lost reply").await;
+    env.all_completed(&tasks, WAIT, "after the lost reply")
+        .await;
     let requests = env.clearml.requests();
     let many = requests.calls("tasks.enqueue_many");
     let lost = requests
@@ -120,7 +123,11 @@ async fn pending_reasons_go_out_in_update_batch_and_once() {
         );
     }
     let batches = env.clearml.calls("tasks.update_batch");
-    assert_eq!(env.clearml.calls("tasks.update"), 0, "one tasks.update per reason");
+    assert_eq!(
+        env.clearml.calls("tasks.update"),
+        0,
+        "one tasks.update per reason"
+    );
     assert!(
         (1..tasks.len()).contains(&batches),
         "{batches} update_batch calls for {} reasons",
