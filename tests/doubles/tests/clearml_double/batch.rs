@@ -134,8 +134,8 @@ async fn enqueue_many_before_1_17_refuses_queued_tasks() {
         "{env}"
     );
     assert_eq!(env["data"]["succeeded"][0]["id"], fresh);
-    assert_eq!(double.queue_entries(&from), [a.clone()]);
-    assert_eq!(double.queue_entries(&to), [fresh.clone()]);
+    assert_eq!(double.queue_entries(&from), vec![a.clone()]);
+    assert_eq!(double.queue_entries(&to), vec![fresh.clone()]);
 }
 
 #[tokio::test]
@@ -253,7 +253,11 @@ async fn a_dropped_enqueue_many_reply_still_moves_the_tasks() {
         )
         .await;
     assert!(got.is_err(), "no reply: {got:?}");
-    assert_eq!(double.queue_entries(&to), [a.clone()], "the server acted");
+    assert_eq!(
+        double.queue_entries(&to),
+        vec![a.clone()],
+        "the server acted"
+    );
     assert!(double.queue_entries(&from).is_empty());
 }
 
