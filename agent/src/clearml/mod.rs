@@ -5,8 +5,10 @@
 //! 503 are retried with capped exponential backoff and jitter. Replies are unwrapped from the
 //! `{meta, data}` envelope; an error reply becomes [`Error::Api`] with its code and subcode.
 //! Credentials never appear in `Debug` output or errors. After every login the client reads
-//! `server.info` and keeps the server's version and the [`TakeProtocol`] it calls for.
+//! `server.info` and keeps the server's version and the [`TakeProtocol`] it calls for. The batch
+//! endpoints (`tasks.enqueue_many`, `tasks.update_batch`) are in `batch.rs`.
 
+mod batch;
 mod endpoints;
 mod resolve;
 mod server;
@@ -18,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::RwLock;
 
+pub use batch::{MESSAGE_CHUNK, MOVE_CHUNK, Moved, Refused};
 pub use resolve::{Served, create_queue, resolve_queues};
 pub use server::{
     MIN_SERVER_VERSION, MOVE_SERVER_VERSION, ServerInfo, TakeProtocol, TooOld, take_protocol,
@@ -179,6 +182,9 @@ struct ServerState {
     /// The server refused a move while reporting this version: it is taken in two steps until it
     /// reports another one (a server whose version says 1.17 or later but that does not move).
     move_refused_at: Option<String>,
+    /// The server answered `tasks.enqueue_many` as unknown while reporting this version: tasks
+    /// are moved one `tasks.enqueue` each until it reports another one.
+    no_enqueue_many_at: Option<String>,
 }
 
 /// What the client knows of the server, for `status` and start-up.
@@ -256,20 +262,20 @@ impl Client {
 
     /// Like [`Client::call`], returning `data` as JSON.
     pub async fn call_value(&self, endpoint: &'static str, body: &Value) -> Result<Value> {
-        self.call_with(endpoint, body, self.inner.options.attempts)
+        self.call_with(endpoint, Payload::Json(body), self.inner.options.attempts)
             .await
     }
 
     /// One attempt (plus a re-login on 401): for calls that must not be re-sent blindly after a
     /// lost reply, because the server may already have acted.
     pub async fn call_once(&self, endpoint: &'static str, body: &Value) -> Result<Value> {
-        self.call_with(endpoint, body, 1).await
+        self.call_with(endpoint, Payload::Json(body), 1).await
     }
 
     async fn call_with(
         &self,
         endpoint: &'static str,
-        body: &Value,
+        body: Payload<'_>,
         attempts: u32,
     ) -> Result<Value> {
         let opts = &self.inner.options;
@@ -390,15 +396,50 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, endpoint: &'static str, body: &Value) -> Result<Value> {
+    async fn attempt(&self, endpoint: &'static str, body: Payload<'_>) -> Result<Value> {
         let token = self.token().await?;
         let req = self
             .inner
             .http
             .post(format!("{}/v{API_VERSION}/{endpoint}", self.inner.base))
-            .bearer_auth(token)
-            .json(body);
+            .bearer_auth(token);
+        let req = match body {
+            Payload::Json(body) => req.json(body),
+            Payload::Lines(lines) => req
+                .header("Content-Type", "application/json-lines")
+                .body(lines.to_string()),
+        };
         self.send(endpoint, req).await
+    }
+
+    /// Whether tasks are moved with `tasks.enqueue_many` (unless the server answered it as unknown
+    /// at the version it reports now).
+    pub fn moves_in_batches(&self) -> bool {
+        let state = self.inner.server.read();
+        let version = state
+            .info
+            .as_ref()
+            .map(|i| i.version.as_str())
+            .unwrap_or_default();
+        state.no_enqueue_many_at.as_deref() != Some(version)
+    }
+
+    /// The server answered `tasks.enqueue_many` as unknown (404): tasks are moved one
+    /// `tasks.enqueue` each until it reports another version.
+    pub fn note_no_enqueue_many(&self) {
+        let mut state = self.inner.server.write();
+        let version = state
+            .info
+            .as_ref()
+            .map(|i| i.version.clone())
+            .unwrap_or_default();
+        if state.no_enqueue_many_at.as_ref() != Some(&version) {
+            tracing::warn!(
+                server = %state.info.as_ref().map(ServerInfo::describe).unwrap_or_default(),
+                "the ClearML server does not know tasks.enqueue_many; moving tasks one tasks.enqueue each"
+            );
+            state.no_enqueue_many_at = Some(version);
+        }
     }
 
     /// Sends one request and unwraps the envelope.
@@ -489,6 +530,14 @@ impl Client {
     pub async fn forget_token(&self) {
         *self.inner.token.write().await = None;
     }
+}
+
+/// A request body: one JSON object, or JSON lines (`application/json-lines`, one object a line,
+/// as the server reads `tasks.update_batch` and `events.add_batch`).
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Json(&'a Value),
+    Lines(&'a str),
 }
 
 /// The protocol for `info`, unless the server refused a move at this version.
@@ -583,6 +632,7 @@ mod tests {
         let refused = |v: Option<&str>| ServerState {
             info: None,
             move_refused_at: v.map(str::to_string),
+            no_enqueue_many_at: None,
         };
         use TakeProtocol::{EnqueueThenRemove as Two, Move};
         for (name, state, server, want) in [

@@ -1,18 +1,20 @@
 //! The data path, top-down, one module per step:
 //!
 //! ```text
-//!  take       ClearML queues ──queues.get_all (one call)──▶ plan() ──tasks.enqueue(k8s_scheduler)──▶
-//!             (servers before 1.17: forced tasks.enqueue, then queues.remove_task)
+//!  take       ClearML queues ──queues.get_all (one call)──▶ plan() ──tasks.enqueue_many(k8s_scheduler)──▶
+//!             (one call per origin queue and chunk; servers before 1.17: forced tasks.enqueue,
+//!             then queues.remove_task)
 //!  launch     pending queue ──render──▶ create (or adopt) pods, behind a write gate (429 / backoff)
 //!  reconcile  pod watch ──lifecycle::decide──▶ verdicts ──▶ tasks.failed / status message / cleanup
 //!  statuses   the ClearML statuses and messages the verdicts read (one batched read per refresh)
+//!             and write (one tasks.update_batch per pass)
 //!  origin     the origin-queue record a pending task carries in its status message
 //! ```
 //!
 //! This module holds the loop that runs the steps, leadership and live config changes.
 //!
 //! Crash safety: a task is never out of a ClearML queue until its pod runs. Taking a task is one
-//! atomic `tasks.enqueue` into the pending queue (the server removes it from its own queue in the
+//! atomic enqueue into the pending queue (run by the server for each id of a `tasks.enqueue_many`) (the server removes it from its own queue in the
 //! same call; before ClearML server 1.17, a forced enqueue and then a removal from its own queue,
 //! a task in both being pending and launched only once out: see `take.rs`) whose status message
 //! records the origin queue; every tick launches the pending

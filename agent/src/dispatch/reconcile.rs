@@ -71,6 +71,7 @@ impl Dispatcher {
                 }
             }
         }
+        let mut messages: Vec<(String, String)> = Vec::new();
         for (task, pods, verdict) in verdicts {
             match verdict {
                 Verdict::Wait => {}
@@ -86,17 +87,8 @@ impl Dispatcher {
                             .map_or("", String::as_str);
                         Some((name, id.as_str()))
                     });
-                    let text = explain_message(&msg, origin);
-                    if self.statuses.message(task) != Some(&text) {
-                        match self.clearml.set_status_message(task, &text).await {
-                            Ok(()) => {
-                                self.statuses.set_message(task, text);
-                            }
-                            Err(error) => {
-                                tracing::warn!(%task, %error, "cannot write pending reason")
-                            }
-                        }
-                    }
+                    // written with the pass's other reasons (one `tasks.update_batch`)
+                    messages.push((task.clone(), explain_message(&msg, origin)));
                 }
                 Verdict::Fail(reason) => {
                     self.metrics.task_failed(category_of(&reason));
@@ -144,6 +136,7 @@ impl Dispatcher {
                 }
             }
         }
+        self.statuses.write_messages(&self.clearml, messages).await;
         // launched tasks whose pods vanished without us deleting them (a pod the watch has not
         // shown yet is not gone, unless it stays unseen past WATCH_GRACE)
         self.unseen.retain(|t, _| !by_task.contains_key(t));

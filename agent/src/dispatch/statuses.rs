@@ -2,7 +2,8 @@
 //! re-read in one batched `tasks.get_all` per chunk at most every [`STATUS_REFRESH`], and read
 //! fresh (bypassing the cache) before anything destructive. A task whose document could not be
 //! read is `Unknown`, never `Missing`: a reply the agent could not read must never make a task
-//! look deleted.
+//! look deleted. Status messages the agent writes go out together, one `tasks.update_batch` per
+//! pass ([`StatusCache::write_messages`]), and only those that differ from what ClearML holds.
 
 use std::{collections::HashMap, time::Instant};
 
@@ -49,14 +50,42 @@ impl StatusCache {
         self.statuses.insert(task.to_string(), status);
     }
 
-    /// The status message ClearML holds for `task`, as last read or written.
-    pub(super) fn message(&self, task: &str) -> Option<&String> {
-        self.messages.get(task)
+    /// The writes of `(task, message)` that change what ClearML holds (pure: the cache decides).
+    pub(super) fn changed(&self, writes: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (task, message) in writes {
+            if self.messages.get(&task) == Some(&message) {
+                continue;
+            }
+            match out.iter_mut().find(|(t, _)| *t == task) {
+                Some(slot) => slot.1 = message,
+                None => out.push((task, message)),
+            }
+        }
+        out
     }
 
-    /// Records a status message the agent just wrote.
-    pub(super) fn set_message(&mut self, task: &str, message: String) {
-        self.messages.insert(task.to_string(), message);
+    /// Writes the status messages of one pass that changed: one `tasks.update_batch` per
+    /// [`clearml::MESSAGE_CHUNK`]; a chunk written is cached, one that failed is written again
+    /// by a later pass.
+    pub(super) async fn write_messages(
+        &mut self,
+        clearml: &clearml::Client,
+        writes: Vec<(String, String)>,
+    ) {
+        let writes = self.changed(writes);
+        for chunk in writes.chunks(clearml::MESSAGE_CHUNK) {
+            match clearml.set_status_messages(chunk).await {
+                Ok(_) => {
+                    for (task, message) in chunk {
+                        self.messages.insert(task.clone(), message.clone());
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(tasks = chunk.len(), %error, "cannot write pending reasons")
+                }
+            }
+        }
     }
 
     /// Forgets the messages of tasks `keep` rejects.
@@ -137,5 +166,36 @@ impl StatusCache {
             }
         }
         fresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    /// Only messages that differ from what ClearML holds are written, once per task (the last).
+    #[test]
+    fn unchanged_messages_are_not_written_again() {
+        let mut cache = StatusCache::default();
+        for task in ["same", "other"] {
+            cache.messages.insert(task.into(), "K8S pending: a".into());
+        }
+        let got = cache.changed(pairs(&[
+            ("same", "K8S pending: a"),
+            ("other", "K8S pending: b"),
+            ("new", "K8S pending: c"),
+            ("new", "K8S pending: d"),
+        ]));
+        assert_eq!(
+            got,
+            pairs(&[("other", "K8S pending: b"), ("new", "K8S pending: d")])
+        );
+        assert!(cache.changed(Vec::new()).is_empty());
     }
 }

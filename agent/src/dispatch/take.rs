@@ -1,10 +1,13 @@
 //! Taking tasks from their queues: poll → plan → move. One `queues.get_all` reads every served
 //! queue and the pending queue; the pure [`plan`] decides what to launch, which stale pods to
-//! remove and which waiting tasks to take within each queue's `maxPods`; each task taken is moved
-//! into the pending queue by a `tasks.enqueue` whose status message records its origin.
+//! remove and which waiting tasks to take within each queue's `maxPods`; the tasks taken are moved
+//! into the pending queue with a status message that records their origin queue.
 //!
-//! How a task moves depends on the server ([`TakeProtocol`]): from ClearML server 1.17.0 one
-//! `tasks.enqueue` moves it; an older server needs a forced `tasks.enqueue` (which leaves the task
+//! How a task moves depends on the server ([`TakeProtocol`]): from ClearML server 1.17.0 the
+//! tasks taken from one queue move together, one `tasks.enqueue_many` per origin queue and chunk
+//! of [`clearml::MOVE_CHUNK`] ([`group_moves`]; the shared status message names that queue), whose
+//! per-id `succeeded`/`failed` decide what is launched (a server that does not know the endpoint
+//! gets one `tasks.enqueue` per task); an older server needs a forced `tasks.enqueue` (which leaves the task
 //! in its own queue) and then `queues.remove_task` from its own queue. A task seen in the pending
 //! queue and still in a served queue was moved halfway (an agent stopped between the two calls,
 //! or the second one failed): it is pending, the next tick removes it from its queue, and it is
@@ -32,6 +35,9 @@ use super::{
 
 /// Most tasks taken per tick (bounds the size of each ClearML request).
 pub(super) const BATCH: usize = 500;
+/// `tasks.enqueue_many` calls in flight at once (a server with several workers serves them side
+/// by side; the chunks hold different tasks).
+const MOVE_BATCHES_AT_ONCE: usize = 4;
 
 /// What [`plan`] needs to know of one pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +187,28 @@ pub(super) fn plan(s: &TickState<'_>) -> Plan {
         out.take.push((qi, task));
     }
     out
+}
+
+/// Groups the picks `(served index, task)` by origin queue, in the order each queue first
+/// appears among the picks (tasks in pick order within it), and cuts each group into chunks of at
+/// most `chunk` tasks: one `tasks.enqueue_many` each (pure).
+pub(super) fn group_moves(picks: Vec<(usize, String)>, chunk: usize) -> Vec<(usize, Vec<String>)> {
+    let mut groups: Vec<(usize, Vec<String>)> = Vec::new();
+    for (qi, task) in picks {
+        match groups.iter_mut().find(|(q, _)| *q == qi) {
+            Some((_, tasks)) => tasks.push(task),
+            None => groups.push((qi, vec![task])),
+        }
+    }
+    groups
+        .into_iter()
+        .flat_map(|(qi, tasks)| {
+            tasks
+                .chunks(chunk.max(1))
+                .map(|c| (qi, c.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Splits each served queue's tasks (same order as the served queues) into those waiting there
@@ -335,21 +363,26 @@ impl Dispatcher {
     /// Tells the waiting tasks of a queue whose tasks need more pods than its `maxPods` why they
     /// never start (once per task and process; they stay in their queue, in order).
     async fn explain_too_big(&mut self, too_big: &[(usize, usize, u32)], waiting: &[Vec<String>]) {
+        let mut writes: Vec<(String, String)> = Vec::new();
         for (qi, pods, max) in too_big {
             let queue = &self.served[*qi].name;
             let text = format!(
                 "K8S pending: each task of queue {queue} needs {pods} pods (multiNode) but the queue's maxPods is {max}; raise maxPods or lower multiNode"
             );
-            for task in &waiting[*qi] {
-                if self.told_too_big.contains(task) {
-                    continue;
-                }
-                match self.clearml.set_status_message(task, &text).await {
-                    Ok(()) => {
-                        self.told_too_big.insert(task.clone());
-                    }
-                    Err(error) => tracing::debug!(%task, %error, "cannot write the maxPods reason"),
-                }
+            writes.extend(
+                waiting[*qi]
+                    .iter()
+                    .filter(|t| !self.told_too_big.contains(*t))
+                    .map(|t| (t.clone(), text.clone())),
+            );
+        }
+        // one `tasks.update_batch` per chunk for all of them
+        for chunk in writes.chunks(clearml::MESSAGE_CHUNK) {
+            match self.clearml.set_status_messages(chunk).await {
+                Ok(_) => self
+                    .told_too_big
+                    .extend(chunk.iter().map(|(t, _)| t.clone())),
+                Err(error) => tracing::debug!(%error, "cannot write the maxPods reasons"),
             }
         }
     }
@@ -363,12 +396,72 @@ impl Dispatcher {
             return (0, HashSet::new());
         }
         match self.clearml.take_protocol() {
+            TakeProtocol::Move if self.clearml.moves_in_batches() => {
+                (self.take_in_batches(picks).await, HashSet::new())
+            }
             TakeProtocol::Move => (self.take_by_move(picks).await, HashSet::new()),
             TakeProtocol::EnqueueThenRemove => self.take_in_two_steps(picks).await,
         }
     }
 
-    /// ClearML server 1.17.0 and later: one `tasks.enqueue` each (concurrently) moves the task.
+    /// ClearML server 1.17.0 and later: one `tasks.enqueue_many` per origin queue and chunk
+    /// ([`group_moves`]) moves the tasks; the per-id results decide which were taken. Chunks go out
+    /// a few at once. A server that does not know the endpoint has those picks moved one by one
+    /// (and every later tick too).
+    async fn take_in_batches(&mut self, picks: Vec<(usize, String)>) -> usize {
+        let groups = group_moves(picks, clearml::MOVE_CHUNK);
+        let results = stream::iter(groups)
+            .map(|(qi, tasks)| {
+                let s = &self.served[qi];
+                let clearml = &self.clearml;
+                let pending = &self.pending_queue;
+                async move {
+                    let message = pending_message(&s.name, &s.id);
+                    let r = clearml
+                        .enqueue_many(&tasks, pending, PENDING_REASON, &message)
+                        .await;
+                    (qi, tasks, r)
+                }
+            })
+            .buffer_unordered(MOVE_BATCHES_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        let mut taken = 0;
+        let mut one_by_one = Vec::new();
+        for (qi, tasks, result) in results {
+            let queue = &self.served[qi];
+            match result {
+                Ok(moved) => {
+                    taken += moved.moved.len();
+                    self.origin
+                        .extend(moved.moved.into_iter().map(|t| (t, queue.id.clone())));
+                    for refused in moved.refused {
+                        if refused.error.is_same_status_refusal() {
+                            // the server does not move queued tasks whatever its version says
+                            self.clearml.note_move_refused();
+                        }
+                        tracing::warn!(task = %refused.task, queue = %queue.name, error = %refused.error, "cannot move task to the pending queue; it stays in its queue");
+                    }
+                }
+                Err(clearml::Error::Api { code: 404, .. }) => {
+                    self.clearml.note_no_enqueue_many();
+                    one_by_one.extend(tasks.into_iter().map(|t| (qi, t)));
+                }
+                Err(error) => {
+                    // a move may have happened before the error: such a task is in the pending
+                    // queue with its origin record, and the next tick launches it from there
+                    tracing::warn!(queue = %queue.name, tasks = tasks.len(), %error, "cannot move tasks to the pending queue; they stay in their queue");
+                }
+            }
+        }
+        if !one_by_one.is_empty() {
+            taken += self.take_by_move(one_by_one).await;
+        }
+        taken
+    }
+
+    /// ClearML server 1.17.0 and later, without `tasks.enqueue_many`: one `tasks.enqueue` each
+    /// (concurrently) moves the task.
     async fn take_by_move(&mut self, picks: Vec<(usize, String)>) -> usize {
         let moved = stream::iter(picks)
             .map(|(qi, task)| {
@@ -570,6 +663,84 @@ mod tests {
         origin: &'a [(&'a str, &'a str)],
         budget: usize,
         want: Plan,
+    }
+
+    #[test]
+    fn group_moves_table() {
+        type Case<'a> = (
+            &'a str,
+            &'a [(usize, &'a str)],
+            usize,
+            &'a [(usize, &'a [&'a str])],
+        );
+        let cases: &[Case<'_>] = &[
+            ("nothing", &[], 100, &[]),
+            (
+                "one queue, one call",
+                &[(0, "a1"), (0, "a2")],
+                100,
+                &[(0, &["a1", "a2"])],
+            ),
+            (
+                "by origin queue, in the order each first appears; pick order within",
+                &[(1, "b1"), (0, "a1"), (1, "b2"), (2, "c1"), (0, "a2")],
+                100,
+                &[(1, &["b1", "b2"]), (0, &["a1", "a2"]), (2, &["c1"])],
+            ),
+            (
+                "chunks of at most the chunk size",
+                &[
+                    (0, "a1"),
+                    (1, "b1"),
+                    (0, "a2"),
+                    (0, "a3"),
+                    (0, "a4"),
+                    (0, "a5"),
+                ],
+                2,
+                &[
+                    (0, &["a1", "a2"]),
+                    (0, &["a3", "a4"]),
+                    (0, &["a5"]),
+                    (1, &["b1"]),
+                ],
+            ),
+            (
+                "a chunk size of 0 is read as 1",
+                &[(0, "a1"), (0, "a2")],
+                0,
+                &[(0, &["a1"]), (0, &["a2"])],
+            ),
+        ];
+        for (name, picks, chunk, want) in cases {
+            let picks: Vec<(usize, String)> =
+                picks.iter().map(|(q, t)| (*q, t.to_string())).collect();
+            let want: Vec<(usize, Vec<String>)> =
+                want.iter().map(|(q, ts)| (*q, strings(ts))).collect();
+            assert_eq!(group_moves(picks, *chunk), want, "{name}");
+        }
+    }
+
+    /// Every task taken lands in exactly one call, with its origin queue; no call is over the
+    /// chunk size (many queues, uneven counts).
+    #[test]
+    fn group_moves_keeps_every_pick_once() {
+        let picks: Vec<(usize, String)> =
+            (0..1234).map(|i| ((i * 7) % 10, format!("t{i}"))).collect();
+        let groups = group_moves(picks.clone(), clearml::MOVE_CHUNK);
+        assert!(
+            groups
+                .iter()
+                .all(|(_, ts)| !ts.is_empty() && ts.len() <= clearml::MOVE_CHUNK)
+        );
+        let mut back: Vec<(usize, String)> = groups
+            .into_iter()
+            .flat_map(|(q, ts)| ts.into_iter().map(move |t| (q, t)))
+            .collect();
+        let mut want = picks;
+        back.sort();
+        want.sort();
+        assert_eq!(back, want);
     }
 
     #[test]

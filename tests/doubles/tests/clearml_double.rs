@@ -3,6 +3,7 @@
 //! are grouped in submodules by service.
 
 mod clearml_double {
+    mod batch;
     pub mod common;
     mod faults;
     mod queues;

@@ -17,6 +17,8 @@ use clearml_doubles::{
 use clearml_e2e::agent::{AgentProcess, AgentSpec};
 use serde_json::{Value, json};
 
+#[path = "agent_e2e/batching.rs"]
+mod batching;
 #[path = "agent_e2e/chart.rs"]
 mod chart;
 #[path = "agent_e2e/control.rs"]
@@ -846,6 +848,16 @@ fn assert_take_protocol(env: &Env, version: &str, tasks: usize) {
         assert!(
             removals < tasks / 10,
             "{version}: the server moves; yet {removals} removal requests for {tasks} tasks"
+        );
+        // moved in batches: `tasks.enqueue_many`, a single `tasks.enqueue` only to give a task
+        // back to a queue no longer served
+        let (many, single) = (
+            env.clearml.calls("tasks.enqueue_many"),
+            env.clearml.calls("tasks.enqueue"),
+        );
+        assert!(
+            many > 0 && single < tasks / 10,
+            "{version}: {many} enqueue_many and {single} enqueue requests for {tasks} tasks"
         );
     }
 }

@@ -22,6 +22,7 @@ const SIDE_FIELDS: &[&str] = &[
     "clearml_requests",
     "kube_requests",
     "clearml_per_task",
+    "tasks_per_clearml_call",
     "kube_per_task",
     "clearml_per_sec",
     "kube_per_sec",
@@ -117,15 +118,18 @@ async fn quick_benchmark_runs_every_scenario() {
         assert_eq!(
             s.python_glue.is_some(),
             with_glue && s.scenario.both_sides(),
-            "{name}: the glue runs burst, steady and idle when its venv exists"
+            "{name}: the glue runs burst, burst-slow-clearml, steady and idle when its venv exists"
         );
         let sides = std::iter::once(&s.agent).chain(s.python_glue.as_ref());
         for r in sides {
             let who = format!("{name}/{:?}", r.side);
             match s.scenario {
-                Scenario::Burst | Scenario::Steady | Scenario::Scale => {
+                Scenario::Burst
+                | Scenario::BurstSlowClearml
+                | Scenario::Steady
+                | Scenario::Scale => {
                     let want = match s.scenario {
-                        Scenario::Burst => sizes.burst_tasks,
+                        Scenario::Burst | Scenario::BurstSlowClearml => sizes.burst_tasks,
                         Scenario::Steady => {
                             (sizes.steady_rate * sizes.steady_secs).round() as usize
                         }

@@ -8,7 +8,7 @@ use super::doc::Doc;
 use super::error::ApiError;
 use super::release::Release;
 use super::state::{Identity, Store};
-use super::{lifecycle, misc, queues, tasks, workers};
+use super::{batch, lifecycle, misc, queues, tasks, workers};
 
 /// An API version as it appears in paths (`/v2.23/…`) and envelopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -221,6 +221,8 @@ pub(crate) static ENDPOINTS: &[Endpoint] = &[
         Kind::Auth(tasks::set_requirements),
     ),
     ep("tasks.enqueue", 1, 0, Kind::Auth(enqueue)),
+    ep("tasks.enqueue_many", 2, 13, Kind::Auth(batch::enqueue_many)),
+    ep("tasks.update_batch", 2, 1, Kind::Auth(batch::update_batch)),
     ep("tasks.dequeue", 1, 0, Kind::Auth(lifecycle::dequeue)),
     ep("tasks.stop", 1, 0, Kind::Auth(lifecycle::stop)),
     ep("tasks.started", 1, 0, Kind::Auth(started)),

@@ -89,6 +89,7 @@ pub struct Chaos {
 pub(crate) struct FaultPlan {
     failures: HashMap<String, VecDeque<ApiError>>,
     drops: HashMap<String, usize>,
+    reply_drops: HashMap<String, usize>,
     delays: HashMap<String, Duration>,
     disabled: HashSet<String>,
     chaos: Option<Chaos>,
@@ -101,6 +102,7 @@ impl std::fmt::Debug for FaultPlan {
         f.debug_struct("FaultPlan")
             .field("failures", &self.failures)
             .field("drops", &self.drops)
+            .field("reply_drops", &self.reply_drops)
             .field("delays", &self.delays)
             .field("disabled", &self.disabled)
             .field("chaos", &self.chaos)
@@ -143,6 +145,12 @@ impl FaultPlan {
             {
                 *n -= 1;
                 return Injected::Drop;
+            }
+            if let Some(n) = self.reply_drops.get_mut(key)
+                && *n > 0
+            {
+                *n -= 1;
+                return Injected::DropReply;
             }
             if let Some(err) = self.failures.get_mut(key).and_then(VecDeque::pop_front) {
                 return Injected::Fail(err);
@@ -191,6 +199,19 @@ impl Faults {
             .faults
             .lock()
             .drops
+            .entry(endpoint.to_string())
+            .or_default() += n;
+    }
+
+    /// The next `n` calls of `endpoint` (`"*"` = any) are served (their effects happen), then
+    /// their connection is closed without the reply: the client cannot tell whether the server
+    /// acted (e.g. an `enqueue_many` that moved its tasks).
+    pub fn drop_reply_next(&self, endpoint: &str, n: usize) {
+        *self
+            .shared
+            .faults
+            .lock()
+            .reply_drops
             .entry(endpoint.to_string())
             .or_default() += n;
     }

@@ -6,10 +6,12 @@
 //! state snapshots, a request log, fault injection ([`Faults`]), a settable clock, and in-process
 //! calls ([`ClearmlDouble::call`]) that run the very same handlers as HTTP requests, for fast
 //! seeding. Module map: `transport` (HTTP, envelope), `auth`, `dispatch` (endpoint table),
-//! `queues`, `tasks`, `lifecycle` (status machine), `workers`, `misc` (projects, events, ping),
-//! `faults`, `state` (the store), `doc` (JSON/query helpers), `error`.
+//! `queues`, `tasks`, `batch` (`enqueue_many`, `update_batch`), `lifecycle` (status machine), `workers`, `misc` (projects, events, ping),
+//! `faults`, `capacity` (service time and workers per call), `state` (the store), `doc` (JSON/query helpers), `error`.
 
 mod auth;
+mod batch;
+mod capacity;
 mod dispatch;
 mod doc;
 mod error;
@@ -30,6 +32,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 pub use auth::{API_VERSION, Claims, SERVER_VERSION};
+pub use capacity::Capacity;
 pub use dispatch::Version;
 pub use doc::{Doc, fmt_time, parse_time};
 pub use error::ApiError;
@@ -52,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) store: Mutex<Store>,
     pub(crate) faults: Mutex<FaultPlan>,
     pub(crate) log: Mutex<Vec<RequestRecord>>,
+    /// The capacity model in force (none: every call is served at once).
+    pub(crate) capacity: Mutex<Option<capacity::Workers>>,
 }
 
 /// A running ClearML API server double.
@@ -67,6 +72,7 @@ impl ClearmlDouble {
             store: Mutex::new(Store::new()),
             faults: Mutex::new(FaultPlan::default()),
             log: Mutex::new(Vec::new()),
+            capacity: Mutex::new(None),
         });
         let server = HttpServer::start(transport::router(shared.clone())).await?;
         tracing::debug!(addr = %server.addr(), "clearml double listening");
@@ -139,6 +145,18 @@ impl ClearmlDouble {
         let release = Release::parse(version)?;
         self.shared.store.lock().release = release;
         Ok(())
+    }
+
+    /// Limits how fast the double answers HTTP calls, as a real server's workers do (see
+    /// `capacity.rs`): every call waits for one of `workers`, which it occupies for
+    /// `service_time`. `None` (the default) serves every call at once.
+    pub fn set_capacity(&self, capacity: Option<Capacity>) {
+        *self.shared.capacity.lock() = capacity.map(capacity::Workers::new);
+    }
+
+    /// The capacity model in force.
+    pub fn capacity(&self) -> Option<Capacity> {
+        self.shared.capacity.lock().as_ref().map(|w| w.capacity())
     }
 
     /// The clearml-server release the double behaves as.

@@ -422,40 +422,75 @@ pub(crate) fn edit(store: &mut Store, ctx: &Ctx<'_>, data: &Doc) -> Result<Value
     Ok(json!({"updated": 1, "fields": fields}))
 }
 
+/// The fields a `tasks.update` body sets (the server's `prepare_update_fields` and
+/// `get_safe_update_dict`): only name/tags/system_tags/comment/project/status_message, and
+/// `output__error` apart. Shared with `tasks.update_batch`, which reads each item the same way.
+pub(crate) struct UpdateFields {
+    pub fields: Map<String, Value>,
+    pub output_error: Option<String>,
+}
+
+impl UpdateFields {
+    /// Reads the fields of one update body (400/12 on a wrong type).
+    pub(crate) fn parse(data: &Doc) -> Result<Self, ApiError> {
+        let mut fields = Map::new();
+        for key in ["name", "comment", "project", "status_message"] {
+            if let Some(v) = doc::opt_str(data, key)? {
+                fields.insert(key.to_string(), json!(v));
+            }
+        }
+        for key in ["tags", "system_tags"] {
+            if let Some(tags) = doc::opt_str_list(data, key)? {
+                doc::validate_tags(&tags)?;
+                fields.insert(key.to_string(), json!(tags));
+            }
+        }
+        let output_error = doc::opt_str(data, "output__error")?.map(str::to_string);
+        Ok(Self {
+            fields,
+            output_error,
+        })
+    }
+
+    /// Nothing applicable was sent.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.output_error.is_none()
+    }
+
+    /// Writes the fields (with `last_change`/`last_changed_by`) to `task_id`; returns the
+    /// reply's `fields`.
+    pub(crate) fn apply(self, store: &mut Store, user: &str, task_id: &str) -> Map<String, Value> {
+        let Self {
+            mut fields,
+            output_error,
+        } = self;
+        let now = json!(fmt_time(store.now()));
+        fields.insert("last_change".into(), now);
+        fields.insert("last_changed_by".into(), json!(user));
+        if let Some(record) = store.tasks.get_mut(task_id) {
+            for (k, v) in &fields {
+                record.doc.insert(k.clone(), v.clone());
+            }
+            if let Some(error) = &output_error {
+                doc::set_path(&mut record.doc, "output.error", json!(error));
+            }
+        }
+        if let Some(error) = output_error {
+            fields.insert("output".into(), json!({"error": error}));
+        }
+        fields
+    }
+}
+
 /// `tasks.update`: only name/tags/system_tags/comment/project/status_message/`output__error`.
 pub(crate) fn update(store: &mut Store, ctx: &Ctx<'_>, data: &Doc) -> Result<Value, ApiError> {
     let task_id = doc::req_str(data, "task")?.to_string();
     task_for_write(store, &ctx.identity.company, &task_id)?;
-    let mut fields = Map::new();
-    for key in ["name", "comment", "project", "status_message"] {
-        if let Some(v) = doc::opt_str(data, key)? {
-            fields.insert(key.to_string(), json!(v));
-        }
-    }
-    for key in ["tags", "system_tags"] {
-        if let Some(tags) = doc::opt_str_list(data, key)? {
-            doc::validate_tags(&tags)?;
-            fields.insert(key.to_string(), json!(tags));
-        }
-    }
-    let output_error = doc::opt_str(data, "output__error")?.map(str::to_string);
-    if fields.is_empty() && output_error.is_none() {
+    let update = UpdateFields::parse(data)?;
+    if update.is_empty() {
         return Ok(json!({"updated": 0}));
     }
-    let now = json!(fmt_time(store.now()));
-    fields.insert("last_change".into(), now);
-    fields.insert("last_changed_by".into(), json!(ctx.identity.user));
-    if let Some(record) = store.tasks.get_mut(&task_id) {
-        for (k, v) in &fields {
-            record.doc.insert(k.clone(), v.clone());
-        }
-        if let Some(error) = &output_error {
-            doc::set_path(&mut record.doc, "output.error", json!(error));
-        }
-    }
-    if let Some(error) = output_error {
-        fields.insert("output".into(), json!({"error": error}));
-    }
+    let fields = update.apply(store, &ctx.identity.user, &task_id);
     Ok(json!({"updated": 1, "fields": fields}))
 }
 

@@ -464,6 +464,12 @@ async fn handle(
     };
     let at = chrono::Utc::now();
     let mut endpoint = String::new();
+    // the capacity model: a free worker first, for the service time, then the call
+    let workers = shared.capacity.lock().clone();
+    let _worker = match &workers {
+        Some(w) => w.serve().await,
+        None => None,
+    };
     let served = serve_call(&shared, &req, &mut endpoint).await;
     let path = req.uri.path().to_string();
     shared.log.lock().push(RequestRecord {

@@ -2,10 +2,12 @@
 //! against the same in-memory doubles (run by `src/bin/bench.rs`; `--quick` by
 //! `tests/bench_quick.rs` in CI).
 //!
-//! Scenarios ([`Scenario`]): `burst` (N tasks over Q queues, enqueued at once), `steady` (a fixed
+//! Scenarios ([`Scenario`]): `burst` (N tasks over Q queues, enqueued at once),
+//! `burst-slow-clearml` (the same burst against a ClearML double that answers like a real server,
+//! a few hundred calls a second: see [`Sizes::slow_clearml`]), `steady` (a fixed
 //! enqueue rate for a while), `idle` (many queues, nothing enqueued), `scale` (10,000 live pods
 //! tracked by the agent) and `status` (`kubectl clearml status` / `tasks` with those pods). The
-//! first three run both contenders, one after the other, each in a fresh world ([`env`]); the
+//! first four run both contenders, one after the other, each in a fresh world ([`env`]); the
 //! last two are ours alone (the glue has neither a pod cache nor a status command).
 //!
 //! Module map: [`env`] (doubles, simulator, contender processes, measurement windows),
@@ -32,6 +34,8 @@ pub use report::Report;
 pub enum Scenario {
     /// N tasks over Q queues, all enqueued at once.
     Burst,
+    /// The burst against a ClearML double limited to a real server's capacity.
+    BurstSlowClearml,
     /// Tasks enqueued at a fixed rate for a fixed time.
     Steady,
     /// Many queues, nothing enqueued.
@@ -44,8 +48,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Burst,
+        Scenario::BurstSlowClearml,
         Scenario::Steady,
         Scenario::Idle,
         Scenario::Scale,
@@ -56,6 +61,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Burst => "burst",
+            Scenario::BurstSlowClearml => "burst-slow-clearml",
             Scenario::Steady => "steady",
             Scenario::Idle => "idle",
             Scenario::Scale => "scale",
@@ -70,7 +76,10 @@ impl Scenario {
 
     /// Whether the Python glue runs it too.
     pub fn both_sides(self) -> bool {
-        matches!(self, Scenario::Burst | Scenario::Steady | Scenario::Idle)
+        matches!(
+            self,
+            Scenario::Burst | Scenario::BurstSlowClearml | Scenario::Steady | Scenario::Idle
+        )
     }
 }
 
@@ -128,6 +137,31 @@ pub struct Sizes {
     /// Python glue: seconds after the last enqueue it is given to create the pods; tasks left
     /// count as not dispatched and their latency as a lower bound.
     pub glue_drain_secs: f64,
+    /// burst-slow-clearml: what the ClearML double serves (a real server's workers).
+    pub slow_clearml: SlowClearml,
+    /// burst-slow-clearml: the Python glue's drain time (capped: its rate is what it reached).
+    pub slow_glue_drain_secs: f64,
+}
+
+/// The ClearML double's capacity in `burst-slow-clearml`: every call occupies one of `workers`
+/// for `service_ms` (5 ms × 1 worker ≈ 200 calls/s, about what a real server behind MongoDB
+/// answers the agent's enqueues at).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SlowClearml {
+    /// Milliseconds one call occupies a worker.
+    pub service_ms: u64,
+    /// Workers.
+    pub workers: usize,
+}
+
+impl SlowClearml {
+    /// As the double's capacity model.
+    pub fn capacity(&self) -> clearml_doubles::clearml::Capacity {
+        clearml_doubles::clearml::Capacity {
+            service_time: Duration::from_millis(self.service_ms),
+            workers: self.workers,
+        }
+    }
 }
 
 impl Sizes {
@@ -149,6 +183,11 @@ impl Sizes {
             run_for_ms: 1000,
             agent_drain_secs: 120.0,
             glue_drain_secs: 900.0,
+            slow_clearml: SlowClearml {
+                service_ms: 5,
+                workers: 1,
+            },
+            slow_glue_drain_secs: 120.0,
         }
     }
 
@@ -170,6 +209,11 @@ impl Sizes {
             run_for_ms: 100,
             agent_drain_secs: 60.0,
             glue_drain_secs: 120.0,
+            slow_clearml: SlowClearml {
+                service_ms: 5,
+                workers: 1,
+            },
+            slow_glue_drain_secs: 30.0,
         }
     }
 

@@ -159,6 +159,8 @@ pub struct SideResult {
     pub kube_requests: usize,
     /// ClearML requests per dispatched task.
     pub clearml_per_task: Option<f64>,
+    /// Dispatched tasks per ClearML request (the inverse: how much one call carries).
+    pub tasks_per_clearml_call: Option<f64>,
     /// Kubernetes requests per dispatched task.
     pub kube_per_task: Option<f64>,
     /// ClearML requests per second of the window.
@@ -289,8 +291,11 @@ fn dispatch_rows() -> Vec<(&'static str, Better, Cell)> {
         ("latency p99, ms", Better::Lower, |r| {
             latency(r, |l| l.p99_ms, "p99")
         }),
-        ("ClearML requests per task", Better::Lower, |r| {
+        ("ClearML calls per task", Better::Lower, |r| {
             plain(r.clearml_per_task)
+        }),
+        ("tasks per ClearML call", Better::Higher, |r| {
+            plain(r.tasks_per_clearml_call)
         }),
         ("Kubernetes requests per task", Better::Lower, |r| {
             plain(r.kube_per_task)
@@ -344,6 +349,12 @@ fn scale_rows() -> Vec<(&'static str, Better, Cell)> {
         ("live pods tracked", Better::Neither, |r| count(r.live_pods)),
         ("tasks/s, enqueue → pod created", Better::Higher, |r| {
             plain(r.tasks_per_sec)
+        }),
+        ("ClearML calls per task (dispatch)", Better::Lower, |r| {
+            plain(r.clearml_per_task)
+        }),
+        ("tasks per ClearML call (dispatch)", Better::Higher, |r| {
+            plain(r.tasks_per_clearml_call)
         }),
         (
             "ClearML requests/s with the pods live",
@@ -440,7 +451,7 @@ impl Report {
         }
         for s in &self.scenarios {
             let rows = match s.scenario {
-                Scenario::Burst | Scenario::Steady => dispatch_rows(),
+                Scenario::Burst | Scenario::BurstSlowClearml | Scenario::Steady => dispatch_rows(),
                 Scenario::Idle => idle_rows(),
                 Scenario::Scale => scale_rows(),
                 Scenario::Status => status_rows(),
@@ -549,6 +560,23 @@ pub fn targets(report: &Report) -> Vec<Target> {
             "≥ 100×",
             vs,
             |v| v >= 100.0,
+            at,
+        );
+    }
+    if let Some(b) = report.scenario(Scenario::BurstSlowClearml) {
+        let at = sz.burst_tasks >= full.burst_tasks && sz.slow_clearml == full.slow_clearml;
+        push(
+            "burst-slow-clearml: agent tasks/s",
+            "≥ 500",
+            b.agent.tasks_per_sec,
+            |v| v >= 500.0,
+            at,
+        );
+        push(
+            "burst-slow-clearml: agent ClearML calls per task",
+            "≤ 0.1",
+            b.agent.clearml_per_task,
+            |v| v <= 0.1,
             at,
         );
     }

@@ -2,9 +2,11 @@
 //! measurement window, apply the load, close the window, turn the figures into a
 //! [`SideResult`].
 //!
-//! - burst / steady: tasks are created (not measured), then enqueued (all at once, or at a fixed
+//! - burst / burst-slow-clearml / steady: tasks are created (not measured), then enqueued (all at once, or at a fixed
 //!   rate) while [`PodObserver`] records when each pod appears; the window ends when the last
-//!   pod appears or the drain time runs out.
+//!   pod appears or the drain time runs out. burst-slow-clearml sets the ClearML double's
+//!   capacity model before the contender starts (its start-up is served at that pace too; the
+//!   load generator's in-process calls are not).
 //! - idle: the contender serves many empty queues for a fixed time.
 //! - scale: tasks whose simulated pods keep running (`sim/hang`) are dispatched; once every pod
 //!   runs and the agent's `/metrics` counts them all, the window measures the agent holding them.
@@ -95,7 +97,7 @@ pub async fn run_all(options: &Options) -> anyhow::Result<Report> {
         let description = describe(scenario, ctx.sizes());
         eprintln!("== {}: {description}", scenario.name());
         let (agent, python_glue) = match scenario {
-            Scenario::Burst | Scenario::Steady | Scenario::Idle => {
+            Scenario::Burst | Scenario::BurstSlowClearml | Scenario::Steady | Scenario::Idle => {
                 let agent = side(&ctx, scenario, Side::Agent).await?;
                 let glue = match options.glue_python {
                     Some(_) => Some(side(&ctx, scenario, Side::PythonGlue).await?),
@@ -155,6 +157,17 @@ pub fn describe(scenario: Scenario, s: &Sizes) -> String {
             "{} tasks over {} queues, all enqueued at once; {pods} and Succeeded {} ms later",
             s.burst_tasks, s.burst_queues, s.run_for_ms
         ),
+        Scenario::BurstSlowClearml => format!(
+            "{} tasks over {} queues, all enqueued at once, against a ClearML that serves {:.0} calls/s \
+             ({} worker{} × {} ms a call); {pods} and Succeeded {} ms later",
+            s.burst_tasks,
+            s.burst_queues,
+            s.slow_clearml.capacity().calls_per_sec(),
+            s.slow_clearml.workers,
+            if s.slow_clearml.workers == 1 { "" } else { "s" },
+            s.slow_clearml.service_ms,
+            s.run_for_ms
+        ),
         Scenario::Steady => format!(
             "{} tasks/s for {} s ({} tasks) over {} queues; {pods} and Succeeded {} ms later",
             s.steady_rate,
@@ -202,6 +215,24 @@ async fn side(ctx: &Ctx<'_>, scenario: Scenario, side: Side) -> anyhow::Result<S
                 image: TASK_IMAGE,
                 rate: None,
                 drain,
+                capacity: None,
+            };
+            let run = dispatch(ctx, scenario, side, &load).await?;
+            let result = dispatch_result(side, &run);
+            run.contender.stop();
+            result
+        }
+        Scenario::BurstSlowClearml => {
+            let load = Load {
+                tasks: s.burst_tasks,
+                queues: s.burst_queues,
+                image: TASK_IMAGE,
+                rate: None,
+                drain: match side {
+                    Side::Agent => drain,
+                    Side::PythonGlue => drain.min(s.slow_glue_drain_secs),
+                },
+                capacity: Some(s.slow_clearml.capacity()),
             };
             let run = dispatch(ctx, scenario, side, &load).await?;
             let result = dispatch_result(side, &run);
@@ -215,6 +246,7 @@ async fn side(ctx: &Ctx<'_>, scenario: Scenario, side: Side) -> anyhow::Result<S
                 image: TASK_IMAGE,
                 rate: Some(s.steady_rate),
                 drain,
+                capacity: None,
             };
             let run = dispatch(ctx, scenario, side, &load).await?;
             let result = dispatch_result(side, &run);
@@ -236,6 +268,8 @@ struct Load {
     rate: Option<f64>,
     /// Seconds after the last enqueue within which the pods may appear.
     drain: f64,
+    /// The ClearML double's capacity model (none: it answers at once).
+    capacity: Option<clearml_doubles::clearml::Capacity>,
 }
 
 /// A finished dispatch measurement whose world and contender are still up.
@@ -257,6 +291,7 @@ async fn dispatch(
     let world = ctx.world(scenario, side).await?;
     let queues = world.queues(load.queues)?;
     let tasks = world.tasks(load.tasks, load.image)?;
+    world.clearml.set_capacity(load.capacity);
     let contender = world
         .start(side, &queues, ctx.options.glue_python.as_ref())
         .await?;
@@ -333,6 +368,7 @@ fn base_result(side: Side, m: &Measured) -> SideResult {
         clearml_requests: c,
         kube_requests: k,
         clearml_per_task: None,
+        tasks_per_clearml_call: None,
         kube_per_task: None,
         clearml_per_sec: c as f64 / m.secs,
         kube_per_sec: k as f64 / m.secs,
@@ -364,6 +400,7 @@ fn dispatch_result(side: Side, run: &Run) -> SideResult {
     r.tasks_per_sec = d.tasks_per_sec();
     r.latency = d.latency();
     r.clearml_per_task = per(r.clearml_requests, d.dispatched);
+    r.tasks_per_clearml_call = per(d.dispatched, r.clearml_requests);
     r.kube_per_task = per(r.kube_requests, d.dispatched);
     r.cpu_ms_per_task = m
         .cpu_secs
@@ -402,6 +439,7 @@ async fn live_pods(ctx: &Ctx<'_>, scenario: Scenario) -> anyhow::Result<(Live, S
         image: HANG_IMAGE,
         rate: None,
         drain: s.agent_drain_secs,
+        capacity: None,
     };
     let run = dispatch(ctx, scenario, Side::Agent, &load).await?;
     let result = dispatch_result(Side::Agent, &run);
@@ -472,6 +510,8 @@ async fn scale(ctx: &Ctx<'_>) -> anyhow::Result<(SideResult, Live)> {
     r.one_pod_per_task = dispatched.one_pod_per_task;
     r.tasks_failed = dispatched.tasks_failed;
     r.tasks_per_sec = dispatched.tasks_per_sec;
+    r.clearml_per_task = dispatched.clearml_per_task;
+    r.tasks_per_clearml_call = dispatched.tasks_per_clearml_call;
     r.latency = dispatched.latency;
     r.peak_rss_mb = r.peak_rss_mb.max(dispatched.peak_rss_mb);
     r.live_pods = Some(live.pods);
@@ -588,9 +628,10 @@ fn differences(options: &Options) -> Vec<String> {
          `tasks.stop` + `queues.remove_task` + `tasks.enqueue` into `k8s_scheduler` (the open-source \
          server's path), `queues.get_by_id`, `tasks.edit_hyper_params`, and `kubectl apply` (GETs of \
          `/openapi/v3`, the namespace and the pod, then the POST); after each launch it polls \
-         again from the first queue. The agent takes up to 500 tasks per tick: one `tasks.enqueue` per task into \
-         `k8s_scheduler` (atomic, no stop/remove), one `tasks.get_all` and one `events.add_batch` \
-         per batch, and creates up to 32 pods at once."
+         again from the first queue. The agent takes up to 500 tasks per tick: one `tasks.enqueue_many` per origin queue \
+         (up to 100 tasks each) into `k8s_scheduler` (atomic, no stop/remove), one `tasks.get_all` \
+         and one `events.add_batch` per batch, pending reasons of a pass in one \
+         `tasks.update_batch`, and creates up to 32 pods at once."
             .to_string(),
         "Kubernetes: the glue forks `kubectl` for every call (a `get pods` each loop, a `delete` of \
          finished pods at most once a second, an `apply` per task, a `get` of Pending pods every 5 s \
@@ -610,6 +651,11 @@ fn differences(options: &Options) -> Vec<String> {
          process tree's summed RSS sampled every 50 ms (short-lived `kubectl`s can be missed). \
          Both sides talk over loopback to the same doubles, which run in the benchmark process \
          together with the simulated kubelet and the load generator, on the same cores."
+            .to_string(),
+        "burst-slow-clearml: every HTTP call to the ClearML double (either side's, any \
+         endpoint) waits for a free worker and holds it for the service time, as a real server's \
+         few worker processes in front of MongoDB do; the load generator's in-process enqueues are \
+         not limited. The glue's run there is capped (its rate is what it reached by then)."
             .to_string(),
         "Pod creation is observed in-process on the Kubernetes double's store (woken on every \
          change); latency is enqueue → pod object stored. Tasks without a pod when a side's drain \

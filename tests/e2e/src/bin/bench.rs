@@ -2,7 +2,7 @@
 //! in-memory ClearML and Kubernetes doubles (see `clearml_e2e::bench`).
 //!
 //! ```text
-//! cargo run --release -p clearml-e2e --bin bench -- [--quick] [--scenario burst,steady,idle,scale,status]
+//! cargo run --release -p clearml-e2e --bin bench -- [--quick] [--scenario burst,burst-slow-clearml,steady,idle,scale,status]
 //!     [--json out.json] [--no-python] [--keep] [--tasks N] [--queues Q] [--rate R] [--duration S]
 //!     [--idle-queues Q] [--idle-secs S] [--pods N] [--start-delay-ms MS] [--run-for-ms MS]
 //!     [--glue-drain-secs S]
@@ -16,7 +16,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, bail};
 use clearml_e2e::bench::{self, Options, Scenario, Sizes, glue};
 
-const USAGE: &str = "usage: bench [--quick] [--scenario burst,steady,idle,scale,status] \
+const USAGE: &str = "usage: bench [--quick] [--scenario burst,burst-slow-clearml,steady,idle,scale,status] \
 [--json FILE] [--no-python] [--keep] [--tasks N] [--queues Q] [--rate R] [--duration S] \
 [--idle-queues Q] [--idle-secs S] [--pods N] [--start-delay-ms MS] [--run-for-ms MS] \
 [--glue-drain-secs S]";

@@ -139,7 +139,10 @@ async fn a_server_that_refuses_to_move_gets_the_two_step_take() {
         .collect();
     env.all_completed(&tasks, WAIT, "after the refused move")
         .await;
-    let refusals = env.clearml.requests().calls_with_code("tasks.enqueue", 400);
+    // the move is refused per id inside `tasks.enqueue_many` (a 200 reply), or by a single
+    // `tasks.enqueue` (400)
+    let refusals = env.clearml.requests().calls_with_code("tasks.enqueue", 400)
+        + env.clearml.calls("tasks.enqueue_many");
     println!(
         "refused move: {refusals} refused tasks.enqueue, then {} tasks taken in two steps, {} pod creations",
         tasks.len(),
