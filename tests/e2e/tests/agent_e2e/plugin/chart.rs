@@ -1,6 +1,6 @@
-//! Values files written for ClearML's open-source agent chart (`tests/fixtures/chart/`: the
-//! chart's own `values.yaml` as published, and a typical override) through the plugin: each
-//! installs as it is, dry run and on the Kubernetes double, with every honoured key where the
+//! Values files written for ClearML's agent charts (`tests/fixtures/chart/`: the open-source
+//! chart's own `values.yaml` as published, a typical override, an Enterprise override) through
+//! the plugin: each installs as it is, dry run and on the Kubernetes double, with every honoured key where the
 //! chart puts it and every inert key reported; the agent then runs from the installed ConfigMap.
 
 use super::*;
@@ -237,4 +237,71 @@ async fn a_typical_chart_override_installs_and_the_agent_runs_from_it() {
             .is_none()
     );
     assert!(env.kube.get("secrets", NS, "clearml-agent-files").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enterprise_chart_override_installs_and_reports_its_inert_keys() {
+    let env = Env::new(SimOptions::default()).await;
+    let plugin = Plugin {
+        env: &env,
+        agent_addr: None,
+    };
+    let file = chart_fixture("enterprise-values.yaml");
+    let f = file.to_str().expect("utf-8");
+    let inert = [
+        "agentk8sglue.serviceAccountClusterAccess",
+        "agentk8sglue.useOwnerToken",
+        "agentk8sglue.monitoredResources",
+        "customCertificates",
+    ];
+
+    let (yaml, stderr) = install(&plugin, &["-f", f, "--dry-run", "-o", "yaml"]);
+    assert!(!yaml.contains("<SECRET_KEY>"), "Secret data redacted");
+    for path in inert {
+        let lines = stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("note: {path}: ")))
+            .count();
+        assert_eq!(lines, 1, "one note for {path}: {stderr}");
+    }
+
+    let (_, stderr) = install(&plugin, &["-f", f]);
+    assert!(
+        stderr.contains("note: agentk8sglue.useOwnerToken: "),
+        "{stderr}"
+    );
+    let d = env.kube.get("deployments", NS, CM).expect("deployment");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let skip_tls = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "CLEARML_AGENT_INSECURE_SKIP_TLS_VERIFY")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(skip_tls["value"], "true", "clearmlcheckCertificate: false");
+    // the ConfigMap holds what the agent reads: the Enterprise keys as given, no credentials,
+    // the name of the existing clearml.conf Secret
+    let cm = env.kube.get("configmaps", NS, CM).expect("configmap");
+    let text = s(&cm, "/data/values.yaml");
+    assert!(
+        !text.contains("<SECRET_KEY>"),
+        "credentials in the ConfigMap"
+    );
+    let stored = clearml_agent_core::values::Values::from_yaml(text).expect("the agent reads it");
+    assert_eq!(
+        stored.existing_clearml_config_secret(),
+        Some("team-clearml-conf")
+    );
+    assert_eq!(stored.agentk8sglue.max_pods, Some(16));
+    assert_eq!(
+        stored.agentk8sglue.task_worker_id_override.as_deref(),
+        Some("{worker_id_parts[0]}:my-group:{task_id}")
+    );
+    assert!(
+        env.kube
+            .get("secrets", NS, "clearml-agent-clearml-conf")
+            .is_none(),
+        "an existing clearml.conf Secret is used, none is made"
+    );
 }
