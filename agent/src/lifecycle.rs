@@ -200,6 +200,24 @@ pub enum Verdict {
     Withdraw(String),
     /// The finished pods outlived their TTL: delete them.
     Cleanup,
+    /// The cluster took pod `pod` away (`why`): the task goes back to the head of its queue
+    /// once all its pods are gone (see [`decide_task`]).
+    Retry {
+        /// The disrupted pod.
+        pod: String,
+        /// Why.
+        why: Disruption,
+    },
+    /// A multi-node task's rank `pod` waited `waited` unscheduled (the scheduler's `message`),
+    /// past the gang timeout: release every rank, back to the head of its queue.
+    Release {
+        /// The unscheduled rank.
+        pod: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The scheduler's message.
+        message: String,
+    },
 }
 
 /// Decides for one task from its pods `(name, state)` at time `now`.
@@ -318,6 +336,10 @@ fn fail_or_withdraw(task: TaskStatus<'_>, reason: String) -> Verdict {
         Verdict::Fail(reason)
     }
 }
+
+mod disruption;
+
+pub use disruption::{DISRUPTION_REASONS, Disruption, Gang, decide_task, disruption};
 
 #[cfg(test)]
 mod tests;

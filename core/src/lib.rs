@@ -17,6 +17,7 @@ pub mod contract;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod kueue;
 pub mod render;
 pub mod validate;
 pub mod values;

@@ -23,7 +23,7 @@ use crate::{
     metrics::QueueLabels,
 };
 
-use super::{Dispatcher, GET_ALL_CHUNK, origin_from_message};
+use super::{Dispatcher, GET_ALL_CHUNK, origin_from_message, retry};
 
 /// Concurrent launches (and moves) within a tick.
 pub(super) const LAUNCH_CONCURRENCY: usize = 32;
@@ -151,6 +151,7 @@ impl Dispatcher {
                     ));
                     self.origin.insert(task.clone(), origin);
                     self.unseen.insert(task.clone(), Instant::now());
+                    self.retries.launched(&task);
                     self.launched.insert(task, launch_id);
                 }
                 Launch::Adopted {
@@ -283,7 +284,7 @@ impl Dispatcher {
             template: &qcfg.template,
             settings: &settings,
         };
-        let rendered = match render::render(&self.agent, &queue, &params) {
+        let mut rendered = match render::render(&self.agent, &queue, &params) {
             Ok(r) => r,
             Err(e) => {
                 return Launch::Failed {
@@ -293,6 +294,8 @@ impl Dispatcher {
                 };
             }
         };
+        // the retries so far (the take's message carries them) stay with the task on its pods
+        retry::annotate(&mut rendered.pods, doc.status_message.as_deref());
         if rendered.service.is_none()
             && rendered.pods.iter().all(|pod| {
                 existing

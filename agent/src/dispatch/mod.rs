@@ -7,6 +7,7 @@
 //!  reconcile  pod watch ──lifecycle::decide──▶ verdicts ──▶ tasks.failed / status message / cleanup
 //!  statuses   the ClearML statuses and messages the verdicts read (one batched read per refresh)
 //!  origin     the origin-queue record a pending task carries in its status message
+//!  retry      disrupted tasks and stuck gangs back to the head of their queue (the retry record)
 //! ```
 //!
 //! This module holds the loop that runs the steps, leadership and live config changes.
@@ -25,6 +26,7 @@ mod gate;
 mod launch;
 mod origin;
 mod reconcile;
+mod retry;
 mod statuses;
 mod take;
 
@@ -190,6 +192,8 @@ pub struct Dispatcher {
     told_too_big: HashSet<String>,
     /// The ClearML API URL came from the environment, not the values.
     api_from_env: bool,
+    /// Disruptions seen, retry records, gang backoffs.
+    retries: retry::Retries,
 }
 
 impl Dispatcher {
@@ -245,6 +249,7 @@ impl Dispatcher {
             gate: WriteGate::default(),
             told_too_big: HashSet::new(),
             api_from_env,
+            retries: retry::Retries::default(),
         })
     }
 
@@ -302,6 +307,7 @@ impl Dispatcher {
                 tracing::info!("not the leader; waiting for the lease");
                 self.launched.clear();
                 self.origin.clear();
+                self.retries.clear();
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,

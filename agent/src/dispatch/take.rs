@@ -27,7 +27,7 @@ use crate::{
 };
 
 use super::{
-    Dispatcher, Entry, GET_ALL_CHUNK, PENDING_REASON, launch::LAUNCH_CONCURRENCY, pending_message,
+    Dispatcher, Entry, GET_ALL_CHUNK, PENDING_REASON, launch::LAUNCH_CONCURRENCY,
 };
 
 /// Most tasks taken per tick (bounds the size of each ClearML request).
@@ -237,7 +237,10 @@ impl Dispatcher {
             task: e.task.clone(),
             added: e.added_at(),
         };
-        let (waiting, halfway) = split_waiting(entries, &in_pending);
+        let (mut waiting, halfway) = split_waiting(entries, &in_pending);
+        // retries: records of tasks put back by an earlier agent; gangs in backoff wait
+        self.recall_records(&waiting).await;
+        self.retries.hold_back(&mut waiting);
         // origins are kept while a task is pending or launched
         self.origin
             .retain(|t, _| self.launched.contains_key(t) || in_pending.contains(t.as_str()));
@@ -375,15 +378,11 @@ impl Dispatcher {
                 let s = &self.served[qi];
                 let clearml = &self.clearml;
                 let pending = &self.pending_queue;
+                // the origin record, after the retry record of a task put back
+                let message = self.retries.taken_message(&task, &s.name, &s.id);
                 async move {
                     let r = clearml
-                        .enqueue(
-                            &task,
-                            pending,
-                            PENDING_REASON,
-                            &pending_message(&s.name, &s.id),
-                            false,
-                        )
+                        .enqueue(&task, pending, PENDING_REASON, &message, false)
                         .await;
                     (task, s.id.clone(), r)
                 }
@@ -454,12 +453,12 @@ impl Dispatcher {
                 let clearml = &self.clearml;
                 let pending = &self.pending_queue;
                 let already = queued.get(&task).copied().unwrap_or(false);
+                let message = self.retries.taken_message(&task, &s.name, &s.id);
                 async move {
                     let enqueued = if already {
                         tracing::info!(%task, queue = %s.name, "task already enqueued into the pending queue (a take cut short); finishing its move");
                         Ok(())
                     } else {
-                        let message = pending_message(&s.name, &s.id);
                         clearml
                             .enqueue(&task, pending, PENDING_REASON, &message, true)
                             .await

@@ -20,6 +20,9 @@
 //! | `sim/no-start` | exits 0 without running the task |
 //! | anything else | starts the task, runs `run_for`, completes it, exits 0 |
 //!
+//! A pod taken away while it runs (`KubeDouble::preempt_pod`, `evict_pod`, `kubelet_evict_pod`, or
+//! deleted) reports nothing more: its process died with it.
+//!
 //! With [`SimOptions::gpus`] set, the cluster has that many `nvidia.com/gpu` and a pod asking for
 //! GPUs (its containers' limits) is bound only when they are free: until then it is
 //! `Unschedulable` with the scheduler's `Insufficient nvidia.com/gpu` message, and it is bound
@@ -330,6 +333,18 @@ fn uid(pod: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// Whether the pod `name` (uid `uid`) still runs: not deleted, not being deleted, not ended.
+fn still_running(kube: &KubeDouble, ns: &str, name: &str, uid: &str) -> bool {
+    kube.get("pods", ns, name).is_some_and(|p| {
+        p.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid)
+            && p.pointer("/metadata/deletionTimestamp").is_none()
+            && !matches!(
+                p.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            )
+    })
+}
+
 fn label<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
     pod.pointer("/metadata/labels")
         .and_then(|l| l.get(key))
@@ -468,6 +483,11 @@ async fn run_pod(
                         _ => opts.run_for,
                     };
                     tokio::time::sleep(run_for).await;
+                    if !still_running(kube, ns, name, uid(pod)) {
+                        // taken away meanwhile (preempted, evicted, deleted): its process died
+                        // with it and reports nothing
+                        return;
+                    }
                     if drives_task {
                         let status = clearml.task(&task).and_then(|t| t.get("status").cloned());
                         if status.as_ref().and_then(Value::as_str) == Some("in_progress") {

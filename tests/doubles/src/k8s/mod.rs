@@ -16,6 +16,7 @@ mod api;
 mod apply;
 mod defaults;
 mod deletion;
+mod disrupt;
 pub mod discovery;
 mod faults;
 pub mod kubeconfig;

@@ -1,0 +1,352 @@
+//! Retries: a task whose pod the cluster takes away (the double plays kube-scheduler's
+//! preemption, the eviction API and the kubelet's node-pressure eviction, each with its
+//! `DisruptionTarget` condition) goes back to the head of its queue and completes, one attempt at
+//! a time; a task's own failure is not retried; past `maxRetries` the task fails with the last
+//! reason; a retry survives a SIGKILL of the agent; a multi-node task that cannot be scheduled
+//! whole releases every rank and goes back to its queue (the agent's gang rule), then starts whole
+//! once the GPUs are free.
+
+use super::*;
+
+/// Pods of `task` in the store now.
+fn pods_of(env: &Env, task: &str) -> Vec<Value> {
+    env.kube
+        .list("pods", Some(NS))
+        .into_iter()
+        .filter(|p| s(p, "/metadata/labels/clearml-task-id") == task)
+        .collect()
+}
+
+/// The task's console log lines (the agent's `events.add_batch`).
+fn log_of(env: &Env, task: &str) -> Vec<String> {
+    env.clearml
+        .events()
+        .iter()
+        .filter(|e| s(e, "/task") == task)
+        .map(|e| s(e, "/msg").to_string())
+        .collect()
+}
+
+/// Watches the task's pods until dropped: every sample must show the pods of one launch only
+/// (never two attempts at once). Returns the launches seen, in order.
+struct OneAttempt {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    join: tokio::task::JoinHandle<Result<Vec<String>, String>>,
+}
+
+impl OneAttempt {
+    fn watch(env: &Env, task: &str) -> Self {
+        let kube = env.kube.clone();
+        let task = task.to_string();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let join = tokio::spawn(async move {
+            let mut seen: Vec<String> = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let launches: std::collections::BTreeSet<String> = kube
+                    .list("pods", Some(NS))
+                    .iter()
+                    .filter(|p| s(p, "/metadata/labels/clearml-task-id") == task)
+                    .map(|p| s(p, "/metadata/annotations/clearml.ai~1launch").to_string())
+                    .collect();
+                if launches.len() > 1 {
+                    return Err(format!("two attempts at once: {launches:?}"));
+                }
+                if let Some(l) = launches.into_iter().next()
+                    && seen.last() != Some(&l)
+                {
+                    seen.push(l);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok(seen)
+        });
+        Self { stop, join }
+    }
+
+    async fn launches(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.join
+            .await
+            .expect("watcher")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Waits until `task` has a running pod (of a launch other than `not`) and is in progress.
+async fn running(env: &Env, task: &str, pods: usize, not: Option<&str>) -> Vec<Value> {
+    let launch = not.map(str::to_string);
+    let task_id = task.to_string();
+    env.kube
+        .wait_for(WAIT, |v| {
+            let pods_now: Vec<Value> = v
+                .list("pods", Some(NS))
+                .into_iter()
+                .filter(|p| s(p, "/metadata/labels/clearml-task-id") == task_id)
+                .filter(|p| {
+                    launch.as_deref() != Some(s(p, "/metadata/annotations/clearml.ai~1launch"))
+                })
+                .filter(|p| s(p, "/status/phase") == "Running")
+                .cloned()
+                .collect();
+            (pods_now.len() == pods).then_some(pods_now)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{pods} pod(s) of task {task} running"))
+}
+
+fn launch_of(pod: &Value) -> String {
+    s(pod, "/metadata/annotations/clearml.ai~1launch").to_string()
+}
+
+fn sim() -> SimOptions {
+    SimOptions {
+        start_delay: Duration::from_millis(5),
+        ..Default::default()
+    }
+}
+
+const VALUES: &str = "\
+agentk8sglue:
+  createQueues: true
+  failedPodTtlSeconds: 3600
+  queues:
+    retried: {}
+    multi:
+      queueSettings:
+        multiNode: [1, 1]
+    once:
+      queueSettings:
+        maxRetries: 1
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_task_comes_back_to_its_queue_and_completes() {
+    let env = Env::new(sim()).await;
+    env.kube.set_deletion_delay(Duration::from_millis(300));
+    let agent = env.agent(VALUES).await;
+    let task = env.enqueue("preempted", "retried", "sim/sleep-1500");
+    let first = running(&env, &task, 1, None).await;
+    env.task_status(&task, "in_progress").await;
+    let watch = OneAttempt::watch(&env, &task);
+    let name = s(&first[0], "/metadata/name").to_string();
+    env.kube.preempt_pod(NS, &name).expect("preempted");
+
+    let again = running(&env, &task, 1, Some(&launch_of(&first[0]))).await;
+    assert_eq!(
+        s(&again[0], "/metadata/annotations/clearml.ai~1retries"),
+        "PreemptionByScheduler",
+        "the new pod carries the retry record"
+    );
+    env.task_status(&task, "completed").await;
+    let launches = watch.launches().await;
+    assert_eq!(launches.len(), 2, "two attempts, one after the other: {launches:?}");
+    let log = log_of(&env, &task);
+    let retried: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("retry 1 of 3") && l.contains("PreemptionByScheduler"))
+        .collect();
+    assert_eq!(retried.len(), 1, "one retry line in the task's log: {log:#?}");
+    assert!(
+        retried[0].contains("back to the head of queue retried"),
+        "{}",
+        retried[0]
+    );
+    let metrics = agent.metrics().await.expect("metrics");
+    assert!(
+        metrics.contains(
+            "clearml_agent_task_retries_total{queue=\"retried\",reason=\"PreemptionByScheduler\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("clearml_agent_tasks_failed_total"),
+        "nothing failed: {metrics}"
+    );
+}
+
+/// The task goes back to the head of its queue, before the tasks that waited there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_task_goes_back_to_the_head_of_its_queue() {
+    let env = Env::new(sim()).await;
+    // hold the preempted pod while it terminates: meanwhile the task waits in its queue
+    let values = "\
+agentk8sglue:
+  createQueues: true
+  queues:
+    one:
+      queueSettings:
+        maxPods: 1
+";
+    let _agent = env.agent(values).await;
+    let task = env.enqueue("preempted", "one", "sim/sleep-1500");
+    let first = running(&env, &task, 1, None).await;
+    env.task_status(&task, "in_progress").await;
+    let later: Vec<String> = (0..3)
+        .map(|i| env.enqueue(&format!("later-{i}"), "one", "sim/sleep-10"))
+        .collect();
+    env.kube.hold_deletions(true).await;
+    env.kube
+        .preempt_pod(NS, s(&first[0], "/metadata/name"))
+        .expect("preempted");
+    let queue = env.queue("one");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let entries = env.clearml.queue_entries(&queue);
+        if entries.first() == Some(&task) {
+            assert_eq!(entries[1..], later[..], "the others keep their order behind it");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task not at the head of its queue: {entries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = env.task(&task);
+    assert!(
+        s(&t, "/status_message").starts_with("K8S retried after PreemptionByScheduler"),
+        "{t:#}"
+    );
+    env.kube.hold_deletions(false).await;
+    env.task_status(&task, "completed").await;
+    let mut all = later.clone();
+    all.push(task);
+    env.all_completed(&all, WAIT, "after the retry").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_multi_node_task_comes_back_whole() {
+    let env = Env::new(sim()).await;
+    env.kube.set_deletion_delay(Duration::from_millis(200));
+    let agent = env.agent(VALUES).await;
+    let task = env.enqueue("evicted", "multi", "sim/sleep-1500");
+    let first = running(&env, &task, 2, None).await;
+    env.task_status(&task, "in_progress").await;
+    let watch = OneAttempt::watch(&env, &task);
+    let rank1 = first
+        .iter()
+        .find(|p| s(p, "/metadata/labels/clearml-rank") == "1")
+        .expect("rank 1");
+    env.kube
+        .kubelet_evict_pod(
+            NS,
+            s(rank1, "/metadata/name"),
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi.",
+        )
+        .expect("evicted");
+
+    let again = running(&env, &task, 2, Some(&launch_of(&first[0]))).await;
+    assert!(
+        again
+            .iter()
+            .all(|p| s(p, "/metadata/annotations/clearml.ai~1retries") == "TerminationByKubelet"),
+        "{again:#?}"
+    );
+    env.task_status(&task, "completed").await;
+    let launches = watch.launches().await;
+    assert_eq!(launches.len(), 2, "{launches:?}");
+    assert!(
+        log_of(&env, &task)
+            .iter()
+            .any(|l| l.contains("retry 1 of 3") && l.contains("low on resource")),
+        "{:#?}",
+        log_of(&env, &task)
+    );
+    let metrics = agent.metrics().await.expect("metrics");
+    assert!(
+        metrics.contains(
+            "clearml_agent_task_retries_total{queue=\"multi\",reason=\"TerminationByKubelet\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_s_own_failure_is_not_retried() {
+    let env = Env::new(sim()).await;
+    let agent = env.agent(VALUES).await;
+    let oom = env.enqueue("oom", "retried", "sim/oom");
+    let exit = env.enqueue("exit", "retried", "sim/exit-3");
+    let t = env.task_status(&oom, "failed").await;
+    assert!(s(&t, "/status_reason").contains("OOMKilled"), "{t:#}");
+    env.task_status(&exit, "failed").await;
+    for task in [&oom, &exit] {
+        assert_eq!(pods_of(&env, task).len(), 1, "one pod, kept for its TTL");
+        assert!(
+            !log_of(&env, task).iter().any(|l| l.contains("retry")),
+            "{:#?}",
+            log_of(&env, task)
+        );
+    }
+    let metrics = agent.metrics().await.expect("metrics");
+    assert!(!metrics.contains("task_retries_total{"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_retries_the_task_fails_with_the_last_reason() {
+    let env = Env::new(sim()).await;
+    let _agent = env.agent(VALUES).await;
+    let task = env.enqueue("unlucky", "once", "sim/sleep-3000");
+    let first = running(&env, &task, 1, None).await;
+    env.task_status(&task, "in_progress").await;
+    env.kube
+        .preempt_pod(NS, s(&first[0], "/metadata/name"))
+        .expect("preempted");
+    let second = running(&env, &task, 1, Some(&launch_of(&first[0]))).await;
+    env.task_status(&task, "in_progress").await;
+    env.kube
+        .evict_pod(NS, s(&second[0], "/metadata/name"))
+        .expect("evicted");
+    let t = env.task_status(&task, "failed").await;
+    let reason = s(&t, "/status_reason");
+    assert!(
+        reason.contains("EvictionByEvictionAPI")
+            && reason.contains("retried 1 times already (queueSettings.maxRetries 1)"),
+        "{t:#}"
+    );
+    assert!(
+        env.clearml.queue_entries(&env.queue("once")).is_empty(),
+        "not back in its queue"
+    );
+}
+
+/// A SIGKILL while the preempted pod terminates, and another once the task is back in the
+/// pending queue waiting for the old pod to go: the next agents finish the retry, and the count
+/// survives (the new pod carries the record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_survives_sigkill() {
+    let env = Env::new(sim()).await;
+    let mut agent = env.agent(VALUES).await;
+    let task = env.enqueue("survivor", "retried", "sim/sleep-1500");
+    let first = running(&env, &task, 1, None).await;
+    env.task_status(&task, "in_progress").await;
+    let watch = OneAttempt::watch(&env, &task);
+    // the agent dies; the cluster preempts the pod meanwhile (it stays terminating)
+    agent.kill();
+    env.kube.hold_deletions(true).await;
+    env.kube
+        .preempt_pod(NS, s(&first[0], "/metadata/name"))
+        .expect("preempted");
+    let mut agent = env.agent(VALUES).await;
+    // the next agent puts it back and takes it again; it waits for the old pod to go
+    env.task_until(&task, "taken again with its retry record", |t| {
+        s(t, "/status_message").starts_with("K8S retried after PreemptionByScheduler; launching from queue retried")
+    })
+    .await;
+    agent.kill();
+    let _agent = env.agent(VALUES).await;
+    env.kube.hold_deletions(false).await;
+    let again = running(&env, &task, 1, Some(&launch_of(&first[0]))).await;
+    assert_eq!(
+        s(&again[0], "/metadata/annotations/clearml.ai~1retries"),
+        "PreemptionByScheduler"
+    );
+    env.task_status(&task, "completed").await;
+    assert_eq!(watch.launches().await.len(), 2);
+    let retries = log_of(&env, &task)
+        .iter()
+        .filter(|l| l.contains("retry 1 of 3"))
+        .count();
+    assert_eq!(retries, 1, "{:#?}", log_of(&env, &task));
+}
