@@ -349,7 +349,10 @@ impl Dispatcher {
 /// The lifecycle verdict for a task's pods, with its disruption and gang rule.
 fn decide_pods(
     pods: &[Arc<Pod>],
-    (disrupted, gang): &(Option<(String, lifecycle::Disruption)>, Option<lifecycle::Gang>),
+    (disrupted, gang): &(
+        Option<(String, lifecycle::Disruption)>,
+        Option<lifecycle::Gang>,
+    ),
     status: TaskStatus<'_>,
     now: Timestamp,
     timeouts: &lifecycle::Timeouts,

@@ -509,7 +509,10 @@ mod tests {
             assert_eq!(super::super::origin_from_message(&taken), Some("q2"));
         }
         assert_eq!(taken_message(None, "gpu", "q"), pending_message("gpu", "q"));
-        assert_eq!(taken_message(Some(&[]), "gpu", "q"), pending_message("gpu", "q"));
+        assert_eq!(
+            taken_message(Some(&[]), "gpu", "q"),
+            pending_message("gpu", "q")
+        );
         for other in [
             "",
             "launching from queue gpu [q]",
@@ -523,7 +526,12 @@ mod tests {
 
     #[test]
     fn counts_and_backoff() {
-        let codes = s(&["Evicted", GANG_TIMEOUT, GANG_TIMEOUT, "PreemptionByScheduler"]);
+        let codes = s(&[
+            "Evicted",
+            GANG_TIMEOUT,
+            GANG_TIMEOUT,
+            "PreemptionByScheduler",
+        ]);
         assert_eq!(disruptions(&codes), 2);
         assert_eq!(gang_releases(&codes), 2);
         let t = Duration::from_secs(120);
@@ -541,7 +549,11 @@ mod tests {
         assert!(pods.iter().all(|p| p.metadata.annotations.is_none()));
         annotate(
             &mut pods,
-            Some(&taken_message(Some(&s(&["Evicted", GANG_TIMEOUT])), "gpu", "q")),
+            Some(&taken_message(
+                Some(&s(&["Evicted", GANG_TIMEOUT])),
+                "gpu",
+                "q",
+            )),
         );
         let pods: Vec<Arc<Pod>> = pods.into_iter().map(Arc::new).collect();
         assert_eq!(record_from_pods(&pods), s(&["Evicted", GANG_TIMEOUT]));

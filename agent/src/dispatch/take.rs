@@ -26,9 +26,7 @@ use crate::{
     schedule::{self, Order, QueueWork},
 };
 
-use super::{
-    Dispatcher, Entry, GET_ALL_CHUNK, PENDING_REASON, launch::LAUNCH_CONCURRENCY,
-};
+use super::{Dispatcher, Entry, GET_ALL_CHUNK, PENDING_REASON, launch::LAUNCH_CONCURRENCY};
 
 /// Most tasks taken per tick (bounds the size of each ClearML request).
 pub(super) const BATCH: usize = 500;

@@ -136,3 +136,232 @@ pub fn decide_task(
     }
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn pod(status: Value, deleting: bool) -> Pod {
+        let mut meta = json!({"name": "p"});
+        if deleting {
+            meta["deletionTimestamp"] = json!("2026-01-01T01:00:30Z");
+        }
+        serde_json::from_value(
+            json!({"metadata": meta, "spec": {"containers": [{"name": "task"}]}, "status": status}),
+        )
+        .expect("pod")
+    }
+
+    fn target(reason: &str, message: &str) -> Value {
+        json!({"type": "DisruptionTarget", "status": "True", "reason": reason, "message": message,
+               "lastTransitionTime": "2026-01-01T01:00:00Z"})
+    }
+
+    fn terminated(code: i32, reason: &str) -> Value {
+        json!([{"name": "task", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"reason": reason, "exitCode": code}}}])
+    }
+
+    #[test]
+    fn what_counts_as_a_disruption() {
+        let preempting = "default-scheduler: preempting to accommodate a higher priority pod";
+        let cases = [
+            (
+                "preempted, terminating",
+                pod(
+                    json!({"phase": "Running", "conditions": [target("PreemptionByScheduler", preempting)]}),
+                    true,
+                ),
+                Some(("PreemptionByScheduler", preempting)),
+            ),
+            (
+                "evicted through the API, then killed (exit 143)",
+                pod(
+                    json!({"phase": "Failed", "conditions": [target("EvictionByEvictionAPI", "Eviction API: evicting")],
+                           "containerStatuses": terminated(143, "Error")}),
+                    true,
+                ),
+                Some(("EvictionByEvictionAPI", "Eviction API: evicting")),
+            ),
+            (
+                "node gone: pod GC",
+                pod(
+                    json!({"phase": "Running", "conditions": [target("DeletionByPodGC", "PodGC: node no longer exists")]}),
+                    true,
+                ),
+                Some(("DeletionByPodGC", "PodGC: node no longer exists")),
+            ),
+            (
+                "kubelet eviction without the condition (older kubelets)",
+                pod(
+                    json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory.",
+                           "containerStatuses": terminated(137, "Error")}),
+                    false,
+                ),
+                Some(("Evicted", "The node was low on resource: memory.")),
+            ),
+            (
+                "condition False",
+                pod(
+                    json!({"phase": "Running", "conditions": [{"type": "DisruptionTarget", "status": "False"}]}),
+                    false,
+                ),
+                None,
+            ),
+            (
+                "OOMKilled is the task's own",
+                pod(
+                    json!({"phase": "Failed", "containerStatuses": terminated(137, "OOMKilled")}),
+                    false,
+                ),
+                None,
+            ),
+            (
+                "exit 1 is the task's own",
+                pod(
+                    json!({"phase": "Failed", "containerStatuses": terminated(1, "Error")}),
+                    false,
+                ),
+                None,
+            ),
+            (
+                "deleted by someone, no condition",
+                pod(json!({"phase": "Running"}), true),
+                None,
+            ),
+            ("no status", pod(Value::Null, false), None),
+        ];
+        for (what, pod, want) in cases {
+            let got = disruption(&pod);
+            let got = got.as_ref().map(|d| (d.code.as_str(), d.message.as_str()));
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    const T: Timeouts = Timeouts {
+        pending: Duration::from_secs(600),
+        succeeded_ttl: Duration::from_secs(300),
+        failed_ttl: Duration::from_secs(86400),
+    };
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn unschedulable(since: &str) -> PodState {
+        PodState::Pending {
+            waiting: None,
+            unschedulable: Some(("0/1 nodes are available".into(), Some(ts(since)))),
+        }
+    }
+
+    #[test]
+    fn retries_and_gang_releases() {
+        let now = ts("2026-01-01T01:10:00Z");
+        let why = Disruption {
+            code: "PreemptionByScheduler".into(),
+            message: String::new(),
+        };
+        let gang = Some(Gang {
+            timeout: Duration::from_secs(120),
+            waited_before: Duration::ZERO,
+        });
+        let oom = PodState::Failed {
+            reason: "OOMKilled".into(),
+            message: String::new(),
+            exit_code: Some(137),
+            finished: None,
+        };
+        let retry = Verdict::Retry {
+            pod: "p-1".into(),
+            why: why.clone(),
+        };
+        let cases: Vec<(&str, Vec<(&str, PodState)>, bool, Option<Gang>, TaskStatus<'_>, Verdict)> = vec![
+            (
+                "disrupted, running: retried",
+                vec![("p-0", PodState::Running), ("p-1", PodState::Terminating)],
+                true,
+                None,
+                TaskStatus::Known("in_progress"),
+                retry.clone(),
+            ),
+            (
+                "disrupted, not started: retried",
+                vec![("p-1", PodState::Terminating)],
+                true,
+                None,
+                TaskStatus::Known("queued"),
+                retry.clone(),
+            ),
+            (
+                "disrupted, aborted meanwhile: not retried",
+                vec![("p-0", PodState::Running), ("p-1", PodState::Terminating)],
+                true,
+                None,
+                TaskStatus::Known("stopped"),
+                Verdict::Wait,
+            ),
+            (
+                "disrupted, ClearML unreachable: wait",
+                vec![("p-1", PodState::Terminating)],
+                true,
+                None,
+                TaskStatus::Unknown,
+                Verdict::Wait,
+            ),
+            (
+                "OOMKilled: failed, never retried",
+                vec![("p-0", oom)],
+                false,
+                None,
+                TaskStatus::Known("in_progress"),
+                Verdict::Fail("pod p-0 failed: OOMKilled (exit code 137)".into()),
+            ),
+            (
+                "gang: a rank unscheduled past the gang timeout: released",
+                vec![("p-0", PodState::Running), ("p-1", unschedulable("2026-01-01T01:07:00Z"))],
+                false,
+                gang,
+                TaskStatus::Known("in_progress"),
+                Verdict::Release {
+                    pod: "p-1".into(),
+                    waited: Duration::from_secs(180),
+                    message: "0/1 nodes are available".into(),
+                },
+            ),
+            (
+                "gang: within the gang timeout: explained",
+                vec![("p-0", PodState::Running), ("p-1", unschedulable("2026-01-01T01:09:00Z"))],
+                false,
+                gang,
+                TaskStatus::Known("in_progress"),
+                Verdict::Explain("pod p-1 is unschedulable: 0/1 nodes are available".into()),
+            ),
+            (
+                "gang: the total wait passed the pending timeout: failed",
+                vec![("p-0", PodState::Running), ("p-1", unschedulable("2026-01-01T01:09:00Z"))],
+                false,
+                Some(Gang {
+                    timeout: Duration::from_secs(120),
+                    waited_before: Duration::from_secs(600),
+                }),
+                TaskStatus::Known("in_progress"),
+                Verdict::Fail("pod p-1 unschedulable for 660s in total (pending timeout 600s; the ranks were released and launched again meanwhile): 0/1 nodes are available".into()),
+            ),
+            (
+                "no gang rule (Kueue or one pod): the pending timeout alone",
+                vec![("p-0", PodState::Running), ("p-1", unschedulable("2026-01-01T01:07:00Z"))],
+                false,
+                None,
+                TaskStatus::Known("in_progress"),
+                Verdict::Explain("pod p-1 is unschedulable: 0/1 nodes are available".into()),
+            ),
+        ];
+        for (what, pods, disrupted, gang, status, want) in cases {
+            let d = disrupted.then_some(("p-1", &why));
+            assert_eq!(decide_task(&pods, d, gang, status, now, &T), want, "{what}");
+        }
+    }
+}

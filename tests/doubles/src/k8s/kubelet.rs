@@ -59,7 +59,12 @@ fn normalize_image(image: &str) -> String {
     full
 }
 
-pub(crate) fn condition(ty: &str, status: bool, reason: Option<&str>, message: Option<&str>) -> Value {
+pub(crate) fn condition(
+    ty: &str,
+    status: bool,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> Value {
     let mut c = json!({
         "type": ty,
         "status": if status { "True" } else { "False" },

@@ -140,13 +140,21 @@ async fn a_preempted_task_comes_back_to_its_queue_and_completes() {
     );
     env.task_status(&task, "completed").await;
     let launches = watch.launches().await;
-    assert_eq!(launches.len(), 2, "two attempts, one after the other: {launches:?}");
+    assert_eq!(
+        launches.len(),
+        2,
+        "two attempts, one after the other: {launches:?}"
+    );
     let log = log_of(&env, &task);
     let retried: Vec<&String> = log
         .iter()
         .filter(|l| l.contains("retry 1 of 3") && l.contains("PreemptionByScheduler"))
         .collect();
-    assert_eq!(retried.len(), 1, "one retry line in the task's log: {log:#?}");
+    assert_eq!(
+        retried.len(),
+        1,
+        "one retry line in the task's log: {log:#?}"
+    );
     assert!(
         retried[0].contains("back to the head of queue retried"),
         "{}",
@@ -194,7 +202,11 @@ agentk8sglue:
     loop {
         let entries = env.clearml.queue_entries(&queue);
         if entries.first() == Some(&task) {
-            assert_eq!(entries[1..], later[..], "the others keep their order behind it");
+            assert_eq!(
+                entries[1..],
+                later[..],
+                "the others keep their order behind it"
+            );
             break;
         }
         assert!(
@@ -331,7 +343,8 @@ async fn a_retry_survives_sigkill() {
     let mut agent = env.agent(VALUES).await;
     // the next agent puts it back and takes it again; it waits for the old pod to go
     env.task_until(&task, "taken again with its retry record", |t| {
-        s(t, "/status_message").starts_with("K8S retried after PreemptionByScheduler; launching from queue retried")
+        s(t, "/status_message")
+            .starts_with("K8S retried after PreemptionByScheduler; launching from queue retried")
     })
     .await;
     agent.kill();
