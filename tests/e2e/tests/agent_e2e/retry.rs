@@ -363,3 +363,142 @@ async fn a_retry_survives_sigkill() {
         .count();
     assert_eq!(retries, 1, "{:#?}", log_of(&env, &task));
 }
+
+/// 4 GPUs; `holder` tasks take 1 GPU each; a `gang` task is 3 ranks of 1 GPU.
+fn gang_values(pending_timeout: u64) -> String {
+    format!(
+        "\
+agentk8sglue:
+  createQueues: true
+  pendingTimeoutSeconds: {pending_timeout}
+  queues:
+    holder:
+      templateOverrides:
+        resources:
+          limits:
+            nvidia.com/gpu: 1
+    gang:
+      queueSettings:
+        multiNode: [1, 1, 1]
+        gangTimeoutSeconds: 1
+"
+    )
+}
+
+fn gang_sim() -> SimOptions {
+    SimOptions {
+        gpus: Some(4),
+        ..sim()
+    }
+}
+
+/// Two GPUs held: two ranks of the gang bind, the third cannot. Past the gang timeout every rank
+/// is released and the task is back in its queue (not failed), reason in its log; once the GPUs
+/// are free it starts whole and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_that_cannot_fit_releases_every_rank_then_starts_whole() {
+    let env = Env::new(gang_sim()).await;
+    let agent = env.agent(&gang_values(600)).await;
+    let holders: Vec<String> = (0..2)
+        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
+        .collect();
+    for h in &holders {
+        env.task_status(h, "in_progress").await;
+    }
+    let task = env.enqueue("gang", "gang", "sim/sleep-5000");
+    let watch = OneAttempt::watch(&env, &task);
+    // two ranks bound, one not
+    env.kube
+        .wait_for(WAIT, |v| {
+            let pods: Vec<&Value> = v
+                .list("pods", Some(NS))
+                .into_iter()
+                .filter(|p| s(p, "/metadata/labels/clearml-task-id") == task)
+                .collect();
+            let bound = pods
+                .iter()
+                .filter(|p| p.pointer("/spec/nodeName").is_some())
+                .count();
+            (pods.len() == 3 && bound == 2).then_some(())
+        })
+        .await
+        .expect("two ranks bound, one waiting for a GPU");
+    // released: no rank left, back in its queue
+    let t = env
+        .task_until(&task, "back in its queue after a gang release", |t| {
+            s(t, "/status_message").starts_with("K8S retried after GangTimeout")
+        })
+        .await;
+    assert_eq!(s(&t, "/status"), "queued", "{t:#}");
+    env.kube
+        .wait_for(WAIT, |v| {
+            v.list("pods", Some(NS))
+                .iter()
+                .all(|p| s(p, "/metadata/labels/clearml-task-id") != task)
+                .then_some(())
+        })
+        .await
+        .expect("every rank released");
+    let log = log_of(&env, &task);
+    assert!(
+        log.iter().any(
+            |l| l.contains("not scheduled within 1s (queueSettings.gangTimeoutSeconds")
+                && l.contains("Insufficient nvidia.com/gpu")
+                && l.contains("releasing every rank")
+        ),
+        "{log:#?}"
+    );
+    // capacity appears: the gang starts whole and completes
+    for h in &holders {
+        env.clearml
+            .call("tasks.stop", json!({"task": h}))
+            .expect("stop holder");
+    }
+    env.task_status(&task, "completed").await;
+    let launches = watch.launches().await;
+    assert!(launches.len() >= 2, "{launches:?}");
+    let metrics = agent.metrics().await.expect("metrics");
+    assert!(
+        metrics.contains("clearml_agent_task_retries_total{queue=\"gang\",reason=\"GangTimeout\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("tasks_failed_total{"), "{metrics}");
+}
+
+/// A gang that never fits is released and launched again with backoff until its ranks waited
+/// `pendingTimeoutSeconds` in total; then it fails with the scheduler's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_that_never_fits_fails_after_the_pending_timeout_in_total() {
+    let env = Env::new(gang_sim()).await;
+    let _agent = env.agent(&gang_values(3)).await;
+    let holders: Vec<String> = (0..2)
+        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
+        .collect();
+    for h in &holders {
+        env.task_status(h, "in_progress").await;
+    }
+    let task = env.enqueue("never", "gang", "sim/hang");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let t = loop {
+        let t = env.task(&task);
+        if s(&t, "/status") == "failed" {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "not failed: {t:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = s(&t, "/status_reason");
+    assert!(
+        reason.contains("in total (pending timeout 3s")
+            && reason.contains("Insufficient nvidia.com/gpu"),
+        "{t:#}"
+    );
+    let releases = log_of(&env, &task)
+        .iter()
+        .filter(|l| l.contains("releasing every rank"))
+        .count();
+    assert!(
+        releases >= 2,
+        "released and launched again first: {releases}"
+    );
+}
