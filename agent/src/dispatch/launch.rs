@@ -296,6 +296,15 @@ impl Dispatcher {
         };
         // the retries so far (the take's message carries them) stay with the task on its pods
         retry::annotate(&mut rendered.pods, doc.status_message.as_deref());
+        // through Kueue: its queue-name label, and the ranks one pod group of this launch
+        if let Some(kueue) = &settings.kueue {
+            clearml_agent_core::kueue::submit(
+                &mut rendered.pods,
+                &kueue.local_queue,
+                &render::pod_name(&task, None),
+                &launch_id,
+            );
+        }
         if rendered.service.is_none()
             && rendered.pods.iter().all(|pod| {
                 existing

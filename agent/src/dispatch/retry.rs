@@ -33,7 +33,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 use clearml_agent_core::{
-    contract,
+    contract, kueue,
     values::{DEFAULT_GANG_TIMEOUT_SECONDS, DEFAULT_MAX_RETRIES},
 };
 
@@ -259,21 +259,29 @@ impl Dispatcher {
                 .as_ref()
                 .is_some_and(|l| l.contains_key(contract::LABEL_RANK))
         });
+        // Kueue admits a pod group whole: no gang rule of the agent's
+        let through_kueue = pods.iter().any(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(kueue::LABEL_QUEUE_NAME))
+        });
         let settings = origin
             .as_ref()
             .and_then(|(name, _)| self.cfg.queues.get(name))
             .map(|q| &q.settings);
-        let gang = (multi && settings.is_none_or(|s| s.kueue.is_none())).then(|| {
-            let timeout = Duration::from_secs(
-                settings
-                    .and_then(|s| s.gang_timeout_seconds)
-                    .unwrap_or(DEFAULT_GANG_TIMEOUT_SECONDS),
-            );
-            Gang {
-                timeout,
-                waited_before: timeout.saturating_mul(gang_releases(&record_from_pods(pods))),
-            }
-        });
+        let gang =
+            (multi && !through_kueue && settings.is_none_or(|s| s.kueue.is_none())).then(|| {
+                let timeout = Duration::from_secs(
+                    settings
+                        .and_then(|s| s.gang_timeout_seconds)
+                        .unwrap_or(DEFAULT_GANG_TIMEOUT_SECONDS),
+                );
+                Gang {
+                    timeout,
+                    waited_before: timeout.saturating_mul(gang_releases(&record_from_pods(pods))),
+                }
+            });
         (disrupted, gang)
     }
 

@@ -365,3 +365,48 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod gate_tests {
+    use serde_json::json;
+
+    use super::super::*;
+
+    #[test]
+    fn gated_pods_say_what_holds_them() {
+        let pod = |labels: serde_json::Value, gates: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "labels": labels},
+                "spec": {"containers": [{"name": "task"}], "schedulingGates": gates},
+                "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}
+            }))
+            .expect("pod")
+        };
+        let kueue = pod(
+            json!({"kueue.x-k8s.io/queue-name": "team-a"}),
+            json!([{"name": "kueue.x-k8s.io/admission"}]),
+        );
+        let other = pod(json!({}), json!([{"name": "example.com/wait"}]));
+        let t = Timeouts {
+            pending: Duration::from_secs(600),
+            succeeded_ttl: Duration::from_secs(300),
+            failed_ttl: Duration::from_secs(86400),
+        };
+        let now: Timestamp = "2026-01-01T01:00:00Z".parse().expect("ts");
+        for (pod, want) in [
+            (
+                &kueue,
+                "pod p: waiting for Kueue admission in LocalQueue team-a",
+            ),
+            (
+                &other,
+                "pod p: waiting for its scheduling gates to be removed: example.com/wait",
+            ),
+        ] {
+            let state = classify(pod);
+            assert!(state.is_live(), "a gated pod counts against maxPods");
+            let verdict = decide(&[("p", state)], TaskStatus::Known("queued"), now, &t);
+            assert_eq!(verdict, Verdict::Explain(want.into()));
+        }
+    }
+}

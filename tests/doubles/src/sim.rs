@@ -20,6 +20,9 @@
 //! | `sim/no-start` | exits 0 without running the task |
 //! | anything else | starts the task, runs `run_for`, completes it, exits 0 |
 //!
+//! A pod with scheduling gates (Kueue's admission gate: `KubeDouble::set_kueue_webhook`) is left
+//! `SchedulingGated` until they are removed (`KubeDouble::admit_kueue_pod`).
+//!
 //! A pod taken away while it runs (`KubeDouble::preempt_pod`, `evict_pod`, `kubelet_evict_pod`, or
 //! deleted) reports nothing more: its process died with it.
 //!
@@ -49,7 +52,7 @@ use tokio::{
 
 use crate::{
     clearml::ClearmlDouble,
-    k8s::{EventKind, KubeDouble},
+    k8s::{EventKind, KubeDouble, is_gated},
 };
 
 /// What one simulated pod does.
@@ -406,6 +409,26 @@ async fn run_pod(
     // Multi-node: only rank 0 drives the ClearML task.
     let drives_task = !task.is_empty() && label(pod, "clearml-rank").is_none_or(|r| r == "0");
     tokio::time::sleep(opts.start_delay).await;
+    // the scheduler leaves a gated pod alone until its gates are removed (Kueue's admission)
+    if kube.get("pods", ns, name).is_some_and(|p| is_gated(&p)) {
+        let _ = kube.set_pod_scheduling_gated(ns, name);
+        let pod_uid = uid(pod).to_string();
+        let released = kube
+            .wait_for(Duration::from_secs(24 * 3600), |view| {
+                match view.get("pods", ns, name) {
+                    Some(p)
+                        if p.pointer("/metadata/uid").and_then(Value::as_str) == Some(&pod_uid) =>
+                    {
+                        (!is_gated(p)).then_some(true)
+                    }
+                    _ => Some(false),
+                }
+            })
+            .await;
+        if !matches!(released, Ok(true)) {
+            return; // deleted while gated
+        }
+    }
     let behaviour = Behaviour::from_image(image);
     let wants = gpu_request(pod);
     if let Some(gpus) = gpus

@@ -21,6 +21,7 @@ mod disrupt;
 mod faults;
 pub mod kubeconfig;
 mod kubelet;
+mod kueue;
 mod names;
 mod patch;
 mod portforward;
@@ -43,6 +44,7 @@ use serde_json::Value;
 
 pub use faults::{Fault, RequestMatch};
 pub use kubelet::NODE_NAME;
+pub use kueue::{KUEUE_ADMISSION_GATE, KUEUE_QUEUE_LABEL, is_gated};
 pub use patch::PatchType;
 pub use requestlog::RequestRecord;
 pub use state::Config;

@@ -502,3 +502,95 @@ async fn a_gang_that_never_fits_fails_after_the_pending_timeout_in_total() {
         "released and launched again first: {releases}"
     );
 }
+
+/// A queue that goes through Kueue: its pods carry the LocalQueue label and a multi-node task's
+/// ranks one pod group; the double plays Kueue's webhook (the admission gate), the task waits
+/// "for Kueue admission" (no gang release however long), maxPods counts the gated pods, and
+/// admission lets the task run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kueue_gated_pods_are_explained_and_run_once_admitted() {
+    let env = Env::new(sim()).await;
+    env.kube.set_kueue_webhook(true);
+    let values = "\
+agentk8sglue:
+  createQueues: true
+  queues:
+    kueued:
+      queueSettings:
+        maxPods: 2
+        multiNode: [1, 1]
+        gangTimeoutSeconds: 1
+        kueue:
+          localQueue: team-a
+";
+    let _agent = env.agent(values).await;
+    let task = env.enqueue("through-kueue", "kueued", "sim/sleep-300");
+    let next = env.enqueue("next", "kueued", "sim/sleep-10");
+    let t = env
+        .task_until(&task, "the Kueue reason", |t| {
+            s(t, "/status_message").contains("waiting for Kueue admission in LocalQueue team-a")
+        })
+        .await;
+    assert!(
+        s(&t, "/status_message").contains("launching from queue kueued"),
+        "{t:#}"
+    );
+    let pods = pods_of(&env, &task);
+    assert_eq!(pods.len(), 2);
+    let group = s(&pods[0], "/metadata/labels/kueue.x-k8s.io~1pod-group-name").to_string();
+    assert!(group.starts_with(&format!("clearml-id-{task}-")), "{group}");
+    for p in &pods {
+        assert_eq!(
+            s(p, "/metadata/labels/kueue.x-k8s.io~1queue-name"),
+            "team-a"
+        );
+        assert_eq!(
+            s(p, "/metadata/labels/kueue.x-k8s.io~1pod-group-name"),
+            group
+        );
+        assert_eq!(
+            s(
+                p,
+                "/metadata/annotations/kueue.x-k8s.io~1pod-group-total-count"
+            ),
+            "2"
+        );
+        assert_eq!(
+            s(p, "/spec/schedulingGates/0/name"),
+            "kueue.x-k8s.io/admission"
+        );
+    }
+    // well past the gang timeout: still the same pods (Kueue admits groups whole), and the
+    // next task waits in its queue (maxPods counts the gated pods)
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let uids = |pods: &[Value]| -> Vec<String> {
+        pods.iter()
+            .map(|p| s(p, "/metadata/uid").to_string())
+            .collect()
+    };
+    assert_eq!(uids(&pods_of(&env, &task)), uids(&pods), "no gang release");
+    assert_eq!(
+        env.clearml.queue_entries(&env.queue("kueued")),
+        vec![next.clone()],
+        "maxPods counts the gated pods"
+    );
+    // admission: the gates go, the task runs whole and completes, then the next one
+    for p in &pods {
+        env.kube
+            .admit_kueue_pod(NS, s(p, "/metadata/name"))
+            .expect("admitted");
+    }
+    env.task_status(&task, "completed").await;
+    let waiting_next = env
+        .task_until(&next, "its Kueue reason", |t| {
+            s(t, "/status_message").contains("waiting for Kueue admission")
+        })
+        .await;
+    assert_eq!(s(&waiting_next, "/status"), "queued");
+    for p in pods_of(&env, &next) {
+        env.kube
+            .admit_kueue_pod(NS, s(&p, "/metadata/name"))
+            .expect("admitted");
+    }
+    env.task_status(&next, "completed").await;
+}
