@@ -435,6 +435,7 @@ pub fn all_objects(namespace: &str) -> Result<Vec<Manifest>, RenderError> {
         clearml: Some(clearml_agent_core::values::ClearmlCredentials {
             agentk8sglue_key: Some("-".into()),
             agentk8sglue_secret: Some("-".into()),
+            ..Default::default()
         }),
         image_credentials: Some(clearml_agent_core::values::ImageCredentials {
             password: Some("-".into()),

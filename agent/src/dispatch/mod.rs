@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use clearml_agent_core::{config::AgentConfig, render::AgentParams};
 
 pub use origin::{explain_message, origin_from_message, pending_message};
+pub use retry::{record_from_message, record_from_pods};
 
 use crate::{
     clearml::{self, Client, Served, resolve_queues},
@@ -89,6 +90,10 @@ pub struct Snapshot {
     pub worker_id: String,
     /// The task namespace in use (likewise).
     pub task_namespace: String,
+    /// Tasks put back at the head of each queue since this process started (by queue name).
+    pub retries: HashMap<String, u32>,
+    /// Multi-node tasks held back from the take after a gang release, now (by queue id).
+    pub gang_held: HashMap<String, u32>,
 }
 
 /// Shared [`Snapshot`].

@@ -181,16 +181,19 @@ impl Retries {
         self.records.remove(task);
     }
 
-    /// Takes the tasks in backoff out of the waiting lists (they keep their place in ClearML).
-    pub(super) fn hold_back(&mut self, waiting: &mut [Vec<String>]) {
+    /// Takes the tasks in backoff out of the waiting lists (they keep their place in ClearML);
+    /// returns how many were held back from each list.
+    pub(super) fn hold_back(&mut self, waiting: &mut [Vec<String>]) -> Vec<u32> {
         let now = Instant::now();
         self.not_before.retain(|_, t| *t > now);
-        if self.not_before.is_empty() {
-            return;
-        }
-        for tasks in waiting {
-            tasks.retain(|t| !self.not_before.contains_key(t));
-        }
+        waiting
+            .iter_mut()
+            .map(|tasks| {
+                let before = tasks.len();
+                tasks.retain(|t| !self.not_before.contains_key(t));
+                (before - tasks.len()) as u32
+            })
+            .collect()
     }
 
     /// Forgets the disruptions of tasks `keep` rejects (no pods, not launched).
@@ -201,15 +204,6 @@ impl Retries {
     /// Whether a disruption was seen on a pod of `task` that is not put back yet.
     pub(super) fn has_seen(&self, task: &str) -> bool {
         self.seen.contains_key(task)
-    }
-
-    /// How many tasks are held back from the take (gang backoff) now, by task.
-    pub(super) fn held_back(&self) -> impl Iterator<Item = &String> {
-        let now = Instant::now();
-        self.not_before
-            .iter()
-            .filter(move |(_, t)| **t > now)
-            .map(|(task, _)| task)
     }
 }
 
@@ -229,6 +223,20 @@ fn origin_of(pods: &[Arc<Pod>]) -> Option<(String, String)> {
 }
 
 impl Dispatcher {
+    /// Takes the gangs in backoff out of the served queues' waiting lists (same order as the
+    /// served queues) and tells `status` how many each queue holds back.
+    pub(super) fn hold_back_gangs(&mut self, waiting: &mut [Vec<String>]) {
+        let held = self.retries.hold_back(waiting);
+        let mut snap = self.snapshot.write();
+        snap.gang_held = self
+            .served
+            .iter()
+            .zip(held)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| (s.id.clone(), n))
+            .collect();
+    }
+
     /// What a task's verdict needs beyond its pods: a disruption of one of them (remembered
     /// until the task is put back), and the gang rule when it applies (a multi-node task of a
     /// queue not managed by Kueue).
@@ -454,6 +462,12 @@ impl Dispatcher {
                 reason,
             })
             .inc();
+        *self
+            .snapshot
+            .write()
+            .retries
+            .entry(name.to_string())
+            .or_default() += 1;
         self.statuses.set(task, Confirmed::Known("queued".into()));
         self.statuses.set_message(task, message);
         self.retries.records.insert(task.to_string(), codes);

@@ -238,7 +238,7 @@ impl Dispatcher {
         let (mut waiting, halfway) = split_waiting(entries, &in_pending);
         // retries: records of tasks put back by an earlier agent; gangs in backoff wait
         self.recall_records(&waiting).await;
-        self.retries.hold_back(&mut waiting);
+        self.hold_back_gangs(&mut waiting);
         // origins are kept while a task is pending or launched
         self.origin
             .retain(|t, _| self.launched.contains_key(t) || in_pending.contains(t.as_str()));

@@ -181,6 +181,10 @@ pub struct QueueSummaryView {
     pub max_pods: Option<u32>,
     /// `nvidia.com/gpu` requested by live pods.
     pub gpus_requested: u32,
+    /// Tasks put back at the head of the queue since the agent started.
+    pub retries: u32,
+    /// Multi-node tasks waiting for their gang now.
+    pub gang_waits: u32,
 }
 
 /// Queues, for `queues list`.
@@ -216,6 +220,8 @@ pub fn to_summary(s: QueueSummary) -> QueueSummaryView {
         pods_running: s.pods_running,
         max_pods: s.max_pods,
         gpus_requested: s.gpus_requested,
+        retries: s.retries,
+        gang_waits: s.gang_waits,
     }
 }
 
@@ -403,6 +409,7 @@ mod tests {
                 pods_running: 2,
                 max_pods,
                 gpus_requested: 4,
+                ..Default::default()
             }),
         }
     }
