@@ -405,12 +405,19 @@ impl Dispatcher {
     /// The launch of a task put back is over: its pods go (and its Service), it is no longer
     /// launched by this process.
     async fn forget_launch(&mut self, task: &str, pods: &[Arc<Pod>]) {
-        self.launched.remove(task);
+        let was_launched = self.launched.remove(task).is_some();
         self.unseen.remove(task);
-        if !pods.is_empty() {
+        let live = pods.iter().any(|p| {
+            let state = lifecycle::classify(p);
+            state != lifecycle::PodState::Terminating && !state.is_finished()
+        });
+        if live {
             self.delete_task_pods(task, pods, false).await;
         }
-        self.changed.notify_one();
+        if was_launched || live {
+            // the next tick may take the task again (its old pods wait out their deletion)
+            self.changed.notify_one();
+        }
     }
 
     /// Puts `task` back at the head of its queue with its retry record `codes`: one forced

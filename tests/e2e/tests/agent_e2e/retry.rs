@@ -173,6 +173,34 @@ async fn a_preempted_task_comes_back_to_its_queue_and_completes() {
     );
 }
 
+/// On a ClearML server before 1.17 (forced enqueue, then removal from the pending queue) the
+/// retry comes back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_task_comes_back_before_1_17() {
+    let env = Env::on_server(sim(), OLD_SERVER).await;
+    let _agent = env.agent(VALUES).await;
+    let task = env.enqueue("preempted-old", "retried", "sim/sleep-1500");
+    let first = running(&env, &task, 1, None).await;
+    env.task_status(&task, "in_progress").await;
+    let watch = OneAttempt::watch(&env, &task);
+    env.kube
+        .preempt_pod(NS, s(&first[0], "/metadata/name"))
+        .expect("preempted");
+    let again = running(&env, &task, 1, Some(&launch_of(&first[0]))).await;
+    assert_eq!(
+        s(&again[0], "/metadata/annotations/clearml.ai~1retries"),
+        "PreemptionByScheduler"
+    );
+    env.task_status(&task, "completed").await;
+    assert_eq!(watch.launches().await.len(), 2);
+    for q in ["retried", "k8s_scheduler"] {
+        assert!(
+            !env.clearml.queue_entries(&env.queue(q)).contains(&task),
+            "left in {q}"
+        );
+    }
+}
+
 /// The task goes back to the head of its queue, before the tasks that waited there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_task_goes_back_to_the_head_of_its_queue() {
