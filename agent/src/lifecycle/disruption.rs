@@ -278,7 +278,16 @@ mod tests {
             pod: "p-1".into(),
             why: why.clone(),
         };
-        let cases: Vec<(&str, Vec<(&str, PodState)>, bool, Option<Gang>, TaskStatus<'_>, Verdict)> = vec![
+        /// What, the pods, disrupted (`p-1`), the gang rule, the task's status, the verdict.
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, PodState)>,
+            bool,
+            Option<Gang>,
+            TaskStatus<'a>,
+            Verdict,
+        );
+        let cases: Vec<Case<'_>> = vec![
             (
                 "disrupted, running: retried",
                 vec![("p-0", PodState::Running), ("p-1", PodState::Terminating)],
