@@ -622,3 +622,134 @@ agentk8sglue:
     }
     env.task_status(&next, "completed").await;
 }
+
+/// SIGKILL at random moments while the cluster preempts running pods and gangs wait for GPUs:
+/// every task completes, every preempted one after a retry, never two launches of a task at
+/// once. Pods terminate over 3 s (a grace period), so a kill never hides a preemption from the
+/// next agent (pods that vanish while no agent runs are not noticed: README, Retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_with_preemptions_and_gang_releases() {
+    let env = Env::new(SimOptions {
+        gpus: Some(3),
+        ..sim()
+    })
+    .await;
+    env.kube.set_deletion_delay(Duration::from_secs(3));
+    let values = "\
+agentk8sglue:
+  createQueues: true
+  failedPodTtlSeconds: 3600
+  succeededPodTtlSeconds: 3600
+  queues:
+    cpu-work:
+      queueSettings:
+        maxRetries: 100
+    gpu-work:
+      templateOverrides:
+        resources:
+          limits:
+            nvidia.com/gpu: 1
+      queueSettings:
+        maxRetries: 100
+    gangs:
+      queueSettings:
+        multiNode: [1, 1]
+        gangTimeoutSeconds: 1
+        maxRetries: 100
+";
+    let mut agent = env.agent(values).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (queue, image) = match i % 4 {
+            0 => ("gpu-work", "sim/sleep-1500"),
+            1 => ("gangs", "sim/sleep-800"),
+            _ => ("cpu-work", "sim/sleep-600"),
+        };
+        tasks.push(env.enqueue(&format!("chaos-{i}"), queue, image));
+    }
+    // never two launches of one task at once, sampled over the whole run
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (kube, stop) = (env.kube.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut launches: BTreeMap<String, std::collections::BTreeSet<String>> =
+                    BTreeMap::new();
+                for p in kube.list("pods", Some(NS)) {
+                    launches
+                        .entry(s(&p, "/metadata/labels/clearml-task-id").to_string())
+                        .or_default()
+                        .insert(s(&p, "/metadata/annotations/clearml.ai~1launch").to_string());
+                }
+                if let Some((task, l)) = launches.iter().find(|(_, l)| l.len() > 1) {
+                    return Err(format!("task {task}: two launches at once: {l:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            Ok(())
+        })
+    };
+    let (mut kills, mut preempted) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if env.completed(&tasks) == tasks.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {}/{} completed after {kills} kills and {preempted} preemptions",
+            env.completed(&tasks),
+            tasks.len()
+        );
+        tokio::time::sleep(Duration::from_millis(rand_between(100, 500))).await;
+        // the cluster preempts a running pod of a cpu or gpu task now and then
+        if preempted < 10 {
+            let running: Vec<String> = env
+                .kube
+                .list("pods", Some(NS))
+                .iter()
+                .filter(|p| {
+                    s(p, "/status/phase") == "Running"
+                        && p.pointer("/metadata/deletionTimestamp").is_none()
+                        && p.pointer("/metadata/labels/clearml-rank").is_none()
+                })
+                .map(|p| s(p, "/metadata/name").to_string())
+                .collect();
+            if !running.is_empty() {
+                let pick = &running[rand_between(0, running.len() as u64) as usize];
+                if env.kube.preempt_pod(NS, pick).is_ok() {
+                    preempted += 1;
+                }
+            }
+        }
+        if kills < 6 && rand::random::<bool>() {
+            agent.kill();
+            kills += 1;
+            agent = env.agent(values).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher
+        .await
+        .expect("watcher")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let retried = tasks
+        .iter()
+        .filter(|t| log_of(&env, t).iter().any(|l| l.contains("retry ")))
+        .count();
+    let released = tasks
+        .iter()
+        .filter(|t| log_of(&env, t).iter().any(|l| l.contains("releasing every rank")))
+        .count();
+    println!(
+        "sigkill with disruptions: {} tasks, {kills} kills, {preempted} preemptions, {retried} tasks retried, {released} gangs released at least once",
+        tasks.len()
+    );
+    assert!(preempted > 0 && retried > 0, "no retry happened");
+    for q in ["cpu-work", "gpu-work", "gangs", "k8s_scheduler"] {
+        assert!(
+            env.clearml.queue_entries(&env.queue(q)).is_empty(),
+            "queue {q} not drained"
+        );
+    }
+}
