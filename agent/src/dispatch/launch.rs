@@ -295,7 +295,12 @@ impl Dispatcher {
             }
         };
         // the retries so far (the take's message carries them) stay with the task on its pods
-        retry::annotate(&mut rendered.pods, doc.status_message.as_deref());
+        let record = doc
+            .status_message
+            .as_deref()
+            .and_then(retry::record_from_message)
+            .or_else(|| self.retries.record(&task));
+        retry::annotate(&mut rendered.pods, record.as_deref());
         // through Kueue: its queue-name label, and the ranks one pod group of this launch
         if let Some(kueue) = &settings.kueue {
             clearml_agent_core::kueue::submit(

@@ -111,9 +111,10 @@ pub fn record_from_pods(pods: &[Arc<Pod>]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Writes the retry record (from the status message of the task being launched) on its pods.
-pub fn annotate(pods: &mut [Pod], status_message: Option<&str>) {
-    let Some(codes) = status_message.and_then(record_from_message) else {
+/// Writes the retry record of the task being launched (from its status message, else from
+/// memory) on its pods.
+pub fn annotate(pods: &mut [Pod], codes: Option<&[String]>) {
+    let Some(codes) = codes.filter(|c| !c.is_empty()) else {
         return;
     };
     for pod in pods {
@@ -174,6 +175,11 @@ impl Retries {
     /// The status message the take writes for `task`.
     pub(super) fn taken_message(&self, task: &str, name: &str, id: &str) -> String {
         taken_message(self.records.get(task).map(Vec::as_slice), name, id)
+    }
+
+    /// The record of a task put back (or recalled), if this process knows it.
+    pub(super) fn record(&self, task: &str) -> Option<Vec<String>> {
+        self.records.get(task).cloned()
     }
 
     /// The task's pods now carry its record.
@@ -574,16 +580,14 @@ mod tests {
     #[test]
     fn pods_carry_the_record_of_their_launch() {
         let mut pods: Vec<Pod> = vec![Pod::default(), Pod::default()];
-        annotate(&mut pods, Some("launching from queue gpu [q]"));
-        assert!(pods.iter().all(|p| p.metadata.annotations.is_none()));
         annotate(
             &mut pods,
-            Some(&taken_message(
-                Some(&s(&["Evicted", GANG_TIMEOUT])),
-                "gpu",
-                "q",
-            )),
+            record_from_message("launching from queue gpu [q]").as_deref(),
         );
+        annotate(&mut pods, Some(&[]));
+        assert!(pods.iter().all(|p| p.metadata.annotations.is_none()));
+        let taken = taken_message(Some(&s(&["Evicted", GANG_TIMEOUT])), "gpu", "q");
+        annotate(&mut pods, record_from_message(&taken).as_deref());
         let pods: Vec<Arc<Pod>> = pods.into_iter().map(Arc::new).collect();
         assert_eq!(record_from_pods(&pods), s(&["Evicted", GANG_TIMEOUT]));
         assert!(record_from_pods(&[]).is_empty());

@@ -739,7 +739,11 @@ agentk8sglue:
         .count();
     let released = tasks
         .iter()
-        .filter(|t| log_of(&env, t).iter().any(|l| l.contains("releasing every rank")))
+        .filter(|t| {
+            log_of(&env, t)
+                .iter()
+                .any(|l| l.contains("releasing every rank"))
+        })
         .count();
     println!(
         "sigkill with disruptions: {} tasks, {kills} kills, {preempted} preemptions, {retried} tasks retried, {released} gangs released at least once",
