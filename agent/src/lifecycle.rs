@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use clearml_agent_core::kueue;
 use k8s_openapi::{
     api::core::v1::{ContainerStatus, Pod},
     jiff::Timestamp,
@@ -128,13 +129,15 @@ pub fn classify(pod: &Pod) -> PodState {
             }
         }
         _ => {
-            let waiting = container_statuses(pod).find_map(|c| {
-                let w = c.state.as_ref()?.waiting.as_ref()?;
-                Some((
-                    w.reason.clone().unwrap_or_default(),
-                    w.message.clone().unwrap_or_default(),
-                ))
-            });
+            let waiting = container_statuses(pod)
+                .find_map(|c| {
+                    let w = c.state.as_ref()?.waiting.as_ref()?;
+                    Some((
+                        w.reason.clone().unwrap_or_default(),
+                        w.message.clone().unwrap_or_default(),
+                    ))
+                })
+                .or_else(|| gated(pod));
             let unschedulable = status
                 .and_then(|s| s.conditions.as_ref())
                 .into_iter()
@@ -156,6 +159,34 @@ pub fn classify(pod: &Pod) -> PodState {
             }
         }
     }
+}
+
+/// Reason of a pod held by scheduling gates (the scheduler's word for it).
+pub const SCHEDULING_GATED: &str = "SchedulingGated";
+
+/// A pod held by scheduling gates: `(SchedulingGated, why)`; Kueue's admission gate says which
+/// LocalQueue admits it.
+fn gated(pod: &Pod) -> Option<(String, String)> {
+    let gates = pod.spec.as_ref()?.scheduling_gates.as_ref()?;
+    if gates.is_empty() {
+        return None;
+    }
+    let message = if gates.iter().any(|g| g.name == kueue::ADMISSION_GATE) {
+        let local_queue = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(kueue::LABEL_QUEUE_NAME))
+            .map_or("(none)", String::as_str);
+        kueue::waiting_message(local_queue)
+    } else {
+        let names: Vec<&str> = gates.iter().map(|g| g.name.as_str()).collect();
+        format!(
+            "waiting for its scheduling gates to be removed: {}",
+            names.join(", ")
+        )
+    };
+    Some((SCHEDULING_GATED.into(), message))
 }
 
 /// A task's ClearML status as the reconciler last read it.
@@ -200,6 +231,24 @@ pub enum Verdict {
     Withdraw(String),
     /// The finished pods outlived their TTL: delete them.
     Cleanup,
+    /// The cluster took pod `pod` away (`why`): the task goes back to the head of its queue
+    /// once all its pods are gone (see [`decide_task`]).
+    Retry {
+        /// The disrupted pod.
+        pod: String,
+        /// Why.
+        why: Disruption,
+    },
+    /// A multi-node task's rank `pod` waited `waited` unscheduled (the scheduler's `message`),
+    /// past the gang timeout: release every rank, back to the head of its queue.
+    Release {
+        /// The unscheduled rank.
+        pod: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The scheduler's message.
+        message: String,
+    },
 }
 
 /// Decides for one task from its pods `(name, state)` at time `now`.
@@ -285,6 +334,9 @@ pub fn decide(
             && reason != "ContainerCreating"
             && reason != "PodInitializing"
         {
+            if reason == SCHEDULING_GATED {
+                return Verdict::Explain(format!("pod {name}: {message}"));
+            }
             let msg = if message.is_empty() {
                 String::new()
             } else {
@@ -318,6 +370,10 @@ fn fail_or_withdraw(task: TaskStatus<'_>, reason: String) -> Verdict {
         Verdict::Fail(reason)
     }
 }
+
+mod disruption;
+
+pub use disruption::{DISRUPTION_REASONS, Disruption, Gang, decide_task, disruption};
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,15 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels `queue`, `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// Queue name.
+    pub queue: String,
+    /// Why: a disruption reason (`PreemptionByScheduler`, `Evicted`, …) or `GangTimeout`.
+    pub reason: String,
+}
+
 /// Labels `queue`, `phase`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PodLabels {
@@ -56,6 +65,8 @@ pub struct Metrics {
     pub clearml_errors: Family<EndpointLabels, Counter>,
     /// Kubernetes write latency (create/delete).
     pub kube_latency: Histogram,
+    /// Tasks put back at the head of their queue (a disruption, or a gang not scheduled whole).
+    pub task_retries: Family<RetryLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -76,6 +87,7 @@ impl Metrics {
         );
         let clearml_errors = Family::<EndpointLabels, Counter>::default();
         let kube_latency = latency_histogram();
+        let task_retries = Family::<RetryLabels, Counter>::default();
         registry.register(
             "tasks_dispatched",
             "Tasks whose pods were created",
@@ -106,6 +118,11 @@ impl Metrics {
             "Kubernetes create/delete latency",
             kube_latency.clone(),
         );
+        registry.register(
+            "task_retries",
+            "Tasks put back at the head of their queue, by queue and reason",
+            task_retries.clone(),
+        );
         Arc::new(Self {
             registry,
             tasks_dispatched,
@@ -114,6 +131,7 @@ impl Metrics {
             clearml_latency,
             clearml_errors,
             kube_latency,
+            task_retries,
         })
     }
 

@@ -23,6 +23,9 @@ pub const ANNOTATION_PROJECT: &str = "clearml.ai/project";
 pub const ANNOTATION_LAUNCH: &str = "clearml.ai/launch";
 /// Annotation with the unsanitised queue name.
 pub const ANNOTATION_QUEUE_NAME: &str = "clearml.ai/queue-name";
+/// Annotation with the retries before this launch (the reason codes, comma-separated, oldest
+/// first: `PreemptionByScheduler,GangTimeout`); absent on a task's first launch.
+pub const ANNOTATION_RETRIES: &str = "clearml.ai/retries";
 /// Pod names are this prefix and the task id (as the Python glue names them).
 pub const POD_PREFIX: &str = "clearml-id-";
 /// Name of the task container.

@@ -9,6 +9,7 @@
 //! - [`config`]: the values resolved into the agent's settings, with the documented defaults.
 //! - [`render`]: a task's pod(s) from its queue's merged template, and the task container's
 //!   command ([`render::bootstrap`]: the POSIX `sh` script that installs what the image lacks).
+//! - [`kueue`]: Kueue's pod contract (queue-name label, pod groups, the admission gate).
 //! - [`validate`]: Kubernetes syntax rules (quantities, names).
 //! - [`yaml`]: the one wrapper around the YAML library.
 
@@ -17,6 +18,7 @@ pub mod contract;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod kueue;
 pub mod render;
 pub mod validate;
 pub mod values;

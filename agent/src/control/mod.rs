@@ -22,7 +22,7 @@ use clearml_agent_core::{
 use crate::{
     clearml::Client,
     config_store::{ConfigStore, StoreError},
-    dispatch::SharedSnapshot,
+    dispatch::{self, SharedSnapshot},
     health::{Connectivity, Health},
     k8s::{self, Kube, PodStore},
 };
@@ -279,10 +279,19 @@ impl Control {
                 Vec::new()
             }
         };
+        // the retries so far: the status message's record while the task waits, else its pods'
+        let retries = doc
+            .as_ref()
+            .and_then(|d| d.status_message.as_deref())
+            .and_then(dispatch::record_from_message)
+            .unwrap_or_else(|| dispatch::record_from_pods(&pods));
+        let gang = view::gang_path(&self.cfg(), &summary.queue, pods.len());
         Ok(pb::TaskDetail {
             task: Some(summary),
             pods: details,
             events,
+            retries,
+            gang,
         })
     }
 

@@ -16,6 +16,7 @@ use clearml_agent_core::{
     config::AgentConfig,
     contract::{
         ANNOTATION_QUEUE_NAME, ANNOTATION_TASK_NAME, GPU_RESOURCE, LABEL_QUEUE_ID, LABEL_RANK,
+        LABEL_TASK_ID,
     },
 };
 
@@ -139,17 +140,33 @@ pub fn queue_summary(
         .unwrap_or_default();
     let waiting = snap.waiting.get(&id).map_or(0, Vec::len) as u32;
     let (mut pending, mut running, mut gpus) = (0, 0, 0);
+    // multi-node tasks with a rank not scheduled yet (unschedulable or gated)
+    let mut gangs_waiting = std::collections::BTreeSet::new();
     for pod in pods {
         if id.is_empty() || label(pod, LABEL_QUEUE_ID) != Some(&id) {
             continue;
         }
         match lifecycle::classify(pod) {
-            PodState::Pending { .. } => pending += 1,
+            PodState::Pending {
+                waiting,
+                unschedulable,
+            } => {
+                pending += 1;
+                let unscheduled = unschedulable.is_some()
+                    || waiting.is_some_and(|(r, _)| r == lifecycle::SCHEDULING_GATED);
+                if unscheduled
+                    && label(pod, LABEL_RANK).is_some()
+                    && let Some(task) = label(pod, LABEL_TASK_ID)
+                {
+                    gangs_waiting.insert(task.clone());
+                }
+            }
             PodState::Running => running += 1,
             _ => continue,
         }
         gpus += pod_gpus(pod);
     }
+    let gang_waits = gangs_waiting.len() as u32 + snap.gang_held.get(&id).copied().unwrap_or(0);
     pb::QueueSummary {
         name: name.to_string(),
         id,
@@ -158,7 +175,26 @@ pub fn queue_summary(
         pods_running: running,
         max_pods: cfg.queues.get(name).and_then(|q| q.settings.max_pods),
         gpus_requested: gpus,
+        retries: snap.retries.get(name).copied().unwrap_or(0),
+        gang_waits,
     }
+}
+
+/// How a task of queue `queue` with `ranks` pods starts whole (`describe task`): through Kueue,
+/// by the agent's gang timeout, or not a question (one pod).
+pub fn gang_path(cfg: &AgentConfig, queue: &str, ranks: usize) -> String {
+    let settings = cfg.queues.get(queue).map(|q| &q.settings);
+    if let Some(kueue) = settings.and_then(|s| s.kueue.as_ref()) {
+        return format!("kueue (LocalQueue {})", kueue.local_queue);
+    }
+    let multi = ranks > 1 || cfg.queues.get(queue).is_some_and(|q| q.pods_per_task() > 1);
+    if !multi {
+        return String::new();
+    }
+    let timeout = settings
+        .and_then(|s| s.gang_timeout_seconds)
+        .unwrap_or(clearml_agent_core::values::DEFAULT_GANG_TIMEOUT_SECONDS);
+    format!("agent (gangTimeoutSeconds {timeout})")
 }
 
 /// Every task the agent knows: those with pods, those waiting in a served queue (with why), and
@@ -331,6 +367,29 @@ mod tests {
         Entry {
             task: task.into(),
             added: added.map(|s| Timestamp::from_second(s).expect("time")),
+        }
+    }
+
+    #[test]
+    fn the_gang_path_of_each_queue() {
+        let values = Values::from_yaml(
+            "agentk8sglue:\n  queues:\n    one: {}\n    multi:\n      queueSettings:\n        multiNode: [2, 2]\n        gangTimeoutSeconds: 30\n    defaulted:\n      queueSettings:\n        multiNode: [1, 1]\n    kueued:\n      queueSettings:\n        multiNode: [1, 1]\n        kueue:\n          localQueue: team-a\n",
+        )
+        .expect("values");
+        let cfg = AgentConfig::from_values(&values, "ns").expect("config");
+        for (queue, ranks, want) in [
+            ("one", 1, ""),
+            ("one", 3, "agent (gangTimeoutSeconds 120)"),
+            ("multi", 0, "agent (gangTimeoutSeconds 30)"),
+            ("defaulted", 2, "agent (gangTimeoutSeconds 120)"),
+            ("kueued", 2, "kueue (LocalQueue team-a)"),
+            ("unknown", 1, ""),
+        ] {
+            assert_eq!(
+                gang_path(&cfg, queue, ranks),
+                want,
+                "{queue} with {ranks} pods"
+            );
         }
     }
 

@@ -23,7 +23,7 @@ use crate::{
     metrics::QueueLabels,
 };
 
-use super::{Dispatcher, GET_ALL_CHUNK, origin_from_message};
+use super::{Dispatcher, GET_ALL_CHUNK, origin_from_message, retry};
 
 /// Concurrent launches (and moves) within a tick.
 pub(super) const LAUNCH_CONCURRENCY: usize = 32;
@@ -152,6 +152,7 @@ impl Dispatcher {
                     ));
                     self.origin.insert(task.clone(), origin);
                     self.unseen.insert(task.clone(), Instant::now());
+                    self.retries.launched(&task);
                     self.launched.insert(task, launch_id);
                 }
                 Launch::Adopted {
@@ -289,7 +290,7 @@ impl Dispatcher {
             template: &qcfg.template,
             settings: &settings,
         };
-        let rendered = match render::render(&self.agent, &queue, &params) {
+        let mut rendered = match render::render(&self.agent, &queue, &params) {
             Ok(r) => r,
             Err(e) => {
                 return Launch::Failed {
@@ -299,6 +300,22 @@ impl Dispatcher {
                 };
             }
         };
+        // the retries so far (the take's message carries them) stay with the task on its pods
+        let record = doc
+            .status_message
+            .as_deref()
+            .and_then(retry::record_from_message)
+            .or_else(|| self.retries.record(&task));
+        retry::annotate(&mut rendered.pods, record.as_deref());
+        // through Kueue: its queue-name label, and the ranks one pod group of this launch
+        if let Some(kueue) = &settings.kueue {
+            clearml_agent_core::kueue::submit(
+                &mut rendered.pods,
+                &kueue.local_queue,
+                &render::pod_name(&task, None),
+                &launch_id,
+            );
+        }
         if rendered.service.is_none()
             && rendered.pods.iter().all(|pod| {
                 existing

@@ -9,6 +9,7 @@
 //!  statuses   the ClearML statuses and messages the verdicts read (one batched read per refresh)
 //!             and write (one tasks.update_batch per pass)
 //!  origin     the origin-queue record a pending task carries in its status message
+//!  retry      disrupted tasks and stuck gangs back to the head of their queue (the retry record)
 //! ```
 //!
 //! This module holds the loop that runs the steps, leadership and live config changes.
@@ -28,6 +29,7 @@ mod gate;
 mod launch;
 mod origin;
 mod reconcile;
+mod retry;
 mod statuses;
 mod take;
 
@@ -45,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use clearml_agent_core::{config::AgentConfig, render::AgentParams};
 
 pub use origin::{explain_message, origin_from_message, pending_message};
+pub use retry::{record_from_message, record_from_pods};
 
 use crate::{
     clearml::{self, Client, Served, resolve_queues},
@@ -90,6 +93,10 @@ pub struct Snapshot {
     pub worker_id: String,
     /// The task namespace in use (likewise).
     pub task_namespace: String,
+    /// Tasks put back at the head of each queue since this process started (by queue name).
+    pub retries: HashMap<String, u32>,
+    /// Multi-node tasks held back from the take after a gang release, now (by queue id).
+    pub gang_held: HashMap<String, u32>,
 }
 
 /// Shared [`Snapshot`].
@@ -203,6 +210,8 @@ pub struct Dispatcher {
     file_secrets: std::sync::Mutex<HashSet<String>>,
     /// When to look for stale `fileMounts` Secrets next (`files.rs`).
     next_files_gc: Instant,
+    /// Disruptions seen, retry records, gang backoffs.
+    retries: retry::Retries,
 }
 
 impl Dispatcher {
@@ -260,6 +269,7 @@ impl Dispatcher {
             api_from_env,
             file_secrets: Default::default(),
             next_files_gc: Instant::now(),
+            retries: retry::Retries::default(),
         })
     }
 
@@ -317,6 +327,7 @@ impl Dispatcher {
                 tracing::info!("not the leader; waiting for the lease");
                 self.launched.clear();
                 self.origin.clear();
+                self.retries.clear();
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,

@@ -44,6 +44,11 @@ impl Dispatcher {
         }
         let known = self.statuses.refresh(&self.clearml, &ids).await;
         let now = Timestamp::now();
+        // disruptions (remembered until the task is put back) and the gang rule, per task
+        let rules: HashMap<&String, _> = by_task
+            .iter()
+            .map(|(task, pods)| (task, self.task_rules(task, pods)))
+            .collect();
         let mut verdicts: Vec<(&String, &Vec<Arc<Pod>>, Verdict)> = by_task
             .iter()
             .map(|(task, pods)| {
@@ -52,7 +57,7 @@ impl Dispatcher {
                     Some(s) => s.as_task_status(),
                     None => TaskStatus::Missing,
                 };
-                let verdict = decide_pods(pods, status, now, &self.cfg.timeouts);
+                let verdict = decide_pods(pods, &rules[task], status, now, &self.cfg.timeouts);
                 (task, pods, verdict)
             })
             .collect();
@@ -60,14 +65,28 @@ impl Dispatcher {
         // confirm with a fresh read before anything destructive, one batched read for all.
         let doubtful: Vec<String> = verdicts
             .iter()
-            .filter(|(_, _, v)| matches!(v, Verdict::Fail(_) | Verdict::Withdraw(_)))
+            .filter(|(_, _, v)| {
+                matches!(
+                    v,
+                    Verdict::Fail(_)
+                        | Verdict::Withdraw(_)
+                        | Verdict::Retry { .. }
+                        | Verdict::Release { .. }
+                )
+            })
             .map(|(t, _, _)| (*t).clone())
             .collect();
         if !doubtful.is_empty() {
             let fresh = self.statuses.confirm(&self.clearml, &doubtful).await;
             for (task, pods, verdict) in &mut verdicts {
                 if let Some(status) = fresh.get(*task) {
-                    *verdict = decide_pods(pods, status.as_task_status(), now, &self.cfg.timeouts);
+                    *verdict = decide_pods(
+                        pods,
+                        &rules[*task],
+                        status.as_task_status(),
+                        now,
+                        &self.cfg.timeouts,
+                    );
                 }
             }
         }
@@ -91,40 +110,16 @@ impl Dispatcher {
                     messages.push((task.clone(), explain_message(&msg, origin)));
                 }
                 Verdict::Fail(reason) => {
-                    self.metrics.task_failed(category_of(&reason));
-                    let reason = format!("k8s agent: {reason}");
-                    // the evidence goes to the task's log before anything is deleted: the
-                    // pods' events (scheduler and kubelet), then the verdict
-                    let names: Vec<String> = pods
-                        .iter()
-                        .filter_map(|p| p.metadata.name.clone())
-                        .collect();
-                    let mut lines: Vec<(String, &str, String)> =
-                        match self.kube.pod_events(&names, EVENTS_IN_LOG).await {
-                            Ok(events) => events
-                                .iter()
-                                .map(|e| {
-                                    let level = if e.type_.as_deref() == Some("Warning") {
-                                        "WARNING"
-                                    } else {
-                                        "INFO"
-                                    };
-                                    (
-                                        task.clone(),
-                                        level,
-                                        format!("k8s event: {}", k8s::event_line(e)),
-                                    )
-                                })
-                                .collect(),
-                            Err(error) => {
-                                tracing::debug!(%task, %error, "cannot list the pods' events");
-                                Vec::new()
-                            }
-                        };
-                    lines.push((task.clone(), "ERROR", reason.clone()));
-                    let _ = self.clearml.log_events(&self.cfg.worker_id, &lines).await;
-                    self.fail(task, &reason).await;
+                    let category = category_of(&reason);
+                    self.fail_with_evidence(task, pods, format!("k8s agent: {reason}"), category)
+                        .await;
                 }
+                Verdict::Retry { .. } => self.retry(task, pods).await,
+                Verdict::Release {
+                    pod,
+                    waited,
+                    message,
+                } => self.release(task, pods, &pod, waited, &message).await,
                 Verdict::Withdraw(why) => {
                     tracing::info!(%task, %why, "deleting pods of withdrawn task");
                     self.delete_task_pods(task, pods, false).await;
@@ -167,6 +162,11 @@ impl Dispatcher {
             if *status == Confirmed::Unknown {
                 continue; // decided on the next pass, once ClearML answers
             }
+            if self.retries.has_seen(&task) && status.as_task_status().is_active() {
+                // the cluster took its pods away: retried, not failed
+                self.retry(&task, &[]).await;
+                continue;
+            }
             self.launched.remove(&task);
             self.unseen.remove(&task);
             if *status == Confirmed::Known("queued".into()) {
@@ -196,8 +196,56 @@ impl Dispatcher {
             }
         }
         self.deleting.retain(|t| by_task.contains_key(t));
+        let launched = &self.launched;
+        self.retries
+            .retain_seen(|t| by_task.contains_key(t) || launched.contains_key(t));
         self.statuses.retain_messages(|t| by_task.contains_key(t));
         self.unseen.retain(|t, _| self.launched.contains_key(t));
+    }
+
+    /// Fails a task with its evidence in its log first: the pods' events (scheduler and
+    /// kubelet), then the verdict; then [`Self::fail`].
+    pub(super) async fn fail_with_evidence(
+        &mut self,
+        task: &str,
+        pods: &[Arc<Pod>],
+        reason: String,
+        category: &str,
+    ) {
+        self.metrics.task_failed(category);
+        let task = task.to_string();
+        let names: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let mut lines: Vec<(String, &str, String)> = if names.is_empty() {
+            Vec::new()
+        } else {
+            match self.kube.pod_events(&names, EVENTS_IN_LOG).await {
+                Ok(events) => events
+                    .iter()
+                    .map(|e| {
+                        let level = if e.type_.as_deref() == Some("Warning") {
+                            "WARNING"
+                        } else {
+                            "INFO"
+                        };
+                        (
+                            task.clone(),
+                            level,
+                            format!("k8s event: {}", k8s::event_line(e)),
+                        )
+                    })
+                    .collect(),
+                Err(error) => {
+                    tracing::debug!(%task, %error, "cannot list the pods' events");
+                    Vec::new()
+                }
+            }
+        };
+        lines.push((task.clone(), "ERROR", reason.clone()));
+        let _ = self.clearml.log_events(&self.cfg.worker_id, &lines).await;
+        self.fail(&task, &reason).await;
     }
 
     /// Removes a task from the pending queue and fails it; its live pods are deleted (finished
@@ -291,9 +339,13 @@ impl Dispatcher {
     }
 }
 
-/// The lifecycle verdict for a task's pods.
+/// The lifecycle verdict for a task's pods, with its disruption and gang rule.
 fn decide_pods(
     pods: &[Arc<Pod>],
+    (disrupted, gang): &(
+        Option<(String, lifecycle::Disruption)>,
+        Option<lifecycle::Gang>,
+    ),
     status: TaskStatus<'_>,
     now: Timestamp,
     timeouts: &lifecycle::Timeouts,
@@ -307,7 +359,14 @@ fn decide_pods(
         .map(String::as_str)
         .zip(pods.iter().map(|p| lifecycle::classify(p)))
         .collect();
-    lifecycle::decide(&states, status, now, timeouts)
+    lifecycle::decide_task(
+        &states,
+        disrupted.as_ref().map(|(pod, why)| (pod.as_str(), why)),
+        *gang,
+        status,
+        now,
+        timeouts,
+    )
 }
 
 /// Metric category of a failure reason.

@@ -88,6 +88,16 @@ impl StatusCache {
         }
     }
 
+    /// The status message ClearML holds for `task`, as last read or written.
+    pub(super) fn message(&self, task: &str) -> Option<&String> {
+        self.messages.get(task)
+    }
+
+    /// Records a status message the agent just wrote.
+    pub(super) fn set_message(&mut self, task: &str, message: String) {
+        self.messages.insert(task.to_string(), message);
+    }
+
     /// Forgets the messages of tasks `keep` rejects.
     pub(super) fn retain_messages(&mut self, keep: impl Fn(&str) -> bool) {
         self.messages.retain(|t, _| keep(t));

@@ -265,7 +265,10 @@ impl Dispatcher {
             task: e.task.clone(),
             added: e.added_at(),
         };
-        let (waiting, halfway) = split_waiting(entries, &in_pending);
+        let (mut waiting, halfway) = split_waiting(entries, &in_pending);
+        // retries: records of tasks put back by an earlier agent; gangs in backoff wait
+        self.recall_records(&waiting).await;
+        self.hold_back_gangs(&mut waiting);
         // origins are kept while a task is pending or launched
         self.origin
             .retain(|t, _| self.launched.contains_key(t) || in_pending.contains(t.as_str()));
@@ -409,6 +412,10 @@ impl Dispatcher {
     /// a few at once. A server that does not know the endpoint has those picks moved one by one
     /// (and every later tick too).
     async fn take_in_batches(&mut self, picks: Vec<(usize, String)>) -> usize {
+        // a task put back by a retry keeps its retry record in its own message: moved alone
+        let (with_record, picks): (Vec<_>, Vec<_>) = picks
+            .into_iter()
+            .partition(|(_, t)| self.retries.record(t).is_some());
         let groups = group_moves(picks, clearml::MOVE_CHUNK);
         let results = stream::iter(groups)
             .map(|(qi, tasks)| {
@@ -454,6 +461,7 @@ impl Dispatcher {
                 }
             }
         }
+        one_by_one.extend(with_record);
         if !one_by_one.is_empty() {
             taken += self.take_by_move(one_by_one).await;
         }
@@ -468,15 +476,11 @@ impl Dispatcher {
                 let s = &self.served[qi];
                 let clearml = &self.clearml;
                 let pending = &self.pending_queue;
+                // the origin record, after the retry record of a task put back
+                let message = self.retries.taken_message(&task, &s.name, &s.id);
                 async move {
                     let r = clearml
-                        .enqueue(
-                            &task,
-                            pending,
-                            PENDING_REASON,
-                            &pending_message(&s.name, &s.id),
-                            false,
-                        )
+                        .enqueue(&task, pending, PENDING_REASON, &message, false)
                         .await;
                     (task, s.id.clone(), r)
                 }
@@ -547,12 +551,12 @@ impl Dispatcher {
                 let clearml = &self.clearml;
                 let pending = &self.pending_queue;
                 let already = queued.get(&task).copied().unwrap_or(false);
+                let message = self.retries.taken_message(&task, &s.name, &s.id);
                 async move {
                     let enqueued = if already {
                         tracing::info!(%task, queue = %s.name, "task already enqueued into the pending queue (a take cut short); finishing its move");
                         Ok(())
                     } else {
-                        let message = pending_message(&s.name, &s.id);
                         clearml
                             .enqueue(&task, pending, PENDING_REASON, &message, true)
                             .await

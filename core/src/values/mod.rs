@@ -484,6 +484,35 @@ pub struct QueueSettings {
     /// ties by queue name). Ignored by the `fair` order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// How many times a task whose pod the cluster took away (preempted, evicted, its node gone)
+    /// goes back to the head of this queue before it is failed (default
+    /// [`DEFAULT_MAX_RETRIES`]; 0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// How long the ranks of a multi-node task may wait for all of them to be scheduled before
+    /// the agent releases them all and puts the task back at the head of this queue (default
+    /// [`DEFAULT_GANG_TIMEOUT_SECONDS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang_timeout_seconds: Option<u64>,
+    /// Send this queue's pods through Kueue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kueue: Option<KueueSettings>,
+}
+
+/// Default `queueSettings.maxRetries`.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Most `queueSettings.maxRetries`.
+pub const MAX_MAX_RETRIES: u32 = 100;
+/// Default `queueSettings.gangTimeoutSeconds`.
+pub const DEFAULT_GANG_TIMEOUT_SECONDS: u64 = 120;
+
+/// `agentk8sglue.queues.<name>.queueSettings.kueue`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KueueSettings {
+    /// The Kueue LocalQueue (in the task namespace) the pods are submitted to: their
+    /// `kueue.x-k8s.io/queue-name` label.
+    pub local_queue: String,
 }
 
 /// A pod template (`basePodTemplate` and each queue's `templateOverrides`): pod-level fields and
@@ -835,6 +864,26 @@ impl QueueSettings {
         }
         if let Some(image) = &self.default_image {
             check_image(&format!("{path}.defaultImage"), image)?;
+        }
+        if let Some(n) = self.max_retries
+            && n > MAX_MAX_RETRIES
+        {
+            return Err(FieldError::new(
+                format!("{path}.maxRetries"),
+                format!("{n} is too many; at most {MAX_MAX_RETRIES}"),
+            ));
+        }
+        if let Some(s) = self.gang_timeout_seconds
+            && !(1..=86_400).contains(&s)
+        {
+            return Err(FieldError::new(
+                format!("{path}.gangTimeoutSeconds"),
+                format!("{s} is out of range: 1 to 86400 seconds"),
+            ));
+        }
+        if let Some(kueue) = &self.kueue {
+            crate::kueue::check_local_queue(&kueue.local_queue)
+                .map_err(|why| FieldError::new(format!("{path}.kueue.localQueue"), why))?;
         }
         Ok(())
     }

@@ -374,7 +374,16 @@ fn readme_values_reference_lists_exactly_the_schema() {
         }
     }
     for k in schema_keys::<QueueSettings>() {
-        expected.insert(format!("agentk8sglue.queues.<name>.queueSettings.{k}"));
+        if k == "kueue" {
+            // a nested setting: one row per key
+            for k in schema_keys::<KueueSettings>() {
+                expected.insert(format!(
+                    "agentk8sglue.queues.<name>.queueSettings.kueue.{k}"
+                ));
+            }
+        } else {
+            expected.insert(format!("agentk8sglue.queues.<name>.queueSettings.{k}"));
+        }
     }
     for k in schema_keys::<ClearmlCredentials>() {
         if k != "agentk8sglueSecret" {

@@ -38,6 +38,11 @@ pub struct TaskDetailView {
     pub pods: Vec<PodView>,
     /// Recent Kubernetes events of its pods.
     pub events: Vec<EventView>,
+    /// Why it was put back in its queue so far, oldest first.
+    pub retries: Vec<String>,
+    /// How a multi-node task starts whole (`kueue (LocalQueue …)`, `agent (gangTimeoutSeconds
+    /// …)`), empty for one pod.
+    pub gang: String,
     /// When it was read (for ages).
     #[serde(skip)]
     pub now: DateTime<Utc>,
@@ -88,6 +93,8 @@ pub fn to_view(d: TaskDetail, now: DateTime<Utc>) -> TaskDetailView {
         task: d.task.map(task_view),
         pods: d.pods.into_iter().map(pod_view).collect(),
         events: d.events.into_iter().map(event_view).collect(),
+        retries: d.retries,
+        gang: d.gang,
         now,
     }
 }
@@ -132,6 +139,18 @@ impl Tabular for TaskDetailView {
             ] {
                 writeln!(out, "{label:<10}{value}")?;
             }
+        }
+        if !self.gang.is_empty() {
+            writeln!(out, "{:<10}{}", "Gang:", self.gang)?;
+        }
+        if !self.retries.is_empty() {
+            writeln!(
+                out,
+                "{:<10}{} ({})",
+                "Retries:",
+                self.retries.len(),
+                self.retries.join(", ")
+            )?;
         }
         writeln!(out)?;
         if self.pods.is_empty() {
@@ -274,6 +293,8 @@ mod tests {
                         source: String::new(),
                     },
                 ],
+                retries: vec!["PreemptionByScheduler".into(), "GangTimeout".into()],
+                gang: "agent (gangTimeoutSeconds 120)".into(),
             },
             DateTime::from_timestamp(90, 0).expect("time"),
         )
@@ -301,6 +322,12 @@ mod tests {
         assert!(
             text.contains("Warning   FailedScheduling   60s (x3)"),
             "{text}"
+        );
+        assert!(
+            text.contains(
+                "Gang:     agent (gangTimeoutSeconds 120)\nRetries:  2 (PreemptionByScheduler, GangTimeout)\n"
+            ),
+            "the gang path and the retries so far: {text}"
         );
     }
 

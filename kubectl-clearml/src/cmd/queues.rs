@@ -183,6 +183,10 @@ pub struct QueueSummaryView {
     pub max_pods: Option<u32>,
     /// `nvidia.com/gpu` requested by live pods.
     pub gpus_requested: u32,
+    /// Tasks put back at the head of the queue since the agent started.
+    pub retries: u32,
+    /// Multi-node tasks waiting for their gang now.
+    pub gang_waits: u32,
 }
 
 /// Queues, for `queues list`.
@@ -218,6 +222,8 @@ pub fn to_summary(s: QueueSummary) -> QueueSummaryView {
         pods_running: s.pods_running,
         max_pods: s.max_pods,
         gpus_requested: s.gpus_requested,
+        retries: s.retries,
+        gang_waits: s.gang_waits,
     }
 }
 
@@ -405,6 +411,7 @@ mod tests {
                 pods_running: 2,
                 max_pods,
                 gpus_requested: 4,
+                ..Default::default()
             }),
         }
     }

@@ -181,8 +181,18 @@ impl Tabular for StatusView {
         if self.queues.is_empty() {
             return writeln!(out, "No queues configured.");
         }
-        let rows: Vec<Vec<String>> = self.queues.iter().map(summary_row).collect();
-        write_columns(&summary_headers(), &rows, out)
+        let rows: Vec<Vec<String>> = self
+            .queues
+            .iter()
+            .map(|q| {
+                let mut row = summary_row(q);
+                row.extend([q.retries.to_string(), q.gang_waits.to_string()]);
+                row
+            })
+            .collect();
+        let mut headers = summary_headers();
+        headers.extend(["RETRIES", "GANG WAITS"]);
+        write_columns(&headers, &rows, out)
     }
 }
 
@@ -220,6 +230,8 @@ mod tests {
                     pods_running: 3,
                     max_pods: Some(4),
                     gpus_requested: 8,
+                    retries: 2,
+                    gang_waits: 1,
                 }],
                 gpu_reporting: Some(GpuReporting { max_gpus: Some(16) }),
                 namespace: "clearml".into(),
@@ -245,8 +257,8 @@ mod tests {
              Last error: timeout\n\
              GPU report: 16 GPUs\n\
              \n\
-             NAME   WAITING   PENDING   RUNNING   MAX PODS   GPUS\n\
-             gpu    5         1         3         4          8\n"
+             NAME   WAITING   PENDING   RUNNING   MAX PODS   GPUS   RETRIES   GANG WAITS\n\
+             gpu    5         1         3         4          8      2         1\n"
         );
     }
 

@@ -43,6 +43,7 @@ fn queue(name: &str, spec: &Value) -> Queue {
             pods_running: 1,
             max_pods: spec["queueSettings"]["maxPods"].as_u64().map(|n| n as u32),
             gpus_requested: 0,
+            ..Default::default()
         }),
     }
 }

@@ -20,6 +20,12 @@
 //! | `sim/no-start` | exits 0 without running the task |
 //! | anything else | starts the task, runs `run_for`, completes it, exits 0 |
 //!
+//! A pod with scheduling gates (Kueue's admission gate: `KubeDouble::set_kueue_webhook`) is left
+//! `SchedulingGated` until they are removed (`KubeDouble::admit_kueue_pod`).
+//!
+//! A pod taken away while it runs (`KubeDouble::preempt_pod`, `evict_pod`, `kubelet_evict_pod`, or
+//! deleted) reports nothing more: its process died with it.
+//!
 //! With [`SimOptions::gpus`] set, the cluster has that many `nvidia.com/gpu` and a pod asking for
 //! GPUs (its containers' limits) is bound only when they are free: until then it is
 //! `Unschedulable` with the scheduler's `Insufficient nvidia.com/gpu` message, and it is bound
@@ -46,7 +52,7 @@ use tokio::{
 
 use crate::{
     clearml::ClearmlDouble,
-    k8s::{EventKind, KubeDouble},
+    k8s::{EventKind, KubeDouble, is_gated},
 };
 
 /// What one simulated pod does.
@@ -330,6 +336,18 @@ fn uid(pod: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// Whether the pod `name` (uid `uid`) still runs: not deleted, not being deleted, not ended.
+fn still_running(kube: &KubeDouble, ns: &str, name: &str, uid: &str) -> bool {
+    kube.get("pods", ns, name).is_some_and(|p| {
+        p.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid)
+            && p.pointer("/metadata/deletionTimestamp").is_none()
+            && !matches!(
+                p.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            )
+    })
+}
+
 fn label<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
     pod.pointer("/metadata/labels")
         .and_then(|l| l.get(key))
@@ -391,6 +409,26 @@ async fn run_pod(
     // Multi-node: only rank 0 drives the ClearML task.
     let drives_task = !task.is_empty() && label(pod, "clearml-rank").is_none_or(|r| r == "0");
     tokio::time::sleep(opts.start_delay).await;
+    // the scheduler leaves a gated pod alone until its gates are removed (Kueue's admission)
+    if kube.get("pods", ns, name).is_some_and(|p| is_gated(&p)) {
+        let _ = kube.set_pod_scheduling_gated(ns, name);
+        let pod_uid = uid(pod).to_string();
+        let released = kube
+            .wait_for(Duration::from_secs(24 * 3600), |view| {
+                match view.get("pods", ns, name) {
+                    Some(p)
+                        if p.pointer("/metadata/uid").and_then(Value::as_str) == Some(&pod_uid) =>
+                    {
+                        (!is_gated(p)).then_some(true)
+                    }
+                    _ => Some(false),
+                }
+            })
+            .await;
+        if !matches!(released, Ok(true)) {
+            return; // deleted while gated
+        }
+    }
     let behaviour = Behaviour::from_image(image);
     let wants = gpu_request(pod);
     if let Some(gpus) = gpus
@@ -468,6 +506,11 @@ async fn run_pod(
                         _ => opts.run_for,
                     };
                     tokio::time::sleep(run_for).await;
+                    if !still_running(kube, ns, name, uid(pod)) {
+                        // taken away meanwhile (preempted, evicted, deleted): its process died
+                        // with it and reports nothing
+                        return;
+                    }
                     if drives_task {
                         let status = clearml.task(&task).and_then(|t| t.get("status").cloned());
                         if status.as_ref().and_then(Value::as_str) == Some("in_progress") {

@@ -35,6 +35,8 @@ mod plugin;
 mod reliability;
 #[path = "agent_e2e/restart.rs"]
 mod restart;
+#[path = "agent_e2e/retry.rs"]
+mod retry;
 #[path = "agent_e2e/supervision.rs"]
 mod supervision;
 

@@ -286,6 +286,9 @@ impl Shared {
             }
         }
         defaults::apply(res, &mut obj, true, &mut || store.allocate_cluster_ip());
+        if res.is("", "pods") && self.settings.lock().kueue_webhook {
+            super::kueue::webhook(&mut obj);
+        }
         invalid(res, &obj, validate::validate(res, &obj, None))?;
         let ns_key = if res.namespaced { ns } else { "" };
         if store.get(id, ns_key, &name).is_some() {

@@ -59,7 +59,12 @@ fn normalize_image(image: &str) -> String {
     full
 }
 
-fn condition(ty: &str, status: bool, reason: Option<&str>, message: Option<&str>) -> Value {
+pub(crate) fn condition(
+    ty: &str,
+    status: bool,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> Value {
     let mut c = json!({
         "type": ty,
         "status": if status { "True" } else { "False" },
@@ -78,7 +83,7 @@ fn condition(ty: &str, status: bool, reason: Option<&str>, message: Option<&str>
 }
 
 /// Applies `state` to every container of the pod and recomputes phase and conditions.
-fn kubelet_status(pod: &Value, state: &ContainerState) -> Value {
+pub(crate) fn kubelet_status(pod: &Value, state: &ContainerState) -> Value {
     let stamp = now();
     let mut status = pod.get("status").cloned().unwrap_or_else(|| json!({}));
     let restart_policy = pod
@@ -252,7 +257,7 @@ fn pod_ip(pod: &Value) -> String {
 impl Shared {
     /// Rewrites a pod (scheduler binding + kubelet status) outside the API's write rules, as
     /// the real components do through `pods/binding` and `pods/status`.
-    fn kubelet_write(
+    pub(crate) fn kubelet_write(
         &self,
         ns: &str,
         name: &str,

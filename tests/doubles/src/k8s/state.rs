@@ -65,6 +65,8 @@ pub(crate) struct Settings {
     pub deletion_delay: Duration,
     pub hold_deletions: bool,
     pub held: Vec<Pending>,
+    /// Kueue's pod webhook is installed (see `kueue.rs`).
+    pub kueue_webhook: bool,
 }
 
 /// Everything the handlers and the handle share.
@@ -101,6 +103,7 @@ impl Shared {
                 deletion_delay: config.deletion_delay,
                 hold_deletions: false,
                 held: Vec::new(),
+                kueue_webhook: false,
             }),
             config,
             store: Mutex::new(store),
