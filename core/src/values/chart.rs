@@ -593,7 +593,6 @@ mod tests {
         "agentk8sglue.monitoredResources",
         "agentk8sglue.serviceAccountClusterAccess",
         "agentk8sglue.useOwnerToken",
-        "agentk8sglue.taskAsJob",
         "agentk8sglue.appsQueue",
         "agentk8sglue.customCertificates",
         "agentk8sglue.serverTasks",

@@ -27,6 +27,7 @@ pub use agent_pod::{
 };
 pub mod chart;
 mod errors;
+pub mod job_mode;
 pub use errors::in_file_order;
 mod notices;
 pub use notices::Notice;
@@ -309,6 +310,10 @@ pub struct AgentValues {
     /// [`DEFAULT_CLEARML_AGENT_VERSION`]), e.g. `==3.0.3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clearml_agent_version: Option<String>,
+    /// Run every task as a `batch/v1` Job (an Indexed Job for multi-node) instead of bare pods
+    /// (default false; `queueSettings.taskAsJob` overrides it per queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_as_job: Option<bool>,
 }
 
 /// `agentk8sglue.image`: the agent's image, as the open-source chart writes it.
@@ -442,6 +447,13 @@ pub struct QueueSettings {
     /// ties by queue name). Ignored by the `fair` order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// Run this queue's tasks as `batch/v1` Jobs (overrides `agentk8sglue.taskAsJob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_as_job: Option<bool>,
+    /// Job mode: the Job's `activeDeadlineSeconds` (a task running longer is failed with
+    /// `DeadlineExceeded`); unset = no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<i64>,
 }
 
 /// A pod template (`basePodTemplate` and each queue's `templateOverrides`): pod-level fields and
@@ -636,6 +648,9 @@ impl Values {
         self.validate_agent_pod()?;
         a.base_pod_template
             .validate(&format!("{root}.basePodTemplate"))?;
+        if a.task_as_job == Some(true) {
+            job_mode::check_template(&format!("{root}.basePodTemplate"), &a.base_pod_template)?;
+        }
         for (name, queue) in &a.queues {
             let path = format!("{root}.queues.{name}");
             check_queue_name(&path, name)?;
@@ -647,6 +662,13 @@ impl Values {
                 .validate(&format!("{path}.queueSettings"))?;
             // what the queue's pods get: basePodTemplate ⊕ templateOverrides
             let merged = merge::merge_templates(&a.base_pod_template, &queue.template_overrides)?;
+            job_mode::check(
+                &path,
+                queue.queue_settings.task_as_job.or(a.task_as_job) == Some(true),
+                &queue.queue_settings,
+                &a.base_pod_template,
+                &queue.template_overrides,
+            )?;
             rules::check_volumes(&merged).map_err(|p| {
                 FieldError::new(
                     volume_path(
@@ -765,6 +787,14 @@ impl QueueSettings {
         }
         if let Some(image) = &self.default_image {
             check_image(&format!("{path}.defaultImage"), image)?;
+        }
+        if let Some(s) = self.active_deadline_seconds
+            && s <= 0
+        {
+            return Err(FieldError::new(
+                format!("{path}.activeDeadlineSeconds"),
+                "must be a number of seconds greater than 0",
+            ));
         }
         Ok(())
     }
