@@ -78,12 +78,7 @@ mod tests {
         let none = QueueSettings::default();
         let q = "agentk8sglue.queues.gpu";
         let cases: &[(bool, &QueueSettings, PodTemplate, Option<&str>)] = &[
-            (
-                true,
-                &none,
-                PodTemplate::default(),
-                None,
-            ),
+            (true, &none, PodTemplate::default(), None),
             (false, &none, PodTemplate::default(), None),
             (true, &none, PodTemplate::default(), None),
             (true, &deadline, PodTemplate::default(), None),
@@ -125,7 +120,12 @@ mod tests {
             let got = check(q, *job, settings, template, &PodTemplate::default())
                 .err()
                 .map(|e| e.path);
-            let want = want.map(|w| w.replace("agentk8sglue.queues.gpu.templateOverrides", "agentk8sglue.basePodTemplate"));
+            let want = want.map(|w| {
+                w.replace(
+                    "agentk8sglue.queues.gpu.templateOverrides",
+                    "agentk8sglue.basePodTemplate",
+                )
+            });
             assert_eq!(got, want, "job={job} base {template:?}");
         }
     }

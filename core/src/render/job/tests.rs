@@ -67,7 +67,10 @@ fn env<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a EnvVar> {
 fn job_mode_is_the_queue_setting_else_the_global_one() {
     let cases = [
         ("agentk8sglue:\n  queues:\n    gpu: {}\n", false),
-        ("agentk8sglue:\n  taskAsJob: true\n  queues:\n    gpu: {}\n", true),
+        (
+            "agentk8sglue:\n  taskAsJob: true\n  queues:\n    gpu: {}\n",
+            true,
+        ),
         (
             "agentk8sglue:\n  taskAsJob: true\n  queues:\n    gpu:\n      queueSettings: {taskAsJob: false}\n",
             false,
@@ -90,7 +93,10 @@ fn a_single_node_job_wraps_exactly_the_rendered_pod() {
     let (pods, job) = both(doc, "gpu");
     let RenderedJob { job, service, .. } = job.expect("job mode");
     let pod = &pods.pods[0];
-    assert_eq!(job.metadata.name.as_deref(), Some(pod_name(TASK, None).as_str()));
+    assert_eq!(
+        job.metadata.name.as_deref(),
+        Some(pod_name(TASK, None).as_str())
+    );
     assert_eq!(job.metadata.namespace.as_deref(), Some("clearml"));
     // the same records on the Job and on its pods
     assert_eq!(job.metadata.labels, pod.metadata.labels);
@@ -100,18 +106,29 @@ fn a_single_node_job_wraps_exactly_the_rendered_pod() {
     assert_eq!(template.labels, pod.metadata.labels);
     assert_eq!(template.annotations, pod.metadata.annotations);
     assert_eq!(
-        template.annotations.as_ref().and_then(|a| a.get(ANNOTATION_LAUNCH)).map(String::as_str),
+        template
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_LAUNCH))
+            .map(String::as_str),
         Some("1700000000000")
     );
     assert!(template.name.is_none() && template.namespace.is_none());
-    assert_eq!(spec.template.spec, pod.spec, "the pod template is the bare pod");
+    assert_eq!(
+        spec.template.spec, pod.spec,
+        "the pod template is the bare pod"
+    );
     assert_eq!(
         (spec.completions, spec.parallelism, spec.backoff_limit),
         (Some(1), Some(1), Some(0))
     );
     assert_eq!(spec.completion_mode.as_deref(), Some("NonIndexed"));
     assert_eq!(spec.active_deadline_seconds, Some(3600));
-    assert_eq!(spec.ttl_seconds_after_finished, Some(86400), "the longer TTL");
+    assert_eq!(
+        spec.ttl_seconds_after_finished,
+        Some(86400),
+        "the longer TTL"
+    );
     assert_eq!(spec.suspend, None);
     let rules = spec.pod_failure_policy.expect("policy").rules;
     let shape: Vec<(&str, Option<&str>, Option<(&str, &[i32])>)> = rules
@@ -148,8 +165,16 @@ fn a_multi_node_task_is_an_indexed_job_whose_rank_is_the_completion_index() {
     let spec = job.spec.expect("spec");
     assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
     assert_eq!((spec.completions, spec.parallelism), (Some(3), Some(3)));
-    let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("labels");
-    assert!(!labels.contains_key(LABEL_RANK), "no per-rank literal in the template");
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .expect("labels");
+    assert!(
+        !labels.contains_key(LABEL_RANK),
+        "no per-rank literal in the template"
+    );
     let job_env = spec.template.spec.as_ref().expect("pod").containers[0]
         .env
         .clone()
@@ -185,7 +210,11 @@ fn a_multi_node_task_is_an_indexed_job_whose_rank_is_the_completion_index() {
         Some(format!("{}.clearml.svc", pod_name(TASK, None)).as_str())
     );
     let svc = service.expect("rendezvous service");
-    let sel = svc.spec.as_ref().and_then(|s| s.selector.clone()).expect("selector");
+    let sel = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .expect("selector");
     assert_eq!(
         sel.into_iter().collect::<Vec<_>>(),
         vec![
