@@ -319,5 +319,7 @@ fn fail_or_withdraw(task: TaskStatus<'_>, reason: String) -> Verdict {
     }
 }
 
+pub mod job;
+
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@
 //! The in-pod `clearml-agent execute --require-queue` dequeues the task when it starts.
 
 mod gate;
+mod job;
 mod launch;
 mod origin;
 mod reconcile;
@@ -46,7 +47,7 @@ pub use origin::{explain_message, origin_from_message, pending_message};
 use crate::{
     clearml::{self, Client, Served, resolve_queues},
     health::Health,
-    k8s::{Kube, PodStore},
+    k8s::{JobStore, Kube, PodStore},
     metrics::Metrics,
 };
 use gate::WriteGate;
@@ -101,6 +102,8 @@ pub struct Deps {
     pub kube: Kube,
     /// The pod cache (the watch's store).
     pub pods: PodStore,
+    /// The Job cache (Job mode; the watch's store).
+    pub jobs: JobStore,
     /// Woken on every pod change.
     pub changed: Arc<Notify>,
     /// The config in force (the ConfigMap watch sends new versions).
@@ -158,6 +161,7 @@ pub struct Dispatcher {
     clearml: Client,
     kube: Kube,
     pods: PodStore,
+    jobs: JobStore,
     changed: Arc<Notify>,
     cfg: AgentConfig,
     cfg_rx: watch::Receiver<Arc<AgentConfig>>,
@@ -200,6 +204,7 @@ impl Dispatcher {
             clearml,
             kube,
             pods,
+            jobs,
             changed,
             cfg_rx,
             agent,
@@ -225,6 +230,7 @@ impl Dispatcher {
             clearml,
             kube,
             pods,
+            jobs,
             changed,
             cfg,
             cfg_rx,
@@ -286,7 +292,7 @@ impl Dispatcher {
         if tokio::select! {
             biased;
             _ = shutdown.cancelled() => true,
-            r = self.pods.wait_until_ready() => r.is_err(),
+            r = async { (self.pods.wait_until_ready().await, self.jobs.wait_until_ready().await) } => r.0.is_err() || r.1.is_err(),
         } {
             return;
         }
