@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 mod control;
 #[path = "agent_e2e/demo.rs"]
 mod demo;
+#[path = "agent_e2e/job.rs"]
+mod job;
 #[path = "agent_e2e/old_server.rs"]
 mod old_server;
 #[path = "agent_e2e/plugin.rs"]
