@@ -655,3 +655,57 @@ async fn logs_streams_the_task_pods_log_from_the_api() {
         run.stderr
     );
 }
+
+/// Job mode: the pods are the Job controller's (`<job>-<index>-<random>`), ranked by their
+/// completion index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_finds_the_ranks_of_an_indexed_job() {
+    let c = cluster("default").await;
+    c.kube
+        .create(
+            "jobs",
+            "default",
+            json!({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "clearml-id-job123", "namespace": "default",
+                             "labels": {"clearml-task-id": "job123"}},
+                "spec": {"completionMode": "Indexed", "completions": 2, "parallelism": 2,
+                         "template": {"metadata": {"labels": {"clearml-task-id": "job123"}},
+                                      "spec": {"restartPolicy": "Never",
+                                               "containers": [{"name": "task", "image": "python:3.11-slim"}]}}}
+            }),
+        )
+        .expect("job");
+    let pods = c
+        .kube
+        .wait_for(std::time::Duration::from_secs(10), |v| {
+            let pods: Vec<(String, String)> = v
+                .list("pods", Some("default"))
+                .into_iter()
+                .filter_map(|p| {
+                    Some((
+                        p.pointer("/metadata/name")?.as_str()?.to_string(),
+                        p.pointer("/metadata/labels/batch.kubernetes.io~1job-completion-index")?
+                            .as_str()?
+                            .to_string(),
+                    ))
+                })
+                .collect();
+            (pods.len() == 2).then_some(pods)
+        })
+        .await
+        .expect("the Job controller's pods");
+    for (name, index) in &pods {
+        c.kube.set_pod_running("default", name).expect("running");
+        c.kube
+            .set_pod_log("default", name, Some("task"), &format!("index {index}\n"))
+            .expect("log");
+    }
+    let run = c.run(&["logs", "job123"]).await.ok("logs");
+    assert_eq!(run.stdout, "index 0\n");
+    let run = c
+        .run(&["logs", "job123", "--rank", "1"])
+        .await
+        .ok("logs --rank");
+    assert_eq!(run.stdout, "index 1\n");
+}

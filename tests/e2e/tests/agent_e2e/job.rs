@@ -30,7 +30,11 @@ async fn pods_of(env: &Env, task: &str, n: usize) -> Vec<Value> {
         .await
         .unwrap_or_else(|_| panic!("task {task}: {n} pods"));
     pods.sort_by_key(|p| {
-        s(p, "/metadata/annotations/batch.kubernetes.io~1job-completion-index").to_string()
+        s(
+            p,
+            "/metadata/annotations/batch.kubernetes.io~1job-completion-index",
+        )
+        .to_string()
     });
     pods
 }
@@ -130,7 +134,10 @@ async fn job_mode_runs_every_seed_example() {
             if multi {
                 assert_eq!(s(pod, "/spec/containers/0/image"), "python:3.10");
                 assert_eq!(
-                    s(pod, "/metadata/annotations/batch.kubernetes.io~1job-completion-index"),
+                    s(
+                        pod,
+                        "/metadata/annotations/batch.kubernetes.io~1job-completion-index"
+                    ),
                     rank.to_string()
                 );
                 assert_eq!(env_var(pod, "WORLD_SIZE"), Some("6"));
@@ -139,11 +146,17 @@ async fn job_mode_runs_every_seed_example() {
         match queue.as_str() {
             "green" => {
                 assert_eq!(env_var(&pods[0], "MY_ENV"), Some("my_value"));
-                assert_eq!(s(&pods[0], "/spec/containers/0/resources/limits/memory"), "2Gi");
+                assert_eq!(
+                    s(&pods[0], "/spec/containers/0/resources/limits/memory"),
+                    "2Gi"
+                );
             }
             "red" => assert_eq!(s(&pods[0], "/metadata/labels/team"), "red"),
             "2xGPU" => assert_eq!(
-                s(&pods[0], "/spec/containers/0/resources/limits/nvidia.com~1gpu"),
+                s(
+                    &pods[0],
+                    "/spec/containers/0/resources/limits/nvidia.com~1gpu"
+                ),
                 "2"
             ),
             "GPUs_with_shared_memory" => {
@@ -181,9 +194,24 @@ async fn job_mode_failures_are_reported_with_their_reason() {
     let _agent = env.agent(values).await;
     let cases = [
         ("sim/pull-error", "ErrImagePull", false, None),
-        ("sim/config-error", "CreateContainerConfigError", false, None),
-        ("sim/oom", "OOMKilled (exit code 137)", true, Some("PodFailurePolicy")),
-        ("sim/exit-3", "worker execution exit code 3", true, Some("PodFailurePolicy")),
+        (
+            "sim/config-error",
+            "CreateContainerConfigError",
+            false,
+            None,
+        ),
+        (
+            "sim/oom",
+            "OOMKilled (exit code 137)",
+            true,
+            Some("PodFailurePolicy"),
+        ),
+        (
+            "sim/exit-3",
+            "worker execution exit code 3",
+            true,
+            Some("PodFailurePolicy"),
+        ),
         ("sim/no-start", "without starting the task", true, None),
         ("sim/unschedulable", "unschedulable for", false, None),
     ];
@@ -194,7 +222,10 @@ async fn job_mode_failures_are_reported_with_their_reason() {
     for ((image, reason, kept, job_reason), task) in cases.iter().zip(&tasks) {
         let t = env.task_status(task, "failed").await;
         let got = s(&t, "/status_reason");
-        assert!(got.contains(reason), "{image}: reason {got:?} lacks {reason:?}");
+        assert!(
+            got.contains(reason),
+            "{image}: reason {got:?} lacks {reason:?}"
+        );
         let name = format!("clearml-id-{task}");
         if *kept {
             let job = env.kube.get("jobs", NS, &name).expect("failed Job kept");
@@ -234,7 +265,12 @@ async fn job_mode_survives_a_preempted_pod() {
     let first = pods_of(&env, &task, 1).await.remove(0);
     let first_name = s(&first, "/metadata/name").to_string();
     env.kube
-        .set_pod_disrupted(NS, &first_name, "PreemptionByScheduler", "preempted by a higher priority pod")
+        .set_pod_disrupted(
+            NS,
+            &first_name,
+            "PreemptionByScheduler",
+            "preempted by a higher priority pod",
+        )
         .expect("disrupted");
     let replacement = env
         .kube
@@ -288,10 +324,7 @@ async fn job_mode_abort_ttl_and_deadline() {
         "{t:#}"
     );
     assert!(
-        env.kube
-            .requests()
-            .iter()
-            .any(|r| r.is("delete", "jobs")),
+        env.kube.requests().iter().any(|r| r.is("delete", "jobs")),
         "the agent deleted Jobs"
     );
 }
@@ -314,7 +347,10 @@ async fn job_mode_multi_node_is_an_indexed_job() {
             "{}",
             s(pod, "/metadata/name")
         );
-        assert_eq!(s(pod, "/spec/hostname"), format!("clearml-id-{task}-{rank}"));
+        assert_eq!(
+            s(pod, "/spec/hostname"),
+            format!("clearml-id-{task}-{rank}")
+        );
         let node_rank = pod
             .pointer("/spec/containers/0/env")
             .and_then(Value::as_array)
@@ -328,7 +364,10 @@ async fn job_mode_multi_node_is_an_indexed_job() {
     }
     let svc = env
         .kube
-        .wait_for(WAIT, |v| v.get("services", NS, &format!("clearml-id-{task}")).cloned())
+        .wait_for(WAIT, |v| {
+            v.get("services", NS, &format!("clearml-id-{task}"))
+                .cloned()
+        })
         .await
         .expect("rendezvous Service");
     assert_eq!(
@@ -344,7 +383,9 @@ async fn job_mode_multi_node_is_an_indexed_job() {
     job_gone(&env, &task).await;
     let name = format!("clearml-id-{task}");
     env.kube
-        .wait_for(WAIT, |v| v.get("services", NS, &name).is_none().then_some(()))
+        .wait_for(WAIT, |v| {
+            v.get("services", NS, &name).is_none().then_some(())
+        })
         .await
         .expect("Service deleted with the Job");
 }
@@ -355,8 +396,11 @@ async fn job_mode_multi_node_is_an_indexed_job() {
 async fn job_mode_sigkill_at_random_moments_loses_and_doubles_nothing() {
     let env = Env::new(crash_sim()).await;
     let queues = ["j-alpha", "j-bravo", "j-charlie", "j-delta", "j-gpu"];
-    let values = values_with_gpu_queue(&queues[..4], "j-gpu")
-        .replacen("createQueues: true\n", "createQueues: true\n  taskAsJob: true\n", 1);
+    let values = values_with_gpu_queue(&queues[..4], "j-gpu").replacen(
+        "createQueues: true\n",
+        "createQueues: true\n  taskAsJob: true\n",
+        1,
+    );
     let mut agent = env.agent(&values).await;
     let n = 500;
     let tasks: Vec<String> = (0..n)

@@ -194,7 +194,10 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
         .wait_for_request(WAIT, |r| r.is("delete", "services"))
         .await
         .expect("rendezvous service deleted with the pods");
-    for name in [format!("clearml-id-{job}"), format!("clearml-id-{job_multi}")] {
+    for name in [
+        format!("clearml-id-{job}"),
+        format!("clearml-id-{job_multi}"),
+    ] {
         env.kube
             .wait_for(WAIT, |v| v.get("jobs", NS, &name).is_none().then_some(()))
             .await
