@@ -291,6 +291,7 @@ impl Args {
             config_error,
             snapshot: snapshot.clone(),
             pods: pods.clone(),
+            jobs: jobs.clone(),
             clearml: clearml.clone(),
             kube: kube.clone(),
             agent: agent.clone(),

@@ -80,6 +80,8 @@ pub struct Control {
     pub snapshot: SharedSnapshot,
     /// The agent's pods.
     pub pods: PodStore,
+    /// The Job cache (Job mode).
+    pub jobs: k8s::JobStore,
     /// ClearML.
     pub clearml: Client,
     /// Pod dry runs.
@@ -268,6 +270,9 @@ impl Control {
             task: Some(summary),
             pods: details,
             events,
+            job: k8s::jobs_by_task(&self.jobs)
+                .remove(id)
+                .map(|j| view::job_detail(&j)),
         })
     }
 

@@ -191,7 +191,7 @@ async fn job_mode_runs_every_seed_example() {
 async fn job_mode_failures_are_reported_with_their_reason() {
     let env = Env::new(SimOptions::default()).await;
     let values = "agentk8sglue:\n  createQueues: true\n  taskAsJob: true\n  pendingTimeoutSeconds: 2\n  queues:\n    job-fail: {}\n";
-    let _agent = env.agent(values).await;
+    let agent = env.agent(values).await;
     let cases = [
         ("sim/pull-error", "ErrImagePull", false, None),
         (
@@ -243,6 +243,40 @@ async fn job_mode_failures_are_reported_with_their_reason() {
             job_gone(&env, task).await;
         }
     }
+    // `tasks` and `describe task` through the control API: the Job and its conditions
+    use clearml_agent_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
+    let mut api = AgentServiceClient::connect(agent.grpc_url.clone())
+        .await
+        .expect("grpc");
+    let exited = &tasks[3];
+    let listed = api
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .expect("tasks")
+        .into_inner()
+        .tasks;
+    let row = listed.iter().find(|t| t.id == *exited).expect("listed");
+    assert_eq!(
+        (row.queue.as_str(), row.phase.as_str()),
+        ("job-fail", "Failed")
+    );
+    let d = api
+        .describe_task(pb::DescribeTaskRequest { id: exited.clone() })
+        .await
+        .expect("describe")
+        .into_inner();
+    let job = d.job.expect("the Job");
+    assert_eq!(job.name, format!("clearml-id-{exited}"));
+    assert_eq!(job.failed, 1);
+    assert!(
+        job.conditions
+            .iter()
+            .any(|c| c.r#type == "Failed" && c.reason == "PodFailurePolicy"),
+        "{:?}",
+        job.conditions
+    );
+    assert_eq!(d.pods.len(), 1);
+    assert_eq!(d.pods[0].exit_code, Some(3));
     // a pod deleted by someone else: the Job fails, and so does the task
     let victim = env.enqueue("victim", "job-fail", "sim/hang");
     env.task_status(&victim, "in_progress").await;
