@@ -39,6 +39,21 @@ impl Kube {
         }
     }
 
+    /// Validates a Job with a server-side dry run (nothing is created).
+    pub async fn dry_run_job(&self, job: &Job) -> Result<(), Error> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            dry_run: true,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        match self.jobs.create(&pp, job).await {
+            Ok(_) => Ok(()),
+            // a Job of that name exists: the dry run validated everything else
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(self.err("validate", "job", &name, e)),
+        }
+    }
+
     /// Deletes a Job and, through the garbage collector, its pods (background propagation: a
     /// Job deleted without a policy would orphan them); one already gone is success.
     pub async fn delete_job(&self, name: &str) -> Result<(), Error> {

@@ -369,7 +369,35 @@ async fn job_mode_abort_ttl_and_deadline() {
 async fn job_mode_multi_node_is_an_indexed_job() {
     let env = Env::new(SimOptions::default()).await;
     let values = "agentk8sglue:\n  createQueues: true\n  taskAsJob: true\n  succeededPodTtlSeconds: 1\n  queues:\n    job-multi:\n      queueSettings:\n        multiNode: [2, 2, 2]\n";
-    let _agent = env.agent(values).await;
+    let agent = env.agent(values).await;
+    // `queues render` shows the Job a launch creates, dry-run by the API server
+    use clearml_agent_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
+    let mut api = AgentServiceClient::connect(agent.grpc_url.clone())
+        .await
+        .expect("grpc");
+    let docs = api
+        .render_pod(pb::RenderPodRequest {
+            queue: "job-multi".into(),
+            task_id: String::new(),
+        })
+        .await
+        .expect("render")
+        .into_inner()
+        .manifests_yaml;
+    assert_eq!(docs.len(), 2, "{docs:#?}");
+    assert!(
+        docs[0].contains("kind: Job") && docs[0].contains("completionMode: Indexed"),
+        "{}",
+        docs[0]
+    );
+    assert!(docs[1].contains("kind: Service"), "{}", docs[1]);
+    assert!(
+        env.kube
+            .requests()
+            .iter()
+            .any(|r| r.is("create", "jobs") && r.query.contains("dryRun")),
+        "the Job was dry-run"
+    );
     let task = env.enqueue("multi", "job-multi", "");
     let job = job_of(&env, &task).await;
     assert_eq!(s(&job, "/spec/completionMode"), "Indexed");

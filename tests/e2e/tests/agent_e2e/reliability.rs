@@ -154,7 +154,8 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
         .expect("grpc");
     api.add_queue(pb::AddQueueRequest {
         name: "rbac-added".into(),
-        spec_json: "{}".into(),
+        // Job mode: the added queue's Job is dry-run by the API server
+        spec_json: r#"{"queueSettings": {"taskAsJob": true}}"#.into(),
         dry_run: false,
     })
     .await
