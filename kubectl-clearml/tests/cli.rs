@@ -227,6 +227,72 @@ async fn bad_values_fail_naming_the_field_path_and_print_nothing() {
     );
 }
 
+/// Job mode: every seed file with `taskAsJob` renders, the agent reads it back, and its Role can
+/// manage Jobs; what a Job cannot hold is refused naming the field.
+#[tokio::test]
+async fn dry_run_with_task_as_job_renders_every_seed_file() {
+    for file in fixtures() {
+        let run = plugin(
+            &[
+                "install",
+                "--dry-run",
+                "-o",
+                "yaml",
+                "-f",
+                path_str(&file),
+                "--set",
+                "agentk8sglue.taskAsJob=true",
+            ],
+            None,
+        )
+        .await
+        .ok("install --dry-run with taskAsJob");
+        let docs: Vec<Value> =
+            clearml_agent_core::yaml::from_str_multi(&run.stdout).expect("multi-document YAML");
+        let cm = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap")
+            .expect("ConfigMap");
+        let stored = Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values"))
+            .expect("the agent can read it");
+        assert_eq!(stored.agentk8sglue.task_as_job, Some(true), "{}", file.display());
+        let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
+        assert!(
+            role["rules"].as_array().expect("rules").iter().any(|r| {
+                r["apiGroups"] == json!(["batch"]) && r["resources"] == json!(["jobs"])
+            }),
+            "{role:#}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "agentk8sglue:\n  taskAsJob: true\n  basePodTemplate:\n    labels:\n      job-name: mine\n  queues:\n    gpu: {}\n",
+            "agentk8sglue.basePodTemplate.labels.job-name: is set by the Job controller",
+        ),
+        (
+            "agentk8sglue:\n  queues:\n    gpu:\n      queueSettings:\n        activeDeadlineSeconds: 60\n",
+            "agentk8sglue.queues.gpu.queueSettings.activeDeadlineSeconds: applies to Jobs only",
+        ),
+        (
+            "agentk8sglue:\n  queues:\n    gpu:\n      queueSettings:\n        taskAsJob: true\n        activeDeadlineSeconds: 0\n",
+            "agentk8sglue.queues.gpu.queueSettings.activeDeadlineSeconds: must be a number of seconds greater than 0",
+        ),
+    ];
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let file = dir.path().join(format!("job{i}.yaml"));
+        std::fs::write(&file, text).expect("write");
+        let run = plugin(
+            &["install", "--dry-run", "-o", "yaml", "-f", path_str(&file)],
+            None,
+        )
+        .await
+        .failed("bad Job-mode values");
+        assert!(run.stderr.contains(want), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+}
+
 // === against the Kubernetes API server double ===
 
 struct Cluster {
