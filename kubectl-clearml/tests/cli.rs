@@ -255,7 +255,12 @@ async fn dry_run_with_task_as_job_renders_every_seed_file() {
             .expect("ConfigMap");
         let stored = Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values"))
             .expect("the agent can read it");
-        assert_eq!(stored.agentk8sglue.task_as_job, Some(true), "{}", file.display());
+        assert_eq!(
+            stored.agentk8sglue.task_as_job,
+            Some(true),
+            "{}",
+            file.display()
+        );
         let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
         assert!(
             role["rules"].as_array().expect("rules").iter().any(|r| {

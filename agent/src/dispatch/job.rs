@@ -96,10 +96,11 @@ impl Dispatcher {
             });
         let running = pods.iter().any(|p| lifecycle::classify(p).is_live());
         let name = job.metadata.name.clone().unwrap_or_default();
-        if (all || running || !finished) && job.metadata.deletion_timestamp.is_none() {
-            if let Err(error) = self.kube.delete_job(&name).await {
-                tracing::warn!(%task, job = %name, %error, "cannot delete job");
-            }
+        if (all || running || !finished)
+            && job.metadata.deletion_timestamp.is_none()
+            && let Err(error) = self.kube.delete_job(&name).await
+        {
+            tracing::warn!(%task, job = %name, %error, "cannot delete job");
         }
         let indexed =
             job.spec.as_ref().and_then(|s| s.completion_mode.as_deref()) == Some("Indexed");

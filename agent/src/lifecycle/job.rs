@@ -280,7 +280,15 @@ mod tests {
         let pulling = pod("Pending", waiting("ErrImagePull"), false);
         let ok = pod("Succeeded", exited(0, "Completed"), false);
         let run = pod("Running", running(), false);
-        let cases: Vec<(&str, Option<&Job>, Vec<&Pod>, TaskStatus<'_>, i64, Verdict)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Job>,
+            Vec<&'a Pod>,
+            TaskStatus<'a>,
+            i64,
+            Verdict,
+        );
+        let cases: Vec<Case<'_>> = vec![
             (
                 "an image pull error from the pod, as for bare pods",
                 Some(&none),

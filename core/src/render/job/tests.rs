@@ -131,7 +131,8 @@ fn a_single_node_job_wraps_exactly_the_rendered_pod() {
     );
     assert_eq!(spec.suspend, None);
     let rules = spec.pod_failure_policy.expect("policy").rules;
-    let shape: Vec<(&str, Option<&str>, Option<(&str, &[i32])>)> = rules
+    type Rule<'a> = (&'a str, Option<&'a str>, Option<(&'a str, &'a [i32])>);
+    let shape: Vec<Rule<'_>> = rules
         .iter()
         .map(|r| {
             (
