@@ -451,7 +451,7 @@ async fn install_creates_every_object_for_each_seed_file() {
         );
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
         let role = c.kube.get("roles", &ns, "clearml-agent").expect("role");
-        assert_eq!(role["rules"].as_array().expect("rules").len(), 5);
+        assert_eq!(role["rules"].as_array().expect("rules").len(), 6);
     }
 }
 
