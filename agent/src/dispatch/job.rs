@@ -86,14 +86,8 @@ impl Dispatcher {
             return false;
         };
         self.deleting.insert(task.to_string());
-        let finished = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-            });
+        // finished, or finishing (the controller has decided; the other pods are stopping)
+        let finished = lifecycle::job::is_finished(&job);
         let running = pods.iter().any(|p| lifecycle::classify(p).is_live());
         let name = job.metadata.name.clone().unwrap_or_default();
         if (all || running || !finished)

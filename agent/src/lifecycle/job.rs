@@ -48,6 +48,14 @@ pub fn disrupted(pod: &Pod) -> bool {
         })
 }
 
+/// Whether the Job is finished or finishing: `Complete` or `Failed`, or the controller's
+/// decision before its pods have stopped (`SuccessCriteriaMet`, `FailureTarget`).
+pub fn is_finished(job: &Job) -> bool {
+    ["Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"]
+        .iter()
+        .any(|ty| condition(job, ty).is_some())
+}
+
 /// Whether a pod belongs to a Job (its controller is one).
 pub fn owned_by_a_job(pod: &Pod) -> bool {
     pod.metadata
@@ -110,6 +118,14 @@ pub fn decide(
         let Some(job) = job else {
             return Verdict::Wait;
         };
+        if task.is_withdrawn() && !is_finished(job) {
+            // aborted before the Job had pods (suspended, or just created)
+            let why = match task {
+                TaskStatus::Known(status) => format!("task is {status} in ClearML"),
+                _ => "task no longer exists in ClearML".to_string(),
+            };
+            return Verdict::Withdraw(why);
+        }
         if condition(job, "Suspended").is_some() {
             return Verdict::Explain(format!("job {name} is suspended (waiting to be admitted)"));
         }
@@ -398,6 +414,14 @@ mod tests {
                 Verdict::Withdraw("task is stopped in ClearML".into()),
             ),
             (
+                "aborted while suspended: the Job goes",
+                Some(&suspended),
+                vec![],
+                TaskStatus::Known("stopped"),
+                1,
+                Verdict::Withdraw("task is stopped in ClearML".into()),
+            ),
+            (
                 "the Job gone, its pods not yet",
                 None,
                 vec![&run],
@@ -408,6 +432,20 @@ mod tests {
         ];
         for (what, job, pods, task, now, want) in cases {
             assert_eq!(decide(job, &pods, task, at(now), &T), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_job_is_finished_once_the_controller_has_decided() {
+        for (conditions, want) in [
+            (vec![], false),
+            (vec![("Suspended", "JobSuspended", "")], false),
+            (vec![("FailureTarget", "PodFailurePolicy", "")], true),
+            (vec![("SuccessCriteriaMet", "CompletionsReached", "")], true),
+            (vec![("Complete", "CompletionsReached", "")], true),
+            (vec![("Failed", "DeadlineExceeded", "")], true),
+        ] {
+            assert_eq!(is_finished(&job(&conditions, 0)), want, "{conditions:?}");
         }
     }
 }
