@@ -519,3 +519,67 @@ async fn job_mode_sigkill_at_random_moments_loses_and_doubles_nothing() {
         );
     }
 }
+
+/// A restart in Job mode changes nothing ("Why a restart changes nothing"): Jobs running,
+/// waiting for a node, finished and failed within their TTL, and a multi-node one are adopted,
+/// and the request log shows no Kubernetes write but the lease's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_mode_sigkill_and_start_changes_nothing() {
+    let env = Env::new(SimOptions::default()).await;
+    let values = "agentk8sglue:\n  createQueues: true\n  taskAsJob: true\n  succeededPodTtlSeconds: 3600\n  queues:\n    job-r: {}\n    job-rm:\n      queueSettings:\n        multiNode: [1, 1]\n";
+    let mut agent = env.agent(values).await;
+    let running = env.enqueue("running", "job-r", "sim/hang");
+    let pending = env.enqueue("pending", "job-r", "sim/unschedulable");
+    let done = env.enqueue("done", "job-r", "");
+    let failed = env.enqueue("failed", "job-r", "sim/exit-3");
+    let multi = env.enqueue("multi", "job-rm", "sim/hang");
+    for t in [&running, &multi] {
+        env.task_status(t, "in_progress").await;
+    }
+    env.task_until(&pending, "a pending explanation", |t| {
+        s(t, "/status_message").contains("unschedulable")
+    })
+    .await;
+    env.task_status(&done, "completed").await;
+    env.task_status(&failed, "failed").await;
+    polls(&env, 3).await;
+    let snapshot = |env: &Env| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = ["jobs", "pods", "services"]
+            .iter()
+            .flat_map(|r| env.kube.list(r, Some(NS)))
+            .map(|o| {
+                (
+                    s(&o, "/metadata/name").to_string(),
+                    s(&o, "/metadata/uid").to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let tasks = [&running, &pending, &done, &failed, &multi];
+    let statuses = |env: &Env| tasks.map(|t| env.status(t));
+    let (objects, before) = (snapshot(&env), statuses(&env));
+
+    agent.kill();
+    env.kube.clear_requests();
+    env.clearml.requests().clear();
+    let _agent = env.agent(values).await;
+    polls(&env, 5).await;
+
+    let writes: Vec<String> = env
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| matches!(r.verb.as_str(), "create" | "delete" | "patch" | "update"))
+        .filter(|r| r.resource != "leases")
+        .map(|r| format!("{} {}/{}", r.verb, r.resource, r.path))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a restart wrote to Kubernetes: {writes:#?}"
+    );
+    assert_eq!(snapshot(&env), objects, "Jobs, pods and Services unchanged");
+    assert_eq!(statuses(&env), before, "task statuses unchanged");
+    assert_eq!(job_creations(&env), 0);
+}
