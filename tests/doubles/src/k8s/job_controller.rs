@@ -22,7 +22,9 @@
 //! - `ttlSecondsAfterFinished`: the finished Job is deleted with foreground propagation;
 //! - deletion: `propagationPolicy` unset or `Orphan` (batch/v1's default) orphans the pods
 //!   (their owner reference removed), `Background` deletes the Job at once and its pods after,
-//!   `Foreground` keeps the Job (`foregroundDeletion` finalizer) until its pods are gone.
+//!   `Foreground` keeps the Job (`foregroundDeletion` finalizer) until its pods are gone; a
+//!   Service owned by a Job that is gone is collected too (the garbage collector's part for a
+//!   multi-node task's rendezvous Service).
 //!
 //! Not emulated: the `batch.kubernetes.io/job-tracking` pod finalizer (pods are accounted from
 //! the controller's memory instead), pod-creation backoff, events, `backoffLimitPerIndex`,
@@ -385,6 +387,16 @@ fn owner_uid(pod: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// The uid of any Job among an object's owners (a dependent without `controller: true`).
+fn job_owner(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|r| r.get("kind").and_then(Value::as_str) == Some("Job"))?
+        .get("uid")
+        .and_then(Value::as_str)
+}
+
 fn phase(pod: &Value) -> &str {
     pod.pointer("/status/phase")
         .and_then(Value::as_str)
@@ -596,7 +608,7 @@ fn has_condition<'a>(conditions: &'a [Value], ty: &str) -> Option<&'a Value> {
 
 /// One pass over every Job; returns how soon a timed event (deadline, TTL) is due.
 fn sync(shared: &Arc<Shared>, memory: &mut HashMap<String, Memory>) -> Option<Duration> {
-    let (jobs, pods): (Vec<Arc<Value>>, Vec<Arc<Value>>) = {
+    let (jobs, pods, services): (Vec<Arc<Value>>, Vec<Arc<Value>>, Vec<Arc<Value>>) = {
         let store = shared.store.lock();
         let jobs: Vec<Arc<Value>> = store
             .table(jobs_id())
@@ -609,7 +621,17 @@ fn sync(shared: &Arc<Shared>, memory: &mut HashMap<String, Memory>) -> Option<Du
             .filter(|(_, p)| owner_uid(p).is_some())
             .map(|(_, v)| v.clone())
             .collect();
-        (jobs, pods)
+        let services = find("", "v1", "services")
+            .map(|id| {
+                store
+                    .table(id)
+                    .range(None, None)
+                    .filter(|(_, o)| job_owner(o).is_some())
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (jobs, pods, services)
     };
     let live: HashSet<&str> = jobs.iter().map(|j| meta_str(j, "uid")).collect();
     memory.retain(|uid, _| live.contains(uid.as_str()));
@@ -621,6 +643,19 @@ fn sync(shared: &Arc<Shared>, memory: &mut HashMap<String, Memory>) -> Option<Du
             by_owner.entry(owner).or_default().push(pod);
         } else if !terminating(pod) {
             delete_pod(shared, pod);
+        }
+    }
+    // other dependents of a Job that is gone (a multi-node task's rendezvous Service)
+    if let Some(id) = find("", "v1", "services") {
+        for svc in services
+            .iter()
+            .filter(|o| job_owner(o).is_some_and(|u| !live.contains(u)))
+        {
+            let opts = DeleteOpts {
+                uid: Some(meta_str(svc, "uid").to_string()),
+                ..Default::default()
+            };
+            let _ = shared.delete(id, meta_str(svc, "namespace"), meta_str(svc, "name"), &opts);
         }
     }
     let mut next: Option<Duration> = None;

@@ -374,21 +374,31 @@ async fn deletion_propagation_orphans_or_collects_the_pods() {
             .as_array()
             .is_none_or(Vec::is_empty)
     );
-    // background: the Job goes now, its pods after
+    // background: the Job goes now, its pods (and a Service it owns) after
     let j = create(&env, &job("bg", json!({}))).await;
-    let p = pods_of(&env, &j.metadata.uid.expect("uid"), 1)
-        .await
-        .remove(0);
+    let uid = j.metadata.uid.expect("uid");
+    let p = pods_of(&env, &uid, 1).await.remove(0);
+    env.double
+        .create(
+            "services",
+            NS,
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "bg", "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": "bg", "uid": uid}]},
+                "spec": {"clusterIP": "None", "ports": [{"port": 29500}]}}),
+        )
+        .expect("service");
     jobs.delete("bg", &DeleteParams::background())
         .await
         .expect("delete");
     assert!(env.double.get("jobs", NS, "bg").is_none());
     env.double
         .wait_for(WAIT, |v| {
-            v.get("pods", NS, name(&p)).is_none().then_some(())
+            (v.get("pods", NS, name(&p)).is_none() && v.get("services", NS, "bg").is_none())
+                .then_some(())
         })
         .await
-        .expect("pod collected");
+        .expect("pod and Service collected");
     // foreground: the Job stays, marked, until its pods are gone
     let j = create(&env, &job("fg", json!({}))).await;
     let p = pods_of(&env, &j.metadata.uid.expect("uid"), 1)
