@@ -608,7 +608,8 @@ fn has_condition<'a>(conditions: &'a [Value], ty: &str) -> Option<&'a Value> {
 
 /// One pass over every Job; returns how soon a timed event (deadline, TTL) is due.
 fn sync(shared: &Arc<Shared>, memory: &mut HashMap<String, Memory>) -> Option<Duration> {
-    let (jobs, pods, services): (Vec<Arc<Value>>, Vec<Arc<Value>>, Vec<Arc<Value>>) = {
+    type Objects = Vec<Arc<Value>>;
+    let (jobs, pods, services): (Objects, Objects, Objects) = {
         let store = shared.store.lock();
         let jobs: Vec<Arc<Value>> = store
             .table(jobs_id())
