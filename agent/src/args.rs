@@ -239,6 +239,13 @@ impl Args {
             changed.clone(),
         );
         tasks.spawn_until_shutdown("pod watch", pod_watch);
+        let (jobs, job_watch) = k8s::watch_jobs(
+            kube_client.clone(),
+            &cfg.task_namespace,
+            &selector,
+            changed.clone(),
+        );
+        tasks.spawn_until_shutdown("job watch", job_watch);
         let kube = Kube::new(kube_client.clone(), &cfg.task_namespace);
         let agent = AgentParams {
             namespace: cfg.task_namespace.clone(),
@@ -294,6 +301,7 @@ impl Args {
             config_error,
             snapshot: snapshot.clone(),
             pods: pods.clone(),
+            jobs: jobs.clone(),
             clearml: clearml.clone(),
             kube: kube.clone(),
             agent: agent.clone(),
@@ -305,6 +313,7 @@ impl Args {
                 clearml: clearml.clone(),
                 kube: kube.clone(),
                 pods: pods.clone(),
+                jobs: jobs.clone(),
                 changed: changed.clone(),
                 cfg_rx: cfg_rx.clone(),
                 agent: agent.clone(),

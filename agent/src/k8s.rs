@@ -17,6 +17,10 @@ use kube::{
 };
 use tokio::sync::Notify;
 
+mod job;
+
+pub use job::{JobStore, jobs_by_task, owned_by_job, watch_jobs};
+
 /// The field manager name on every object the agent writes.
 pub const FIELD_MANAGER: &str = "clearml-k8s-agent";
 
@@ -130,6 +134,7 @@ pub struct Kube {
     services: Api<Service>,
     events: Api<Event>,
     secrets: Api<Secret>,
+    jobs: Api<k8s_openapi::api::batch::v1::Job>,
 }
 
 impl Kube {
@@ -140,6 +145,7 @@ impl Kube {
             pods: Api::namespaced(client.clone(), namespace),
             services: Api::namespaced(client.clone(), namespace),
             events: Api::namespaced(client.clone(), namespace),
+            jobs: Api::namespaced(client.clone(), namespace),
             secrets: Api::namespaced(client, namespace),
         }
     }

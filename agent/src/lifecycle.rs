@@ -374,6 +374,7 @@ fn fail_or_withdraw(task: TaskStatus<'_>, reason: String) -> Verdict {
 mod disruption;
 
 pub use disruption::{DISRUPTION_REASONS, Disruption, Gang, decide_task, disruption};
+pub mod job;
 
 #[cfg(test)]
 mod tests;

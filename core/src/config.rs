@@ -105,7 +105,11 @@ impl AgentConfig {
                 name.clone(),
                 QueueConfig {
                     template,
-                    settings: q.queue_settings.clone(),
+                    // Job mode resolved here: the queue's own setting, else the global one
+                    settings: QueueSettings {
+                        task_as_job: q.queue_settings.task_as_job.or(a.task_as_job),
+                        ..q.queue_settings.clone()
+                    },
                 },
             );
         }

@@ -65,3 +65,18 @@ pub const CLEARML_CONF_KEY: &str = "clearml.conf";
 /// The Secret `install` makes from `agentk8sglue.fileMounts` (the agent pod's files), and the
 /// name of its volume in the agent pod.
 pub const AGENT_FILES_SECRET: &str = "clearml-agent-files";
+
+/// The Job controller's completion-index label and annotation on the pods of an Indexed Job
+/// (Job mode, multi-node): the rank of the pod.
+pub const JOB_COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// The Job controller's label naming the Job a pod belongs to.
+pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+/// The rank of a multi-node task pod from its labels: [`LABEL_RANK`] (bare pods), else the
+/// completion index the Job controller gives the pods of an Indexed Job.
+pub fn rank_of(labels: &std::collections::BTreeMap<String, String>) -> Option<&str> {
+    labels
+        .get(LABEL_RANK)
+        .or_else(|| labels.get(JOB_COMPLETION_INDEX))
+        .map(String::as_str)
+}

@@ -26,6 +26,7 @@ use k8s_openapi::{
 use md5::{Digest, Md5};
 
 pub mod bootstrap;
+pub mod job;
 
 pub use bootstrap::{Bootstrap, bootstrap_script};
 

@@ -227,6 +227,77 @@ async fn bad_values_fail_naming_the_field_path_and_print_nothing() {
     );
 }
 
+/// Job mode: every seed file with `taskAsJob` renders, the agent reads it back, and its Role can
+/// manage Jobs; what a Job cannot hold is refused naming the field.
+#[tokio::test]
+async fn dry_run_with_task_as_job_renders_every_seed_file() {
+    for file in fixtures() {
+        let run = plugin(
+            &[
+                "install",
+                "--dry-run",
+                "-o",
+                "yaml",
+                "-f",
+                path_str(&file),
+                "--set",
+                "agentk8sglue.taskAsJob=true",
+            ],
+            None,
+        )
+        .await
+        .ok("install --dry-run with taskAsJob");
+        let docs: Vec<Value> =
+            clearml_agent_core::yaml::from_str_multi(&run.stdout).expect("multi-document YAML");
+        let cm = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap")
+            .expect("ConfigMap");
+        let stored = Values::from_yaml(cm["data"]["values.yaml"].as_str().expect("values"))
+            .expect("the agent can read it");
+        assert_eq!(
+            stored.agentk8sglue.task_as_job,
+            Some(true),
+            "{}",
+            file.display()
+        );
+        let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
+        assert!(
+            role["rules"].as_array().expect("rules").iter().any(|r| {
+                r["apiGroups"] == json!(["batch"]) && r["resources"] == json!(["jobs"])
+            }),
+            "{role:#}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "agentk8sglue:\n  taskAsJob: true\n  basePodTemplate:\n    labels:\n      job-name: mine\n  queues:\n    gpu: {}\n",
+            "agentk8sglue.basePodTemplate.labels.job-name: is set by the Job controller",
+        ),
+        (
+            "agentk8sglue:\n  queues:\n    gpu:\n      queueSettings:\n        activeDeadlineSeconds: 60\n",
+            "agentk8sglue.queues.gpu.queueSettings.activeDeadlineSeconds: applies to Jobs only",
+        ),
+        (
+            "agentk8sglue:\n  queues:\n    gpu:\n      queueSettings:\n        taskAsJob: true\n        activeDeadlineSeconds: 0\n",
+            "agentk8sglue.queues.gpu.queueSettings.activeDeadlineSeconds: must be a number of seconds greater than 0",
+        ),
+    ];
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let file = dir.path().join(format!("job{i}.yaml"));
+        std::fs::write(&file, text).expect("write");
+        let run = plugin(
+            &["install", "--dry-run", "-o", "yaml", "-f", path_str(&file)],
+            None,
+        )
+        .await
+        .failed("bad Job-mode values");
+        assert!(run.stderr.contains(want), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+}
+
 // === against the Kubernetes API server double ===
 
 struct Cluster {
@@ -380,8 +451,8 @@ async fn install_creates_every_object_for_each_seed_file() {
         );
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
         let role = c.kube.get("roles", &ns, "clearml-agent").expect("role");
-        // pods, services, configmaps, secrets (fileMounts), events, leases
-        assert_eq!(role["rules"].as_array().expect("rules").len(), 6);
+        // pods, services, configmaps, jobs (Job mode), secrets (fileMounts), events, leases
+        assert_eq!(role["rules"].as_array().expect("rules").len(), 7);
     }
 }
 
@@ -655,4 +726,58 @@ async fn logs_streams_the_task_pods_log_from_the_api() {
         "{}",
         run.stderr
     );
+}
+
+/// Job mode: the pods are the Job controller's (`<job>-<index>-<random>`), ranked by their
+/// completion index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_finds_the_ranks_of_an_indexed_job() {
+    let c = cluster("default").await;
+    c.kube
+        .create(
+            "jobs",
+            "default",
+            json!({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "clearml-id-job123", "namespace": "default",
+                             "labels": {"clearml-task-id": "job123"}},
+                "spec": {"completionMode": "Indexed", "completions": 2, "parallelism": 2,
+                         "template": {"metadata": {"labels": {"clearml-task-id": "job123"}},
+                                      "spec": {"restartPolicy": "Never",
+                                               "containers": [{"name": "task", "image": "python:3.11-slim"}]}}}
+            }),
+        )
+        .expect("job");
+    let pods = c
+        .kube
+        .wait_for(std::time::Duration::from_secs(10), |v| {
+            let pods: Vec<(String, String)> = v
+                .list("pods", Some("default"))
+                .into_iter()
+                .filter_map(|p| {
+                    Some((
+                        p.pointer("/metadata/name")?.as_str()?.to_string(),
+                        p.pointer("/metadata/labels/batch.kubernetes.io~1job-completion-index")?
+                            .as_str()?
+                            .to_string(),
+                    ))
+                })
+                .collect();
+            (pods.len() == 2).then_some(pods)
+        })
+        .await
+        .expect("the Job controller's pods");
+    for (name, index) in &pods {
+        c.kube.set_pod_running("default", name).expect("running");
+        c.kube
+            .set_pod_log("default", name, Some("task"), &format!("index {index}\n"))
+            .expect("log");
+    }
+    let run = c.run(&["logs", "job123"]).await.ok("logs");
+    assert_eq!(run.stdout, "index 0\n");
+    let run = c
+        .run(&["logs", "job123", "--rank", "1"])
+        .await
+        .ok("logs --rank");
+    assert_eq!(run.stdout, "index 1\n");
 }

@@ -192,6 +192,20 @@ impl Control {
         task_id: &str,
     ) -> Result<Vec<String>, ControlError> {
         let task = self.preview_task(task_id).await?;
+        if let Some(rendered) = self.render_job(&self.cfg(), queue, &task)? {
+            // Job mode: the Job (what a launch creates), dry-run, and the rendezvous Service
+            self.kube.dry_run_job(&rendered.job).await.map_err(|e| {
+                ControlError::BadInput(format!(
+                    "the Kubernetes API server refused the Job: {}",
+                    e.message()
+                ))
+            })?;
+            let mut docs = vec![manifest_yaml(&rendered.job)?];
+            if let Some(svc) = &rendered.service {
+                docs.push(manifest_yaml(svc)?);
+            }
+            return Ok(docs);
+        }
         let rendered = self.render(&self.cfg(), queue, &task)?;
         let mut docs = Vec::new();
         for pod in &rendered.pods {
@@ -222,6 +236,15 @@ impl Control {
                 name: "preview".into(),
                 ..Default::default()
             };
+            if let Some(rendered) = self.render_job(&cfg, name, &preview)? {
+                self.kube.dry_run_job(&rendered.job).await.map_err(|e| {
+                    ControlError::BadInput(format!(
+                        "agentk8sglue.queues.{name}: the Kubernetes API server refused the queue's Job: {}",
+                        e.message()
+                    ))
+                })?;
+                return Ok(values);
+            }
             for pod in self.render(&cfg, name, &preview)?.pods {
                 self.kube.dry_run_pod(&pod).await.map_err(|e| {
                     ControlError::BadInput(format!(
@@ -258,6 +281,38 @@ impl Control {
             settings: &q.settings,
         };
         render::render(&agent, &params, task).map_err(|e| ControlError::BadInput(e.to_string()))
+    }
+
+    /// Job mode (`taskAsJob`): the queue's Job for `task`; `None` for a queue of bare pods.
+    fn render_job(
+        &self,
+        cfg: &AgentConfig,
+        queue: &str,
+        task: &TaskParams,
+    ) -> Result<Option<render::job::RenderedJob>, ControlError> {
+        let q = cfg.queues.get(queue).ok_or_else(|| not_configured(queue))?;
+        if q.settings.task_as_job != Some(true) {
+            return Ok(None);
+        }
+        let id = self
+            .snapshot
+            .read()
+            .served
+            .iter()
+            .find(|s| s.name == queue)
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        let mut agent = self.agent.clone();
+        agent.apply_values(&cfg.values.agentk8sglue);
+        let params = QueueParams {
+            name: queue,
+            id: &id,
+            template: &q.template,
+            settings: &q.settings,
+        };
+        render::job::render_job(&agent, &params, task, &cfg.timeouts)
+            .map(Some)
+            .map_err(|e| ControlError::BadInput(e.to_string()))
     }
 
     /// Waits (briefly) until the ConfigMap watch has applied `values`, so a read right after a

@@ -80,6 +80,8 @@ pub struct Control {
     pub snapshot: SharedSnapshot,
     /// The agent's pods.
     pub pods: PodStore,
+    /// The Job cache (Job mode).
+    pub jobs: k8s::JobStore,
     /// ClearML.
     pub clearml: Client,
     /// Pod dry runs.
@@ -292,6 +294,9 @@ impl Control {
             events,
             retries,
             gang,
+            job: k8s::jobs_by_task(&self.jobs)
+                .remove(id)
+                .map(|j| view::job_detail(&j)),
         })
     }
 

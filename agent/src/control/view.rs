@@ -119,7 +119,11 @@ pub fn pod_detail(pod: &Pod) -> pb::PodDetail {
         reason,
         message,
         exit_code,
-        rank: label(pod, LABEL_RANK)
+        rank: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(clearml_agent_core::contract::rank_of)
             .and_then(|r| r.parse().ok())
             .unwrap_or(0),
     }
@@ -326,6 +330,30 @@ pub fn summarize(task: &str, pods: &[Arc<Pod>]) -> pb::TaskSummary {
         created: first
             .and_then(|p| p.metadata.creation_timestamp.as_ref())
             .map(|t| timestamp(t.0)),
+    }
+}
+
+/// A task's Job as `describe task` shows it (Job mode).
+pub fn job_detail(job: &k8s_openapi::api::batch::v1::Job) -> pb::JobDetail {
+    let status = job.status.clone().unwrap_or_default();
+    let count = |n: Option<i32>| n.unwrap_or(0).max(0) as u32;
+    pb::JobDetail {
+        name: job.metadata.name.clone().unwrap_or_default(),
+        active: count(status.active),
+        succeeded: count(status.succeeded),
+        failed: count(status.failed),
+        conditions: status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| pb::JobCondition {
+                r#type: c.type_,
+                status: c.status,
+                reason: c.reason.unwrap_or_default(),
+                message: c.message.unwrap_or_default(),
+                since: c.last_transition_time.map(|t| timestamp(t.0)),
+            })
+            .collect(),
     }
 }
 

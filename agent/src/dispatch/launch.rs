@@ -29,7 +29,7 @@ use super::{Dispatcher, GET_ALL_CHUNK, origin_from_message, retry};
 pub(super) const LAUNCH_CONCURRENCY: usize = 32;
 
 /// Outcome of one launch attempt, applied to the dispatcher's state after the concurrent batch.
-enum Launch {
+pub(super) enum Launch {
     Created {
         task: String,
         launch_id: String,
@@ -290,6 +290,11 @@ impl Dispatcher {
             template: &qcfg.template,
             settings: &settings,
         };
+        if render::job::is_job_mode(&queue) {
+            return self
+                .launch_job(task, launch_id, origin, &served.name, &queue, &params)
+                .await;
+        }
         let mut rendered = match render::render(&self.agent, &queue, &params) {
             Ok(r) => r,
             Err(e) => {
@@ -431,7 +436,7 @@ impl Dispatcher {
 
     /// Makes a `fileMounts` Secret exist, once per process and content (its name is the content's
     /// hash): an agent restart creates it again if it was deleted meanwhile.
-    async fn ensure_secret(
+    pub(super) async fn ensure_secret(
         &self,
         task: &str,
         secret: &k8s_openapi::api::core::v1::Secret,
@@ -464,7 +469,7 @@ impl Dispatcher {
 
     /// A write the API server may accept later (5xx, 429, transport): the task stays pending,
     /// and a 429's `Retry-After` pauses the rest of this tick's writes too.
-    fn retry_later(&self, task: &str, e: &k8s::Error) -> Launch {
+    pub(super) fn retry_later(&self, task: &str, e: &k8s::Error) -> Launch {
         if let Some(wait) = e.retry_after() {
             self.gate.pause(wait);
         }

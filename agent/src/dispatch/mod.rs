@@ -26,6 +26,7 @@
 
 mod files;
 mod gate;
+mod job;
 mod launch;
 mod origin;
 mod reconcile;
@@ -52,7 +53,7 @@ pub use retry::{record_from_message, record_from_pods};
 use crate::{
     clearml::{self, Client, Served, resolve_queues},
     health::Health,
-    k8s::{Kube, PodStore},
+    k8s::{JobStore, Kube, PodStore},
     metrics::Metrics,
 };
 use gate::WriteGate;
@@ -111,6 +112,8 @@ pub struct Deps {
     pub kube: Kube,
     /// The pod cache (the watch's store).
     pub pods: PodStore,
+    /// The Job cache (Job mode; the watch's store).
+    pub jobs: JobStore,
     /// Woken on every pod change.
     pub changed: Arc<Notify>,
     /// The config in force (the ConfigMap watch sends new versions).
@@ -174,6 +177,7 @@ pub struct Dispatcher {
     clearml: Client,
     kube: Kube,
     pods: PodStore,
+    jobs: JobStore,
     changed: Arc<Notify>,
     cfg: AgentConfig,
     cfg_rx: watch::Receiver<Arc<AgentConfig>>,
@@ -222,6 +226,7 @@ impl Dispatcher {
             clearml,
             kube,
             pods,
+            jobs,
             changed,
             cfg_rx,
             agent,
@@ -247,6 +252,7 @@ impl Dispatcher {
             clearml,
             kube,
             pods,
+            jobs,
             changed,
             cfg,
             cfg_rx,
@@ -311,7 +317,7 @@ impl Dispatcher {
         if tokio::select! {
             biased;
             _ = shutdown.cancelled() => true,
-            r = self.pods.wait_until_ready() => r.is_err(),
+            r = async { (self.pods.wait_until_ready().await, self.jobs.wait_until_ready().await) } => r.0.is_err() || r.1.is_err(),
         } {
             return;
         }

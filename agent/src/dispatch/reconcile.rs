@@ -31,7 +31,7 @@ const WATCH_GRACE: Duration = Duration::from_secs(60);
 impl Dispatcher {
     /// Applies the lifecycle verdict of every task with pods, and notices pods deleted by others.
     pub(super) async fn reconcile(&mut self) {
-        let by_task = k8s::pods_by_task(&self.pods);
+        let by_task = self.pods_and_jobs_by_task();
         let mut ids: Vec<String> = by_task.keys().cloned().collect();
         ids.extend(
             self.launched
@@ -57,7 +57,7 @@ impl Dispatcher {
                     Some(s) => s.as_task_status(),
                     None => TaskStatus::Missing,
                 };
-                let verdict = decide_pods(pods, &rules[task], status, now, &self.cfg.timeouts);
+                let verdict = self.decide_task(task, pods, &rules[task], status, now);
                 (task, pods, verdict)
             })
             .collect();
@@ -80,13 +80,8 @@ impl Dispatcher {
             let fresh = self.statuses.confirm(&self.clearml, &doubtful).await;
             for (task, pods, verdict) in &mut verdicts {
                 if let Some(status) = fresh.get(*task) {
-                    *verdict = decide_pods(
-                        pods,
-                        &rules[*task],
-                        status.as_task_status(),
-                        now,
-                        &self.cfg.timeouts,
-                    );
+                    *verdict =
+                        self.decide_task(task, pods, &rules[*task], status.as_task_status(), now);
                 }
             }
         }
@@ -271,7 +266,7 @@ impl Dispatcher {
             tracing::warn!(%task, %error, "cannot remove the failed task from the pending queue");
         }
         self.statuses.set(task, Confirmed::Known("failed".into()));
-        let by_task = k8s::pods_by_task(&self.pods);
+        let by_task = self.pods_and_jobs_by_task();
         if let Some(pods) = by_task.get(task) {
             self.delete_task_pods(task, pods, false).await;
         }
@@ -283,6 +278,9 @@ impl Dispatcher {
     /// Service goes too, even while finished pods are kept for their TTL. (It is also owned by rank
     /// 0, so the cluster's garbage collector removes it with that pod should this call fail.)
     pub(super) async fn delete_task_pods(&mut self, task: &str, pods: &[Arc<Pod>], all: bool) {
+        if self.delete_task_job(task, pods, all).await {
+            return; // Job mode (`job.rs`)
+        }
         self.deleting.insert(task.to_string());
         let mut multi = false;
         for pod in pods {
@@ -340,7 +338,7 @@ impl Dispatcher {
 }
 
 /// The lifecycle verdict for a task's pods, with its disruption and gang rule.
-fn decide_pods(
+pub(super) fn decide_pods(
     pods: &[Arc<Pod>],
     (disrupted, gang): &(
         Option<(String, lifecycle::Disruption)>,

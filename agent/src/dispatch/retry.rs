@@ -73,6 +73,9 @@ fn record_text(codes: &[String]) -> String {
 
 /// The status message of a task taken from its queue: its retry record, if any, then the origin
 /// record (see `origin.rs`).
+/// A task's disruption (the pod and why) and its gang rule, for its verdict.
+pub(super) type TaskRules = (Option<(String, Disruption)>, Option<Gang>);
+
 pub fn taken_message(codes: Option<&[String]>, name: &str, id: &str) -> String {
     match codes {
         Some(codes) if !codes.is_empty() => {
@@ -246,11 +249,11 @@ impl Dispatcher {
     /// What a task's verdict needs beyond its pods: a disruption of one of them (remembered
     /// until the task is put back), and the gang rule when it applies (a multi-node task of a
     /// queue not managed by Kueue).
-    pub(super) fn task_rules(
-        &mut self,
-        task: &str,
-        pods: &[Arc<Pod>],
-    ) -> (Option<(String, Disruption)>, Option<Gang>) {
+    pub(super) fn task_rules(&mut self, task: &str, pods: &[Arc<Pod>]) -> TaskRules {
+        // Job mode: the Job replaces a pod the cluster took (podFailurePolicy Ignore)
+        if pods.iter().any(|p| lifecycle::job::owned_by_a_job(p)) {
+            return (None, None);
+        }
         let disrupted = pods.iter().find_map(|p| {
             let why = lifecycle::disruption(p)?;
             Some((p.metadata.name.clone().unwrap_or_default(), why))

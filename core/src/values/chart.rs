@@ -548,9 +548,7 @@ pub const CHART_KEYS: &[ChartKey] = &[
     ChartKey {
         path: "agentk8sglue.taskAsJob",
         chart: Chart::Enterprise,
-        disposition: Disposition::NotApplicable(
-            "tasks as Jobs: not built yet, tasks run as bare pods",
-        ),
+        disposition: Disposition::Honoured,
         example: "true",
     },
     ChartKey {

@@ -688,7 +688,8 @@ mod tests {
         assert!(!AgentConfig::from_values(&mn, "ml").expect("cfg").multi_node);
     }
 
-    /// One notice per inert key that is set (and none for keys set to their inert value).
+    /// One notice per inert key that is set (and none for keys set to their inert value, nor for
+    /// `taskAsJob`, which Job mode honours).
     #[test]
     fn notices_name_each_inert_key_once() {
         let v = Values::from_yaml(
@@ -703,7 +704,6 @@ mod tests {
                 "agentk8sglue.monitoredResources",
                 "agentk8sglue.serviceAccountClusterAccess",
                 "agentk8sglue.useOwnerToken",
-                "agentk8sglue.taskAsJob",
                 "agentk8sglue.appsQueue",
                 "agentk8sglue.serverTasks",
                 "customCertificates",
@@ -718,6 +718,6 @@ mod tests {
         .expect("parses");
         assert!(quiet.notices().is_empty(), "{:?}", quiet.notices());
         // kept in the ConfigMap values, so the agent's status can show them
-        assert_eq!(v.without_secrets().notices().len(), 8);
+        assert_eq!(v.without_secrets().notices().len(), 7);
     }
 }

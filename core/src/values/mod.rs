@@ -27,6 +27,7 @@ pub use agent_pod::{
 };
 pub mod chart;
 mod errors;
+pub mod job_mode;
 pub use errors::in_file_order;
 mod notices;
 pub use notices::Notice;
@@ -355,7 +356,8 @@ pub struct AgentValues {
     /// Tasks run with their owner's token (accepted, reported as not applicable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_owner_token: Option<bool>,
-    /// Tasks as Jobs instead of pods (accepted; tasks still run as bare pods).
+    /// Run every task as a `batch/v1` Job (an Indexed Job for multi-node) instead of bare pods
+    /// (default false; `queueSettings.taskAsJob` overrides it per queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_as_job: Option<bool>,
     /// The per-tenant applications queue (accepted, reported as not applicable).
@@ -497,6 +499,13 @@ pub struct QueueSettings {
     /// Send this queue's pods through Kueue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kueue: Option<KueueSettings>,
+    /// Run this queue's tasks as `batch/v1` Jobs (overrides `agentk8sglue.taskAsJob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_as_job: Option<bool>,
+    /// Job mode: the Job's `activeDeadlineSeconds` (a task running longer is failed with
+    /// `DeadlineExceeded`); unset = no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<i64>,
 }
 
 /// Default `queueSettings.maxRetries`.
@@ -728,6 +737,9 @@ impl Values {
                 why,
             ));
         }
+        if a.task_as_job == Some(true) {
+            job_mode::check_template(&format!("{root}.basePodTemplate"), &a.base_pod_template)?;
+        }
         for (name, queue) in &a.queues {
             let path = format!("{root}.queues.{name}");
             check_queue_name(&path, name)?;
@@ -739,6 +751,13 @@ impl Values {
                 .validate(&format!("{path}.queueSettings"))?;
             // what the queue's pods get: basePodTemplate ⊕ templateOverrides
             let merged = merge::merge_templates(&a.base_pod_template, &queue.template_overrides)?;
+            job_mode::check(
+                &path,
+                queue.queue_settings.task_as_job.or(a.task_as_job) == Some(true),
+                &queue.queue_settings,
+                &a.base_pod_template,
+                &queue.template_overrides,
+            )?;
             rules::check_volumes(&merged).map_err(|p| {
                 FieldError::new(
                     volume_path(
@@ -884,6 +903,14 @@ impl QueueSettings {
         if let Some(kueue) = &self.kueue {
             crate::kueue::check_local_queue(&kueue.local_queue)
                 .map_err(|why| FieldError::new(format!("{path}.kueue.localQueue"), why))?;
+        }
+        if let Some(s) = self.active_deadline_seconds
+            && s <= 0
+        {
+            return Err(FieldError::new(
+                format!("{path}.activeDeadlineSeconds"),
+                "must be a number of seconds greater than 0",
+            ));
         }
         Ok(())
     }

@@ -144,11 +144,6 @@ impl Values {
             "the Enterprise agent runs each task with its owner's token (impersonation, an Enterprise server feature); here task pods use the agent's key pair",
         );
         push(
-            a.task_as_job == Some(true),
-            "agentk8sglue.taskAsJob",
-            "the chart runs tasks as Jobs; this agent does not build Jobs yet: tasks still run as bare pods (restartPolicy Never), which it watches and cleans up itself",
-        );
-        push(
             a.apps_queue
                 .as_ref()
                 .is_some_and(|q| q.enabled == Some(true)),

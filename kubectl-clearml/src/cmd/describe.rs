@@ -1,10 +1,11 @@
 //! `kubectl clearml describe task ID`: DescribeTask → the task, why it is pending (first, where
-//! it cannot be missed), its pods with node, reason and exit code, and recent events.
+//! it cannot be missed), its Job and the Job's conditions (Job mode), its pods with node, reason
+//! and exit code, and recent events.
 
 use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
-use clearml_agent_proto::v1::{DescribeTaskRequest, Event, PodDetail, TaskDetail};
+use clearml_agent_proto::v1::{DescribeTaskRequest, Event, JobDetail, PodDetail, TaskDetail};
 use serde::Serialize;
 
 use super::{
@@ -43,6 +44,9 @@ pub struct TaskDetailView {
     /// How a multi-node task starts whole (`kueue (LocalQueue …)`, `agent (gangTimeoutSeconds
     /// …)`), empty for one pod.
     pub gang: String,
+    /// Its Job (Job mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobView>,
     /// When it was read (for ages).
     #[serde(skip)]
     pub now: DateTime<Utc>,
@@ -65,6 +69,57 @@ pub struct PodView {
     pub message: String,
     /// Exit code of the task container, once terminated.
     pub exit_code: Option<i32>,
+}
+
+/// A task's Job (Job mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    /// Job name.
+    pub name: String,
+    /// Pods running.
+    pub active: u32,
+    /// Pods succeeded.
+    pub succeeded: u32,
+    /// Pods failed (counted by the Job).
+    pub failed: u32,
+    /// Its conditions.
+    pub conditions: Vec<JobConditionView>,
+}
+
+/// One condition of a Job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobConditionView {
+    /// `Complete`, `Failed`, `FailureTarget`, `SuccessCriteriaMet`, `Suspended`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True` or `False`.
+    pub status: String,
+    /// Reason (`BackoffLimitExceeded`, `DeadlineExceeded`, `PodFailurePolicy`, …).
+    pub reason: String,
+    /// Message.
+    pub message: String,
+    /// Since when.
+    pub since: Option<DateTime<Utc>>,
+}
+
+fn job_view(j: JobDetail) -> JobView {
+    JobView {
+        name: j.name,
+        active: j.active,
+        succeeded: j.succeeded,
+        failed: j.failed,
+        conditions: j
+            .conditions
+            .into_iter()
+            .map(|c| JobConditionView {
+                since: to_time(c.since.as_ref()),
+                type_: c.r#type,
+                status: c.status,
+                reason: c.reason,
+                message: c.message,
+            })
+            .collect(),
+    }
 }
 
 /// One event.
@@ -95,6 +150,7 @@ pub fn to_view(d: TaskDetail, now: DateTime<Utc>) -> TaskDetailView {
         events: d.events.into_iter().map(event_view).collect(),
         retries: d.retries,
         gang: d.gang,
+        job: d.job.map(job_view),
         now,
     }
 }
@@ -151,6 +207,32 @@ impl Tabular for TaskDetailView {
                 self.retries.len(),
                 self.retries.join(", ")
             )?;
+        }
+        if let Some(j) = &self.job {
+            writeln!(
+                out,
+                "{:<10}{} (active {}, succeeded {}, failed {})",
+                "Job:", j.name, j.active, j.succeeded, j.failed
+            )?;
+            for c in &j.conditions {
+                let reason = if c.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", c.reason)
+                };
+                let message = if c.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", c.message)
+                };
+                writeln!(
+                    out,
+                    "  {}={}{reason} ({}){message}",
+                    c.type_,
+                    c.status,
+                    age(c.since, self.now)
+                )?;
+            }
         }
         writeln!(out)?;
         if self.pods.is_empty() {
@@ -295,6 +377,7 @@ mod tests {
                 ],
                 retries: vec!["PreemptionByScheduler".into(), "GangTimeout".into()],
                 gang: "agent (gangTimeoutSeconds 120)".into(),
+                job: None,
             },
             DateTime::from_timestamp(90, 0).expect("time"),
         )
@@ -353,6 +436,39 @@ mod tests {
              Warning   FailedScheduling   60s (x3)   default-scheduler   clearml-id-abc   0/2 nodes are available\n  \
              Normal    Pulling            10s        clearml-id-abc      clearml-id-abc   Pulling image \"python:3.11\"\n"
         );
+    }
+
+    #[test]
+    fn describe_shows_the_job_and_its_conditions() {
+        let mut d = detail();
+        d.job = Some(job_view(JobDetail {
+            name: "clearml-id-abc".into(),
+            active: 0,
+            succeeded: 0,
+            failed: 1,
+            conditions: vec![clearml_agent_proto::v1::JobCondition {
+                r#type: "Failed".into(),
+                status: "True".into(),
+                reason: "PodFailurePolicy".into(),
+                message: "Container task for pod ns/p failed with exit code 1".into(),
+                since: Some(prost_types::Timestamp {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+            }],
+        }));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&d, OutputFormat::Table, &mut out, &mut err).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains(
+                "Job:      clearml-id-abc (active 0, succeeded 0, failed 1)\n  Failed=True PodFailurePolicy (30s): Container task for pod ns/p failed with exit code 1\n"
+            ),
+            "{text}"
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&detail(), OutputFormat::Table, &mut out, &mut err).expect("render");
+        assert!(!String::from_utf8(out).expect("utf8").contains("Job:"));
     }
 
     #[test]

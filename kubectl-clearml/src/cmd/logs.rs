@@ -11,7 +11,7 @@ use kube::{
 use tokio::io::AsyncWriteExt as _;
 
 use crate::{cli::LogsArgs, connect::Ctx};
-use clearml_agent_core::contract::{CONTAINER_NAME, LABEL_RANK, LABEL_TASK_ID};
+use clearml_agent_core::contract::{CONTAINER_NAME, LABEL_TASK_ID, rank_of};
 
 /// Runs `logs`.
 pub async fn run(args: LogsArgs, ctx: &Ctx) -> anyhow::Result<()> {
@@ -43,18 +43,45 @@ pub async fn run(args: LogsArgs, ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The label selector of the task's pods (of one rank when `--rank` is given).
+/// The label selector of the task's pods. A rank is picked from them (`choose_pod`): bare pods
+/// carry it as `clearml-rank`, a Job's pods (Job mode) as the Job controller's completion index.
 pub fn selector(args: &LogsArgs) -> String {
-    match args.rank {
-        Some(rank) => format!("{LABEL_TASK_ID}={},{LABEL_RANK}={rank}", args.task),
-        None => format!("{LABEL_TASK_ID}={}", args.task),
-    }
+    format!("{LABEL_TASK_ID}={}", args.task)
 }
 
-/// The pod to read: the only one, else rank 0 of a multi-node task.
+fn rank(p: &Pod) -> Option<&str> {
+    p.metadata.labels.as_ref().and_then(rank_of)
+}
+
+/// Pods of one Job (Job mode): a pod the cluster took away is replaced by a newer one.
+fn same_job(pods: &[&Pod]) -> bool {
+    let owner = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "Job")
+            .map(|o| o.uid.clone())
+    };
+    let first = pods.first().and_then(|p| owner(p));
+    first.is_some() && pods.iter().all(|p| owner(p) == first)
+}
+
+/// The pod to read: the only one (of the rank asked for), else rank 0 of a multi-node task; of a
+/// Job's pods replaced after a disruption, the newest.
 pub fn choose_pod(args: &LogsArgs, pods: &[Pod], namespace: &str) -> anyhow::Result<String> {
     let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
-    match pods {
+    let newest = |ps: &[&Pod]| {
+        ps.iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.clone())
+            .map(|p| name(p))
+    };
+    let wanted = args.rank.map(|r| r.to_string());
+    let pods: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| wanted.as_deref().is_none_or(|r| rank(p) == Some(r)))
+        .collect();
+    match pods.as_slice() {
         [] => match args.rank {
             Some(rank) => bail!(
                 "task {} has no pod of rank {rank} in namespace {namespace}",
@@ -67,24 +94,26 @@ pub fn choose_pod(args: &LogsArgs, pods: &[Pod], namespace: &str) -> anyhow::Res
             ),
         },
         [only] => Ok(name(only)),
+        many if wanted.is_some() && same_job(many) => Ok(newest(many).unwrap_or_default()),
         many => {
-            let rank0 = many.iter().find(|p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_RANK))
-                    .is_some_and(|r| r == "0")
-            });
-            match rank0 {
-                Some(p) => {
+            let rank0: Vec<&Pod> = many
+                .iter()
+                .copied()
+                .filter(|p| rank(p) == Some("0"))
+                .collect();
+            let unranked_job =
+                rank0.is_empty() && many.iter().all(|p| rank(p).is_none()) && same_job(many);
+            match (newest(&rank0), unranked_job) {
+                (Some(p), _) => {
                     eprintln!(
                         "task {} has {} pods; showing rank 0 (pick another with --rank)",
                         args.task,
                         many.len()
                     );
-                    Ok(name(p))
+                    Ok(p)
                 }
-                None => bail!(
+                (None, true) => Ok(newest(many).unwrap_or_default()),
+                (None, false) => bail!(
                     "task {} has {} pods; pick one with --rank",
                     args.task,
                     many.len()
@@ -127,11 +156,50 @@ mod tests {
     }
 
     #[test]
-    fn selector_uses_the_agents_task_and_rank_labels() {
+    fn selector_uses_the_agents_task_label() {
         assert_eq!(selector(&args(None)), "clearml-task-id=abc");
+        assert_eq!(selector(&args(Some(2))), "clearml-task-id=abc");
+    }
+
+    /// A Job's pod (Job mode): the completion index is the rank.
+    fn job_pod(name: &str, index: Option<&str>, created: &str) -> Pod {
+        let mut labels = serde_json::json!({"clearml-task-id": "abc"});
+        if let Some(i) = index {
+            labels["batch.kubernetes.io/job-completion-index"] = i.into();
+        }
+        serde_json::from_value(serde_json::json!({"metadata": {
+            "name": name, "labels": labels, "creationTimestamp": created,
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u", "controller": true}],
+        }}))
+        .expect("pod")
+    }
+
+    #[test]
+    fn job_pods_are_ranked_by_completion_index_and_the_newest_wins() {
+        let pods = [
+            job_pod("j-1-aaaaa", Some("1"), "2026-01-01T00:00:00Z"),
+            job_pod("j-0-bbbbb", Some("0"), "2026-01-01T00:00:00Z"),
+            job_pod("j-0-ccccc", Some("0"), "2026-01-01T00:05:00Z"),
+        ];
         assert_eq!(
-            selector(&args(Some(2))),
-            "clearml-task-id=abc,clearml-rank=2"
+            choose_pod(&args(None), &pods, "ns").expect("pod"),
+            "j-0-ccccc"
+        );
+        assert_eq!(
+            choose_pod(&args(Some(1)), &pods, "ns").expect("pod"),
+            "j-1-aaaaa"
+        );
+        assert_eq!(
+            choose_pod(&args(Some(0)), &pods, "ns").expect("pod"),
+            "j-0-ccccc"
+        );
+        let single = [
+            job_pod("j-aaaaa", None, "2026-01-01T00:00:00Z"),
+            job_pod("j-bbbbb", None, "2026-01-01T00:01:00Z"),
+        ];
+        assert_eq!(
+            choose_pod(&args(None), &single, "ns").expect("pod"),
+            "j-bbbbb"
         );
     }
 

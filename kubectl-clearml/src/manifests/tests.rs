@@ -128,6 +128,10 @@ fn role_grants_exactly_what_the_agent_calls_and_nothing_cluster_scoped() {
             rule("pods", &["get", "list", "watch", "create", "delete"]),
             rule("services", &["get", "create", "patch", "delete"]),
             rule("configmaps", &["get", "list", "watch", "update"]),
+            PolicyRule {
+                api_groups: Some(vec!["batch".into()]),
+                ..rule("jobs", &["get", "list", "watch", "create", "delete"])
+            },
             rule("secrets", &["list", "create", "delete"]),
             rule("events", &["list"]),
             PolicyRule {

@@ -407,7 +407,10 @@ async fn run_pod(
         return; // not a task pod (e.g. the agent's own pod): left as it is
     }
     // Multi-node: only rank 0 drives the ClearML task.
-    let drives_task = !task.is_empty() && label(pod, "clearml-rank").is_none_or(|r| r == "0");
+    // (a Job's pods: the completion index the Job controller gives them)
+    let rank = label(pod, "clearml-rank")
+        .or_else(|| label(pod, "batch.kubernetes.io/job-completion-index"));
+    let drives_task = !task.is_empty() && rank.is_none_or(|r| r == "0");
     tokio::time::sleep(opts.start_delay).await;
     // the scheduler leaves a gated pod alone until its gates are removed (Kueue's admission)
     if kube.get("pods", ns, name).is_some_and(|p| is_gated(&p)) {

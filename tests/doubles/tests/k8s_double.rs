@@ -6,6 +6,7 @@ mod k8s_double {
     pub mod common;
     mod crud;
     mod errors;
+    mod jobs;
     mod kubectl;
     mod kubelet;
     mod patches;

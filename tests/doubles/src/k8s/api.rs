@@ -64,6 +64,8 @@ pub(crate) struct DeleteOpts {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// `propagationPolicy`: `Orphan`, `Background`, `Foreground` (unset: the type's default).
+    pub propagation: Option<String>,
 }
 
 /// What a delete did.
@@ -108,7 +110,7 @@ pub(crate) fn finalizers(obj: &Value) -> usize {
         .map_or(0, Vec::len)
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5)

@@ -88,6 +88,7 @@ pub(crate) fn apply(
                 root.insert("status".into(), json!({}));
             }
         }
+        ("batch", "jobs") => super::job_controller::defaults(root, creating),
         ("", "services") => {
             let spec = obj_mut(root, "spec");
             set_default(spec, "type", json!("ClusterIP"));
@@ -138,7 +139,7 @@ pub(crate) fn apply(
     }
 }
 
-fn pod_spec(spec: &mut Map<String, Value>) {
+pub(crate) fn pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));

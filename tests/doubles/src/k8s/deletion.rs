@@ -53,6 +53,13 @@ impl Shared {
                 ),
             ));
         }
+        // Jobs: dependents orphaned (batch/v1's default), or a foreground deletion marked for
+        // the garbage collector (`job_controller`); background leaves them to it as well
+        let old = if res.is("batch", "jobs") && !opts.dry_run {
+            super::job_controller::on_delete(&mut store, &old, opts.propagation.as_deref())
+        } else {
+            old
+        };
         let outcome = self.delete_locked(&mut store, id, &old, opts.grace, opts.dry_run);
         let rv = store.rv;
         drop(store);

@@ -301,6 +301,35 @@ impl Shared {
         })
     }
 
+    /// A disruption (preemption, eviction, node drain): the `DisruptionTarget` condition the
+    /// control plane adds, then the kubelet kills the containers (exit 137): `Failed`.
+    pub(crate) fn set_disrupted(
+        &self,
+        ns: &str,
+        name: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        let state = ContainerState::Terminated {
+            exit_code: 137,
+            reason: "Error".into(),
+        };
+        self.kubelet_write(ns, name, |pod| {
+            let mut status = kubelet_status(pod, &state);
+            if let Some(Value::Array(conds)) = status.get_mut("conditions") {
+                conds.push(condition(
+                    "DisruptionTarget",
+                    true,
+                    Some(reason),
+                    Some(message),
+                ));
+            }
+            if let Value::Object(m) = pod {
+                m.insert("status".into(), status);
+            }
+        })
+    }
+
     /// The scheduler's `PodScheduled=False, reason Unschedulable` verdict.
     pub(crate) fn set_unschedulable(
         &self,

@@ -20,6 +20,7 @@ mod deletion;
 pub mod discovery;
 mod disrupt;
 mod faults;
+mod job_controller;
 pub mod kubeconfig;
 mod kubelet;
 mod kueue;
@@ -114,6 +115,7 @@ impl KubeDouble {
                 .create(0, "", obj, &WriteOpts::default())
                 .map_err(std::io::Error::other)?;
         }
+        tokio::spawn(job_controller::run(shared.clone()));
         let served = serve(router::router(shared.clone())).await?;
         Ok(Self {
             shared,
@@ -342,6 +344,21 @@ impl KubeDouble {
         reason: &str,
     ) -> Result<(), ApiError> {
         self.set_pod_terminated(namespace, name, exit_code, reason)
+    }
+
+    /// The pod was taken by the cluster (`reason`: `PreemptionByScheduler`,
+    /// `EvictionByEvictionAPI`, `DeletionByTaintManager`, …): condition `DisruptionTarget=True`,
+    /// containers killed (exit 137), `Failed` (under `restartPolicy: Never`).
+    pub fn set_pod_disrupted(
+        &self,
+        namespace: &str,
+        name: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        self.shared
+            .set_disrupted(namespace, name, reason, message)
+            .map(drop)
     }
 
     /// Every container was OOM-killed (exit code 137, reason `OOMKilled`).

@@ -7,6 +7,7 @@
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    batch::v1::Job,
     coordination::v1::Lease,
     core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service, ServiceAccount},
     events::v1::Event as EventsV1Event,
@@ -299,6 +300,21 @@ pub static RESOURCES: &[ResourceDef] = &[
         return_deleted_object: false,
         create_on_update: true,
         codec: codec::<ClusterRoleBinding>,
+    },
+    ResourceDef {
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        singular: "job",
+        kind: "Job",
+        namespaced: true,
+        short_names: &[],
+        categories: &["all"],
+        subresources: &[STATUS],
+        has_generation: true,
+        return_deleted_object: false,
+        create_on_update: false,
+        codec: codec::<Job>,
     },
     ResourceDef {
         group: "coordination.k8s.io",

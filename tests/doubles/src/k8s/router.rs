@@ -495,6 +495,7 @@ fn delete_opts(ctx: &Ctx<'_>, body: &[u8]) -> Result<DeleteOpts, ApiError> {
     let mut opts = DeleteOpts {
         dry_run: ctx.dry_run,
         grace: parse_number(ctx, "gracePeriodSeconds")?,
+        propagation: ctx.param("propagationPolicy").map(str::to_string),
         ..Default::default()
     };
     if !body.is_empty() {
@@ -502,6 +503,9 @@ fn delete_opts(ctx: &Ctx<'_>, body: &[u8]) -> Result<DeleteOpts, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             opts.grace = Some(g);
+        }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            opts.propagation = Some(p.to_string());
         }
         if let Some(uid) = v.pointer("/preconditions/uid").and_then(Value::as_str) {
             opts.uid = Some(uid.to_string());

@@ -93,7 +93,7 @@ pub(crate) fn decode(
 fn pod_spec_mut<'a>(res: &ResourceDef, obj: &'a mut Value) -> Option<&'a mut Value> {
     match (res.group, res.plural) {
         ("", "pods") => obj.get_mut("spec"),
-        ("apps", "deployments") => obj.pointer_mut("/spec/template/spec"),
+        ("apps", "deployments") | ("batch", "jobs") => obj.pointer_mut("/spec/template/spec"),
         _ => None,
     }
 }
@@ -101,7 +101,7 @@ fn pod_spec_mut<'a>(res: &ResourceDef, obj: &'a mut Value) -> Option<&'a mut Val
 fn pod_spec<'a>(res: &ResourceDef, obj: &'a Value) -> Option<(&'a Value, &'static str)> {
     match (res.group, res.plural) {
         ("", "pods") => obj.get("spec").map(|s| (s, "spec")),
-        ("apps", "deployments") => obj
+        ("apps", "deployments") | ("batch", "jobs") => obj
             .pointer("/spec/template/spec")
             .map(|s| (s, "spec.template.spec")),
         _ => None,
@@ -206,6 +206,7 @@ pub(crate) fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> V
             }
         }
         ("", "services") => service(obj, &mut errs),
+        ("batch", "jobs") => super::job_controller::validate(obj, old, &mut errs),
         _ => {}
     }
     errs
@@ -475,7 +476,7 @@ fn resources(res: Option<&Value>, base: &str, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn go_string_map(m: Option<&Value>) -> String {
+pub(crate) fn go_string_map(m: Option<&Value>) -> String {
     let inner = m
         .and_then(Value::as_object)
         .map(|m| {

@@ -126,14 +126,15 @@ fn role_rules() -> std::collections::BTreeSet<(String, String, String)> {
     out
 }
 
-/// Verbs the agent calls only on error or restart paths (adopting a pod after `AlreadyExists`
-/// reads it; adopting a rendezvous Service reads it and sets its owner if it has not that one).
+/// Verbs the agent calls only on error or restart paths (adopting a pod or a Job after
+/// `AlreadyExists` reads it; adopting a rendezvous Service reads it and sets its owner if it has not that one).
 const ERROR_PATH_ONLY: &[(&str, &str, &str)] = &[
     ("", "pods", "get"),
     ("", "services", "get"),
     ("", "services", "patch"),
     // a fileMounts Secret is deleted only once stale (unused, and older than ten minutes)
     ("", "secrets", "delete"),
+    ("batch", "jobs", "get"),
 ];
 
 /// The Role grants exactly what the agent calls: every call recorded while the agent dispatches
@@ -144,7 +145,7 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
     use clearml_agent_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
     let env = Env::new(SimOptions::default()).await;
     // rbac-single has fileMounts: the agent creates their Secret
-    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 1\n  queues:\n    rbac-single:\n      templateOverrides:\n        fileMounts:\n          - name: pip.conf\n            folderPath: /etc\n            fileContent: x\n    rbac-multi:\n      templateOverrides:\n        resources:\n          limits:\n            nvidia.com/gpu: 2\n      queueSettings:\n        multiNode: [2, 2]\n";
+    let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 1\n  queues:\n    rbac-single:\n      templateOverrides:\n        fileMounts:\n          - name: pip.conf\n            folderPath: /etc\n            fileContent: x\n    rbac-multi:\n      templateOverrides:\n        resources:\n          limits:\n            nvidia.com/gpu: 2\n      queueSettings:\n        multiNode: [2, 2]\n    rbac-job:\n      queueSettings: {taskAsJob: true}\n    rbac-job-multi:\n      queueSettings: {taskAsJob: true, multiNode: [1, 1]}\n";
     env.kube
         .create("configmaps", NS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "clearml-agent"}, "data": {"values.yaml": values}}))
         .expect("configmap");
@@ -156,7 +157,8 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
         .expect("grpc");
     api.add_queue(pb::AddQueueRequest {
         name: "rbac-added".into(),
-        spec_json: "{}".into(),
+        // Job mode: the added queue's Job is dry-run by the API server
+        spec_json: r#"{"queueSettings": {"taskAsJob": true}}"#.into(),
         dry_run: false,
     })
     .await
@@ -164,7 +166,10 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
     let single = env.enqueue("rbac-single-task", "rbac-single", "");
     let multi = env.enqueue("rbac-multi-task", "rbac-multi", "");
     let failing = env.enqueue("rbac-failing", "rbac-single", "sim/pull-error");
-    for t in [&single, &multi] {
+    // Job mode: the task's Job (and a multi-node one's Service), deleted after the TTL
+    let job = env.enqueue("rbac-job-task", "rbac-job", "");
+    let job_multi = env.enqueue("rbac-job-multi-task", "rbac-job-multi", "");
+    for t in [&single, &multi, &job, &job_multi] {
         env.task_status(t, "completed").await;
     }
     env.task_status(&failing, "failed").await;
@@ -193,6 +198,15 @@ async fn the_role_grants_exactly_what_the_agent_calls() {
         .wait_for_request(WAIT, |r| r.is("delete", "services"))
         .await
         .expect("rendezvous service deleted with the pods");
+    for name in [
+        format!("clearml-id-{job}"),
+        format!("clearml-id-{job_multi}"),
+    ] {
+        env.kube
+            .wait_for(WAIT, |v| v.get("jobs", NS, &name).is_none().then_some(()))
+            .await
+            .expect("Job deleted after its TTL");
+    }
     drop(agent);
 
     let used = calls(&env);

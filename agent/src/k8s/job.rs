@@ -1,0 +1,116 @@
+//! Job mode's Kubernetes side: creating and deleting a task's `batch/v1` Job, and the Job watch
+//! whose cache the lifecycle reads the Jobs' conditions from. The Job's pods are in the pod
+//! cache like bare pods: the Job's template carries the same labels.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use futures::StreamExt;
+use k8s_openapi::{api::batch::v1::Job, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use tokio::sync::Notify;
+
+use clearml_agent_core::contract::LABEL_TASK_ID;
+
+use super::{Created, Error, FIELD_MANAGER, Kube};
+
+impl Kube {
+    /// Creates a Job; an existing one of the same name is returned for the caller to judge.
+    pub async fn create_job(&self, job: &Job) -> Result<Created<Job>, Error> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match self.jobs.create(&pp, job).await {
+            Ok(created) => Ok(Created::New(Box::new(created))),
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
+                let existing = self
+                    .jobs
+                    .get(&name)
+                    .await
+                    .map_err(|e| self.err("read", "job", &name, e))?;
+                Ok(Created::Exists(Box::new(existing)))
+            }
+            Err(e) => Err(self.err("create", "job", &name, e)),
+        }
+    }
+
+    /// Validates a Job with a server-side dry run (nothing is created).
+    pub async fn dry_run_job(&self, job: &Job) -> Result<(), Error> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams {
+            dry_run: true,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        match self.jobs.create(&pp, job).await {
+            Ok(_) => Ok(()),
+            // a Job of that name exists: the dry run validated everything else
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(self.err("validate", "job", &name, e)),
+        }
+    }
+
+    /// Deletes a Job and, through the garbage collector, its pods (background propagation: a
+    /// Job deleted without a policy would orphan them); one already gone is success.
+    pub async fn delete_job(&self, name: &str) -> Result<(), Error> {
+        match self.jobs.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.err("delete", "job", name, e)),
+        }
+    }
+}
+
+/// The agent's Jobs, kept current by a watch.
+pub type JobStore = reflector::Store<Job>;
+
+/// The store's Jobs by the task they run (their `clearml-task-id` label).
+pub fn jobs_by_task(jobs: &JobStore) -> BTreeMap<String, Arc<Job>> {
+    jobs.state()
+        .into_iter()
+        .filter_map(|j| {
+            let task = j.metadata.labels.as_ref()?.get(LABEL_TASK_ID)?.clone();
+            Some((task, j))
+        })
+        .collect()
+}
+
+/// An `ownerReference` to `job` (a multi-node task's rendezvous Service goes with its Job).
+/// `None` for a Job without a name or uid (one not read from the API server).
+pub fn owned_by_job(job: &Job) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job.metadata.name.clone()?,
+        uid: job.metadata.uid.clone()?,
+        ..Default::default()
+    })
+}
+
+/// The Jobs matching `selector` in `namespace`: the store, and the watch that fills it (as
+/// [`super::watch_pods`]); `changed` is notified on every event.
+pub fn watch_jobs(
+    client: Client,
+    namespace: &str,
+    selector: &str,
+    changed: Arc<Notify>,
+) -> (JobStore, impl Future<Output = ()> + Send + 'static) {
+    let api: Api<Job> = Api::namespaced(client, namespace);
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(selector);
+    let stream = reflector(writer, watcher(api, config)).default_backoff();
+    let watch = async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(error) => tracing::warn!(%error, "job watch error; retrying"),
+            }
+        }
+    };
+    (reader, watch)
+}
