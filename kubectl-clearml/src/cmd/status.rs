@@ -284,8 +284,8 @@ mod tests {
                 tasks_verify: false,
             }),
             notices: vec![Notice {
-                path: "agentk8sglue.taskAsJob".into(),
-                message: "tasks still run as bare pods".into(),
+                path: "agentk8sglue.useOwnerToken".into(),
+                message: "task pods use the agent's key pair".into(),
             }],
             ..Default::default()
         };
@@ -299,7 +299,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "Values accepted without effect here:\n  agentk8sglue.taskAsJob: tasks still run as bare pods\n"
+                "Values accepted without effect here:\n  agentk8sglue.useOwnerToken: task pods use the agent's key pair\n"
             ),
             "{text}"
         );
