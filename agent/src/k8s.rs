@@ -225,37 +225,71 @@ impl Kube {
 
     /// Creates a pod; an existing one of the same name is returned for the caller to judge.
     pub async fn create_pod(&self, pod: &Pod) -> Result<Created<Pod>, Error> {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match self.pods.create(&pp, pod).await {
-            Ok(created) => Ok(Created::New(Box::new(created))),
-            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
-                let existing = self
-                    .pods
-                    .get(&name)
-                    .await
-                    .map_err(|e| self.err("read", "pod", &name, e))?;
-                Ok(Created::Exists(Box::new(existing)))
-            }
-            Err(e) => Err(self.err("create", "pod", &name, e)),
-        }
+        self.create_or_get(&self.pods, "pod", pod).await
     }
 
     /// Validates a pod with a server-side dry run (nothing is created).
     pub async fn dry_run_pod(&self, pod: &Pod) -> Result<(), Error> {
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.dry_run(&self.pods, "pod", pod).await
+    }
+
+    /// Creates `obj`; on `AlreadyExists` the existing object is read and returned for the caller
+    /// to judge (adopt or refuse): the crash-safe create of every object the agent names itself.
+    pub(crate) async fn create_or_get<K>(
+        &self,
+        api: &Api<K>,
+        kind: &'static str,
+        obj: &K,
+    ) -> Result<Created<K>, Error>
+    where
+        K: kube::Resource
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.create(&pp, obj).await {
+            Ok(created) => Ok(Created::New(Box::new(created))),
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
+                let existing = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| self.err("read", kind, &name, e))?;
+                Ok(Created::Exists(Box::new(existing)))
+            }
+            Err(e) => Err(self.err("create", kind, &name, e)),
+        }
+    }
+
+    /// Validates `obj` with a server-side dry run (nothing is created); an object of that name
+    /// existing is success (the dry run validated everything else).
+    pub(crate) async fn dry_run<K>(
+        &self,
+        api: &Api<K>,
+        kind: &'static str,
+        obj: &K,
+    ) -> Result<(), Error>
+    where
+        K: kube::Resource
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let name = obj.meta().name.clone().unwrap_or_default();
         let pp = PostParams {
             dry_run: true,
             field_manager: Some(FIELD_MANAGER.into()),
         };
-        match self.pods.create(&pp, pod).await {
+        match api.create(&pp, obj).await {
             Ok(_) => Ok(()),
-            // a pod of that name exists: the dry run validated everything else
             Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => Ok(()),
-            Err(e) => Err(self.err("validate", "pod", &name, e)),
+            Err(e) => Err(self.err("validate", kind, &name, e)),
         }
     }
 

@@ -8,50 +8,24 @@ use futures::StreamExt;
 use k8s_openapi::{api::batch::v1::Job, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Client,
-    api::{DeleteParams, PostParams},
+    api::DeleteParams,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio::sync::Notify;
 
 use clearml_agent_core::contract::LABEL_TASK_ID;
 
-use super::{Created, Error, FIELD_MANAGER, Kube};
+use super::{Created, Error, Kube};
 
 impl Kube {
     /// Creates a Job; an existing one of the same name is returned for the caller to judge.
     pub async fn create_job(&self, job: &Job) -> Result<Created<Job>, Error> {
-        let name = job.metadata.name.clone().unwrap_or_default();
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match self.jobs.create(&pp, job).await {
-            Ok(created) => Ok(Created::New(Box::new(created))),
-            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
-                let existing = self
-                    .jobs
-                    .get(&name)
-                    .await
-                    .map_err(|e| self.err("read", "job", &name, e))?;
-                Ok(Created::Exists(Box::new(existing)))
-            }
-            Err(e) => Err(self.err("create", "job", &name, e)),
-        }
+        self.create_or_get(&self.jobs, "job", job).await
     }
 
     /// Validates a Job with a server-side dry run (nothing is created).
     pub async fn dry_run_job(&self, job: &Job) -> Result<(), Error> {
-        let name = job.metadata.name.clone().unwrap_or_default();
-        let pp = PostParams {
-            dry_run: true,
-            field_manager: Some(FIELD_MANAGER.into()),
-        };
-        match self.jobs.create(&pp, job).await {
-            Ok(_) => Ok(()),
-            // a Job of that name exists: the dry run validated everything else
-            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => Ok(()),
-            Err(e) => Err(self.err("validate", "job", &name, e)),
-        }
+        self.dry_run(&self.jobs, "job", job).await
     }
 
     /// Deletes a Job and, through the garbage collector, its pods (background propagation: a
