@@ -70,7 +70,14 @@ impl Dispatcher {
             return decide_pods(pods, rules, status, now, &self.cfg.timeouts);
         }
         // Job mode: the Job replaces a pod the cluster took (podFailurePolicy Ignore), so the
-        // agent's own retries and gang rule do not apply to its pods
+        // agent's own retries do not apply to its pods; an Indexed Job's ranks get the gang rule
+        // (`task_rules`) as bare ranks do: released whole if not all scheduled in time
+        if let (_, Some(gang)) = rules
+            && let release @ Verdict::Release { .. } =
+                decide_pods(pods, &(None, Some(*gang)), status, now, &self.cfg.timeouts)
+        {
+            return release;
+        }
         let pods: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
         lifecycle::job::decide(job.as_deref(), &pods, status, now, &self.cfg.timeouts)
     }
@@ -119,8 +126,8 @@ impl Dispatcher {
         task: String,
         launch_id: String,
         origin: String,
-        queue_name: &str,
         queue: &QueueParams<'_>,
+        record: Option<&[String]>,
         params: &TaskParams,
     ) -> Launch {
         let RenderedJob {
@@ -140,6 +147,16 @@ impl Dispatcher {
         };
         for w in &warnings {
             tracing::info!(%task, warning = %w, "task container argument ignored");
+        }
+        // the retries and gang releases so far stay with the task on its pods, as for bare pods
+        let mut job = job;
+        if let Some(template) = job.spec.as_mut().map(|s| &mut s.template) {
+            let mut pod = k8s_openapi::api::core::v1::Pod {
+                metadata: template.metadata.take().unwrap_or_default(),
+                ..Default::default()
+            };
+            super::retry::annotate(std::slice::from_mut(&mut pod), record);
+            template.metadata = Some(pod.metadata);
         }
         let cached = self
             .job_of(&task)
@@ -244,7 +261,7 @@ impl Dispatcher {
             Launch::Created {
                 task,
                 launch_id,
-                queue: queue_name.to_string(),
+                queue: queue.name.to_string(),
                 origin,
             }
         }

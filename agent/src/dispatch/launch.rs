@@ -290,9 +290,37 @@ impl Dispatcher {
             template: &qcfg.template,
             settings: &settings,
         };
+        // the retries so far (the take's message carries them) stay with the task on its pods
+        let record = doc
+            .status_message
+            .as_deref()
+            .and_then(retry::record_from_message)
+            .or_else(|| self.retries.record(&task));
         if render::job::is_job_mode(&queue) {
+            // One attempt at a time: a Job's pods have the controller's random names, so pods of
+            // an earlier launch (a released gang's, say, whose Job is gone while the garbage
+            // collector still stops them) must be gone before this launch's Job makes new ones.
+            let stale: Vec<&Arc<Pod>> = existing
+                .iter()
+                .filter(|p| launch_of(p) != Some(launch_id.as_str()))
+                .collect();
+            if !stale.is_empty() {
+                for pod in stale {
+                    if pod.metadata.deletion_timestamp.is_none()
+                        && let Some(name) = &pod.metadata.name
+                        && let Err(error) = self.kube.delete_pod(name).await
+                    {
+                        tracing::warn!(%task, pod = %name, %error, "cannot delete a pod of an earlier run");
+                    }
+                }
+                return Launch::Retry {
+                    task,
+                    why: "pods of an earlier run are still stopping".into(),
+                    retry_after: None,
+                };
+            }
             return self
-                .launch_job(task, launch_id, origin, &served.name, &queue, &params)
+                .launch_job(task, launch_id, origin, &queue, record.as_deref(), &params)
                 .await;
         }
         let mut rendered = match render::render(&self.agent, &queue, &params) {
@@ -305,12 +333,6 @@ impl Dispatcher {
                 };
             }
         };
-        // the retries so far (the take's message carries them) stay with the task on its pods
-        let record = doc
-            .status_message
-            .as_deref()
-            .and_then(retry::record_from_message)
-            .or_else(|| self.retries.record(&task));
         retry::annotate(&mut rendered.pods, record.as_deref());
         // through Kueue: its queue-name label, and the ranks one pod group of this launch
         if let Some(kueue) = &settings.kueue {

@@ -250,11 +250,11 @@ impl Dispatcher {
     /// until the task is put back), and the gang rule when it applies (a multi-node task of a
     /// queue not managed by Kueue).
     pub(super) fn task_rules(&mut self, task: &str, pods: &[Arc<Pod>]) -> TaskRules {
-        // Job mode: the Job replaces a pod the cluster took (podFailurePolicy Ignore)
-        if pods.iter().any(|p| lifecycle::job::owned_by_a_job(p)) {
-            return (None, None);
-        }
-        let disrupted = pods.iter().find_map(|p| {
+        // Job mode: the Job replaces a pod the cluster took (podFailurePolicy Ignore): no
+        // disruption of the agent's; an Indexed Job's ranks (their completion index) get the gang
+        // rule below
+        let job_mode = pods.iter().any(|p| lifecycle::job::owned_by_a_job(p));
+        let disrupted = pods.iter().filter(|_| !job_mode).find_map(|p| {
             let why = lifecycle::disruption(p)?;
             Some((p.metadata.name.clone().unwrap_or_default(), why))
         });
@@ -271,10 +271,10 @@ impl Dispatcher {
                 });
         }
         let multi = pods.iter().any(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(contract::LABEL_RANK))
+            p.metadata.labels.as_ref().is_some_and(|l| {
+                l.contains_key(contract::LABEL_RANK)
+                    || (job_mode && l.contains_key(contract::JOB_COMPLETION_INDEX))
+            })
         });
         // Kueue admits a pod group whole: no gang rule of the agent's
         let through_kueue = pods.iter().any(|p| {

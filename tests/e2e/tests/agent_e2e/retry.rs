@@ -757,3 +757,80 @@ agentk8sglue:
         );
     }
 }
+
+/// Job mode: an Indexed Job's ranks get the same gang rule. Two GPUs held, two ranks bind, the
+/// third cannot: past the gang timeout the Job goes (its pods with it) and the task is back at
+/// the head of its queue; once the GPUs are free a new Job starts whole and completes, never
+/// with pods of two launches at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexed_job_that_cannot_fit_is_released_then_starts_whole() {
+    let env = Env::new(gang_sim()).await;
+    let values = gang_values(600).replace(
+        "        gangTimeoutSeconds: 1\n",
+        "        gangTimeoutSeconds: 1\n        taskAsJob: true\n",
+    );
+    let _agent = env.agent(&values).await;
+    let holders: Vec<String> = (0..2)
+        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
+        .collect();
+    for h in &holders {
+        env.task_status(h, "in_progress").await;
+    }
+    let task = env.enqueue("job-gang", "gang", "sim/sleep-5000");
+    let watch = OneAttempt::watch(&env, &task);
+    env.kube
+        .wait_for(WAIT, |v| {
+            let pods: Vec<&Value> = v
+                .list("pods", Some(NS))
+                .into_iter()
+                .filter(|p| s(p, "/metadata/labels/clearml-task-id") == task)
+                .collect();
+            let bound = pods
+                .iter()
+                .filter(|p| p.pointer("/spec/nodeName").is_some())
+                .count();
+            let by_job = pods.iter().all(|p| {
+                p.pointer("/metadata/labels/batch.kubernetes.io~1job-name")
+                    .is_some()
+            });
+            (pods.len() == 3 && bound == 2 && by_job).then_some(())
+        })
+        .await
+        .expect("an Indexed Job: two ranks bound, one waiting for a GPU");
+    let t = env
+        .task_until(&task, "back in its queue after a gang release", |t| {
+            s(t, "/status_message").starts_with("K8S retried after GangTimeout")
+        })
+        .await;
+    assert_eq!(s(&t, "/status"), "queued", "{t:#}");
+    assert!(
+        log_of(&env, &task)
+            .iter()
+            .any(|l| l.contains("releasing every rank")),
+        "reason in the task's log"
+    );
+    for h in &holders {
+        env.clearml
+            .call("tasks.stop", json!({"task": h}))
+            .expect("stop holder");
+    }
+    env.task_status(&task, "completed").await;
+    let launches = watch.launches().await;
+    assert!(
+        launches.len() >= 2,
+        "released, then launched again: {launches:?}"
+    );
+    // the release is on the next launch's pods too (it counts towards the pending timeout)
+    let job = env
+        .kube
+        .get("jobs", NS, &format!("clearml-id-{task}"))
+        .expect("the task's Job");
+    assert_eq!(
+        s(
+            &job,
+            "/spec/template/metadata/annotations/clearml.ai~1retries"
+        ),
+        "GangTimeout",
+        "{job:#}"
+    );
+}
