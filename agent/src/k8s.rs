@@ -413,7 +413,32 @@ pub fn watch_pods(
     selector: &str,
     changed: Arc<Notify>,
 ) -> (PodStore, impl Future<Output = ()> + Send + 'static) {
-    let api: Api<Pod> = Api::namespaced(client, namespace);
+    watch_objects(client, namespace, selector, changed, "pod")
+}
+
+/// The objects of kind `K` matching `selector` in `namespace`: the store, and the watch that fills
+/// it; `changed` is notified on every event. The watch retries with kube's default backoff,
+/// relisting after 410 Gone, for ever.
+pub(crate) fn watch_objects<K>(
+    client: Client,
+    namespace: &str,
+    selector: &str,
+    changed: Arc<Notify>,
+    kind: &'static str,
+) -> (
+    reflector::Store<K>,
+    impl Future<Output = ()> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = Api::namespaced(client, namespace);
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(selector);
     let stream = reflector(writer, watcher(api, config)).default_backoff();
@@ -422,7 +447,7 @@ pub fn watch_pods(
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => changed.notify_one(),
-                Err(error) => tracing::warn!(%error, "pod watch error; retrying"),
+                Err(error) => tracing::warn!(%error, kind, "watch error; retrying"),
             }
         }
     };

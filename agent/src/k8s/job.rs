@@ -4,13 +4,8 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use futures::StreamExt;
 use k8s_openapi::{api::batch::v1::Job, apimachinery::pkg::apis::meta::v1::OwnerReference};
-use kube::{
-    Api, Client,
-    api::DeleteParams,
-    runtime::{WatchStreamExt, reflector, watcher},
-};
+use kube::{Client, api::DeleteParams, runtime::reflector};
 use tokio::sync::Notify;
 
 use clearml_agent_core::contract::LABEL_TASK_ID;
@@ -73,18 +68,5 @@ pub fn watch_jobs(
     selector: &str,
     changed: Arc<Notify>,
 ) -> (JobStore, impl Future<Output = ()> + Send + 'static) {
-    let api: Api<Job> = Api::namespaced(client, namespace);
-    let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().labels(selector);
-    let stream = reflector(writer, watcher(api, config)).default_backoff();
-    let watch = async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => changed.notify_one(),
-                Err(error) => tracing::warn!(%error, "job watch error; retrying"),
-            }
-        }
-    };
-    (reader, watch)
+    super::watch_objects(client, namespace, selector, changed, "job")
 }

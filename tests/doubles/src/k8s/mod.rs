@@ -192,22 +192,7 @@ impl KubeDouble {
         patch_type: PatchType,
         patch: &Value,
     ) -> Result<Value, ApiError> {
-        let id = resource_id(resource)?;
-        let opts = WriteOpts {
-            field_manager: Some("kube-double".into()),
-            ..Default::default()
-        };
-        let body = patch.to_string();
-        let w = self.shared.patch(
-            id,
-            namespace,
-            name,
-            patch_type,
-            body.as_bytes(),
-            false,
-            &opts,
-        )?;
-        Ok((*w.object).clone())
+        self.patch_at(resource, namespace, name, patch_type, patch, false)
     }
 
     /// Patches an object's `status` subresource, as a controller does (e.g. a Deployment's
@@ -219,6 +204,19 @@ impl KubeDouble {
         name: &str,
         patch_type: PatchType,
         patch: &Value,
+    ) -> Result<Value, ApiError> {
+        self.patch_at(resource, namespace, name, patch_type, patch, true)
+    }
+
+    /// [`Self::patch`] of the object (`status: false`) or its `status` subresource.
+    fn patch_at(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        patch_type: PatchType,
+        patch: &Value,
+        status: bool,
     ) -> Result<Value, ApiError> {
         let id = resource_id(resource)?;
         let opts = WriteOpts {
@@ -232,7 +230,7 @@ impl KubeDouble {
             name,
             patch_type,
             body.as_bytes(),
-            true,
+            status,
             &opts,
         )?;
         Ok((*w.object).clone())
