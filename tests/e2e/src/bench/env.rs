@@ -186,6 +186,20 @@ impl World {
         self.failed(tasks)
     }
 
+    /// Successful pod creations once the request log has caught up with the `seen` pods in the
+    /// store (the double logs a request after storing its object), or after 5 s: more than
+    /// `seen` (a pod created twice) is returned as it is.
+    pub async fn pod_creations_logged(&self, seen: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = self.pod_creations();
+            if n >= seen || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Successful pod creations so far (dry runs excluded).
     pub fn pod_creations(&self) -> usize {
         self.kube

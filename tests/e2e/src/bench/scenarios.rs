@@ -329,7 +329,6 @@ async fn dispatch(
             contender.log_tail(15)
         );
     }
-    let creations = world.pod_creations();
     let with_pod: Vec<&String> = tasks.iter().filter(|t| created.contains_key(*t)).collect();
     let failed = if load.image == HANG_IMAGE {
         world.failed(&with_pod)
@@ -338,6 +337,8 @@ async fn dispatch(
         let ends = ctx.sizes().start_delay() + ctx.sizes().run_for() + Duration::from_secs(30);
         world.failed_once_finished(&with_pod, ends).await
     };
+    // the double logs a request after its object is stored: a pod just seen may not be logged yet
+    let creations = world.pod_creations_logged(with_pod.len()).await;
     Ok(Run {
         world,
         contender,
