@@ -514,7 +514,7 @@ pub fn render(
                 items: Some(vec![KeyToPath {
                     key: CLEARML_CONF_KEY.into(),
                     path: CLEARML_CONF_KEY.into(),
-                    mode: None,
+                    ..Default::default()
                 }]),
                 ..Default::default()
             }),

@@ -141,7 +141,7 @@ pub fn render_job(
                         action: "Ignore".into(),
                         on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
                             type_: "DisruptionTarget".into(),
-                            status: "True".into(),
+                            status: Some("True".into()),
                         }]),
                         on_exit_codes: None,
                     },

@@ -159,7 +159,7 @@ pub fn extra_bindings(
         roles.push(RoleBinding {
             metadata: meta(name, Some(namespace)),
             role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
                 kind: "Role".into(),
                 name: role.clone(),
             },
@@ -185,7 +185,7 @@ pub fn extra_bindings(
         cluster.push(ClusterRoleBinding {
             metadata: meta(name, None),
             role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
                 kind: "ClusterRole".into(),
                 name: role.clone(),
             },
