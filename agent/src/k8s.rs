@@ -18,6 +18,7 @@ use kube::{
 use tokio::sync::Notify;
 
 mod job;
+mod pod_group;
 
 pub use job::{JobStore, jobs_by_task, owned_by_job, watch_jobs};
 
@@ -129,6 +130,7 @@ pub fn owned_by(pod: &Pod) -> Option<OwnerReference> {
 /// Pod and Service operations in the task namespace.
 #[derive(Clone)]
 pub struct Kube {
+    client: Client,
     namespace: String,
     pods: Api<Pod>,
     services: Api<Service>,
@@ -141,6 +143,7 @@ impl Kube {
     /// Operations in `namespace`.
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
+            client: client.clone(),
             namespace: namespace.to_string(),
             pods: Api::namespaced(client.clone(), namespace),
             services: Api::namespaced(client.clone(), namespace),

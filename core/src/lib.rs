@@ -9,6 +9,7 @@
 //! - [`config`]: the values resolved into the agent's settings, with the documented defaults.
 //! - [`render`]: a task's pod(s) from its queue's merged template, and the task container's
 //!   command ([`render::bootstrap`]: the POSIX `sh` script that installs what the image lacks).
+//! - [`gang`]: how a multi-node task starts whole (Kueue, the PodGroup API, the agent's timeout).
 //! - [`kueue`]: Kueue's pod contract (queue-name label, pod groups, the admission gate).
 //! - [`validate`]: Kubernetes syntax rules (quantities, names).
 //! - [`yaml`]: the one wrapper around the YAML library.
@@ -18,6 +19,7 @@ pub mod contract;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gang;
 pub mod kueue;
 pub mod render;
 pub mod validate;

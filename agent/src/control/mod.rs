@@ -176,6 +176,7 @@ impl Control {
                 agent_verifies: self.agent_verifies_tls,
                 tasks_verify: cfg.values.agentk8sglue.verifies_tls(),
             }),
+            pod_group_api: snap.pod_group_api.clone().unwrap_or_default(),
         }
     }
 
@@ -287,7 +288,13 @@ impl Control {
             .and_then(|d| d.status_message.as_deref())
             .and_then(dispatch::record_from_message)
             .unwrap_or_else(|| dispatch::record_from_pods(&pods));
-        let gang = view::gang_path(&self.cfg(), &summary.queue, pods.len());
+        let pod_group_api = self.snapshot.read().pod_group_api.clone();
+        let gang = view::gang_path(
+            &self.cfg(),
+            pod_group_api.as_deref(),
+            &summary.queue,
+            pods.len(),
+        );
         Ok(pb::TaskDetail {
             task: Some(summary),
             pods: details,

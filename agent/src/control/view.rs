@@ -18,6 +18,7 @@ use clearml_agent_core::{
         ANNOTATION_QUEUE_NAME, ANNOTATION_TASK_NAME, GPU_RESOURCE, LABEL_QUEUE_ID, LABEL_RANK,
         LABEL_TASK_ID,
     },
+    gang,
 };
 
 use crate::{
@@ -156,8 +157,11 @@ pub fn queue_summary(
                 unschedulable,
             } => {
                 pending += 1;
+                // (a rank in a PodGroup waits for the whole group with no condition at first)
                 let unscheduled = unschedulable.is_some()
-                    || waiting.is_some_and(|(r, _)| r == lifecycle::SCHEDULING_GATED);
+                    || waiting.is_some_and(|(r, _)| r == lifecycle::SCHEDULING_GATED)
+                    || (gang::group_of(pod).is_some()
+                        && pod.spec.as_ref().is_some_and(|s| s.node_name.is_none()));
                 if unscheduled
                     && label(pod, LABEL_RANK).is_some()
                     && let Some(task) = label(pod, LABEL_TASK_ID)
@@ -181,24 +185,29 @@ pub fn queue_summary(
         gpus_requested: gpus,
         retries: snap.retries.get(name).copied().unwrap_or(0),
         gang_waits,
+        gang: gang_path(cfg, snap.pod_group_api.as_deref(), name, 0),
     }
 }
 
 /// How a task of queue `queue` with `ranks` pods starts whole (`describe task`): through Kueue,
-/// by the agent's gang timeout, or not a question (one pod).
-pub fn gang_path(cfg: &AgentConfig, queue: &str, ranks: usize) -> String {
-    let settings = cfg.queues.get(queue).map(|q| &q.settings);
-    if let Some(kueue) = settings.and_then(|s| s.kueue.as_ref()) {
-        return format!("kueue (LocalQueue {})", kueue.local_queue);
-    }
-    let multi = ranks > 1 || cfg.queues.get(queue).is_some_and(|q| q.pods_per_task() > 1);
-    if !multi {
+/// a PodGroup (`pod_group_api`: the API the cluster serves), the agent's gang timeout, or not a
+/// question (one pod).
+pub fn gang_path(
+    cfg: &AgentConfig,
+    pod_group_api: Option<&str>,
+    queue: &str,
+    ranks: usize,
+) -> String {
+    let Some(q) = cfg.queues.get(queue) else {
+        return String::new();
+    };
+    if ranks < 2 && q.pods_per_task() < 2 && q.settings.kueue.is_none() {
         return String::new();
     }
-    let timeout = settings
-        .and_then(|s| s.gang_timeout_seconds)
-        .unwrap_or(clearml_agent_core::values::DEFAULT_GANG_TIMEOUT_SECONDS);
-    format!("agent (gangTimeoutSeconds {timeout})")
+    match gang::choose(&q.settings, pod_group_api) {
+        Ok(path) => path.describe(),
+        Err(why) => format!("none: {why}"),
+    }
 }
 
 /// Every task the agent knows: those with pods, those waiting in a served queue (with why), and
@@ -401,24 +410,38 @@ mod tests {
     #[test]
     fn the_gang_path_of_each_queue() {
         let values = Values::from_yaml(
-            "agentk8sglue:\n  queues:\n    one: {}\n    multi:\n      queueSettings:\n        multiNode: [2, 2]\n        gangTimeoutSeconds: 30\n    defaulted:\n      queueSettings:\n        multiNode: [1, 1]\n    kueued:\n      queueSettings:\n        multiNode: [1, 1]\n        kueue:\n          localQueue: team-a\n",
+            "agentk8sglue:\n  queues:\n    one: {}\n    multi:\n      queueSettings:\n        multiNode: [2, 2]\n        gangTimeoutSeconds: 30\n    defaulted:\n      queueSettings:\n        multiNode: [1, 1]\n    kueued:\n      queueSettings:\n        multiNode: [1, 1]\n        kueue:\n          localQueue: team-a\n    forced:\n      queueSettings:\n        multiNode: [1, 1]\n        gangScheduling: agent\n    required:\n      queueSettings:\n        multiNode: [1, 1]\n        gangScheduling: podGroup\n",
         )
         .expect("values");
         let cfg = AgentConfig::from_values(&values, "ns").expect("config");
-        for (queue, ranks, want) in [
-            ("one", 1, ""),
-            ("one", 3, "agent (gangTimeoutSeconds 120)"),
-            ("multi", 0, "agent (gangTimeoutSeconds 30)"),
-            ("defaulted", 2, "agent (gangTimeoutSeconds 120)"),
-            ("kueued", 2, "kueue (LocalQueue team-a)"),
-            ("unknown", 1, ""),
+        let v1beta1 = Some("scheduling.k8s.io/v1beta1");
+        for (queue, ranks, api, want) in [
+            ("one", 1, None, ""),
+            ("one", 1, v1beta1, ""),
+            ("one", 3, None, "agent (gangTimeoutSeconds 120)"),
+            (
+                "one",
+                3,
+                v1beta1,
+                "native (PodGroup scheduling.k8s.io/v1beta1)",
+            ),
+            ("multi", 0, None, "agent (gangTimeoutSeconds 30)"),
+            ("defaulted", 2, None, "agent (gangTimeoutSeconds 120)"),
+            ("forced", 2, v1beta1, "agent (gangTimeoutSeconds 120)"),
+            ("kueued", 2, v1beta1, "kueue (LocalQueue team-a)"),
+            ("unknown", 1, None, ""),
         ] {
             assert_eq!(
-                gang_path(&cfg, queue, ranks),
+                gang_path(&cfg, api, queue, ranks),
                 want,
-                "{queue} with {ranks} pods"
+                "{queue} with {ranks} pods, {api:?}"
             );
         }
+        assert!(
+            gang_path(&cfg, None, "required", 2)
+                .starts_with("none: queueSettings.gangScheduling is podGroup"),
+            "a queue that requires the PodGroup API on a cluster without it"
+        );
     }
 
     fn world() -> (AgentConfig, Snapshot) {

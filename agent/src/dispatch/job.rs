@@ -158,6 +158,26 @@ impl Dispatcher {
             super::retry::annotate(std::slice::from_mut(&mut pod), record);
             template.metadata = Some(pod.metadata);
         }
+        // the native gang path: an Indexed Job's pods join this launch's PodGroup
+        let ranks = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.completions)
+            .and_then(|c| usize::try_from(c).ok())
+            .unwrap_or(1);
+        let group = match self.pod_group_for(&task, &launch_id, queue, ranks) {
+            Ok(group) => group,
+            Err(outcome) => return outcome,
+        };
+        if let (Some(group), Some(template)) = (&group, job.spec.as_mut().map(|s| &mut s.template))
+        {
+            let mut pod = k8s_openapi::api::core::v1::Pod {
+                spec: template.spec.take(),
+                ..Default::default()
+            };
+            clearml_agent_core::gang::join(std::slice::from_mut(&mut pod), &group.name);
+            template.spec = pod.spec;
+        }
         let cached = self
             .job_of(&task)
             .filter(|j| launch_of_job(j) == Some(launch_id.as_str()));
@@ -249,6 +269,23 @@ impl Dispatcher {
                     };
                 }
                 Err(e) => return self.retry_later(&task, &e),
+            }
+        }
+        // the Job exists: its pods' PodGroup lets the scheduler bind them (all or none)
+        if let Some(group) = &group {
+            let (Some(name), Some(uid)) = (&have.metadata.name, &have.metadata.uid) else {
+                return Launch::Retry {
+                    task,
+                    why: "the Job has no uid yet".into(),
+                    retry_after: None,
+                };
+            };
+            let owner = clearml_agent_core::gang::owner("batch/v1", "Job", name, uid);
+            if let Err(outcome) = self
+                .ensure_pod_group(&task, group, ranks, vec![owner])
+                .await
+            {
+                return outcome;
             }
         }
         if adopted {

@@ -343,6 +343,14 @@ impl Dispatcher {
                 &launch_id,
             );
         }
+        // the native gang path: the ranks join this launch's PodGroup (created once they exist)
+        let group = match self.pod_group_for(&task, &launch_id, &queue, rendered.pods.len()) {
+            Ok(group) => group,
+            Err(outcome) => return outcome,
+        };
+        if let Some(group) = &group {
+            clearml_agent_core::gang::join(&mut rendered.pods, &group.name);
+        }
         if rendered.service.is_none()
             && rendered.pods.iter().all(|pod| {
                 existing
@@ -369,6 +377,7 @@ impl Dispatcher {
         // (the cluster deletes it with rank 0 should the agent not), then the other ranks. A retry
         // of a launch cut short adopts what exists and creates the rest in the same order.
         let mut adopted = true;
+        let mut owners = Vec::new();
         for (i, pod) in rendered.pods.iter().enumerate() {
             let had = existing
                 .iter()
@@ -383,6 +392,11 @@ impl Dispatcher {
                     Err(outcome) => return outcome,
                 },
             };
+            if let Some(p) = created.as_ref().or(had.map(|p| p.as_ref()))
+                && let (Some(name), Some(uid)) = (&p.metadata.name, &p.metadata.uid)
+            {
+                owners.push(clearml_agent_core::gang::owner("v1", "Pod", name, uid));
+            }
             if i == 0
                 && let Some(svc) = &rendered.service
                 && let Some(rank0) = created.as_ref().or(had.map(|p| p.as_ref()))
@@ -390,6 +404,14 @@ impl Dispatcher {
             {
                 return outcome;
             }
+        }
+        // every rank exists: their PodGroup lets the scheduler bind them (all or none)
+        if let Some(group) = &group
+            && let Err(outcome) = self
+                .ensure_pod_group(&task, group, rendered.pods.len(), owners)
+                .await
+        {
+            return outcome;
         }
         if adopted {
             Launch::Adopted {

@@ -25,6 +25,7 @@
 //! The in-pod `clearml-agent execute --require-queue` dequeues the task when it starts.
 
 mod files;
+mod gang;
 mod gate;
 mod job;
 mod launch;
@@ -98,6 +99,9 @@ pub struct Snapshot {
     pub retries: HashMap<String, u32>,
     /// Multi-node tasks held back from the take after a gang release, now (by queue id).
     pub gang_held: HashMap<String, u32>,
+    /// The PodGroup API the API server serves (`scheduling.k8s.io/v1beta1` …), found at start;
+    /// `None`: none, multi-node tasks use the agent's gang timeout.
+    pub pod_group_api: Option<String>,
 }
 
 /// Shared [`Snapshot`].
@@ -216,6 +220,8 @@ pub struct Dispatcher {
     next_files_gc: Instant,
     /// Disruptions seen, retry records, gang backoffs.
     retries: retry::Retries,
+    /// The PodGroup API the API server serves, if any (the native gang path).
+    pod_group_api: Option<String>,
 }
 
 impl Dispatcher {
@@ -241,12 +247,23 @@ impl Dispatcher {
         let ids: Vec<String> = served.iter().map(|s| s.id.clone()).collect();
         clearml.register_worker(&cfg.worker_id, &ids, 600).await?;
         tracing::info!(worker = %cfg.worker_id, queues = served.len(), "registered with ClearML");
+        // which gang path multi-node tasks can take: discovery, once (a cluster upgrade that
+        // starts serving the PodGroup API takes effect at the agent's next start)
+        let pod_group_api = match kube.pod_group_api().await {
+            Ok(api) => api,
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell whether the cluster serves the PodGroup API; multi-node tasks use the agent's gang timeout");
+                None
+            }
+        };
+        tracing::info!(pod_group_api = ?pod_group_api, "gang scheduling");
         {
             let mut snap = snapshot.write();
             snap.served = served.clone();
             snap.pending_queue = pending_queue.clone();
             snap.worker_id = cfg.worker_id.clone();
             snap.task_namespace = cfg.task_namespace.clone();
+            snap.pod_group_api = pod_group_api.clone();
         }
         Ok(Self {
             clearml,
@@ -276,6 +293,7 @@ impl Dispatcher {
             file_secrets: Default::default(),
             next_files_gc: Instant::now(),
             retries: retry::Retries::default(),
+            pod_group_api,
         })
     }
 

@@ -287,8 +287,20 @@ impl Dispatcher {
             .as_ref()
             .and_then(|(name, _)| self.cfg.queues.get(name))
             .map(|q| &q.settings);
-        let gang =
-            (multi && !through_kueue && settings.is_none_or(|s| s.kueue.is_none())).then(|| {
+        // the native path (ranks in a PodGroup): the scheduler binds all or none, so the agent's
+        // rule only backs it up where some ranks got bound while others wait (a scheduler
+        // without the GangScheduling plugin)
+        let in_pod_group = pods
+            .iter()
+            .any(|p| clearml_agent_core::gang::group_of(p).is_some());
+        let some_bound = pods
+            .iter()
+            .any(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_some()));
+        let gang = (multi
+            && !through_kueue
+            && settings.is_none_or(|s| s.kueue.is_none())
+            && (!in_pod_group || some_bound))
+            .then(|| {
                 let timeout = Duration::from_secs(
                     settings
                         .and_then(|s| s.gang_timeout_seconds)

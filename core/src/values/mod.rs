@@ -496,6 +496,10 @@ pub struct QueueSettings {
     /// [`DEFAULT_GANG_TIMEOUT_SECONDS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gang_timeout_seconds: Option<u64>,
+    /// How a multi-node task of this queue starts whole (default `auto`: the Kubernetes PodGroup
+    /// API when the cluster serves it, else the agent's gang timeout). Not used with `kueue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang_scheduling: Option<GangScheduling>,
     /// Send this queue's pods through Kueue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kueue: Option<KueueSettings>,
@@ -514,6 +518,20 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 pub const MAX_MAX_RETRIES: u32 = 100;
 /// Default `queueSettings.gangTimeoutSeconds`.
 pub const DEFAULT_GANG_TIMEOUT_SECONDS: u64 = 120;
+
+/// `agentk8sglue.queues.<name>.queueSettings.gangScheduling`: which gang path a multi-node task
+/// takes (see [`crate::gang`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GangScheduling {
+    /// The PodGroup API when the apiserver serves it, else the agent's gang timeout.
+    #[default]
+    Auto,
+    /// The PodGroup API; a multi-node task fails with why if the apiserver does not serve it.
+    PodGroup,
+    /// The agent's gang timeout, even where the PodGroup API is served.
+    Agent,
+}
 
 /// `agentk8sglue.queues.<name>.queueSettings.kueue`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -187,6 +187,9 @@ pub struct QueueSummaryView {
     pub retries: u32,
     /// Multi-node tasks waiting for their gang now.
     pub gang_waits: u32,
+    /// How the queue's multi-node tasks start whole (empty: one-pod tasks).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub gang: String,
 }
 
 /// Queues, for `queues list`.
@@ -224,6 +227,7 @@ pub fn to_summary(s: QueueSummary) -> QueueSummaryView {
         gpus_requested: s.gpus_requested,
         retries: s.retries,
         gang_waits: s.gang_waits,
+        gang: s.gang,
     }
 }
 

@@ -50,6 +50,8 @@ pub struct StatusView {
     pub tls: Option<TlsView>,
     /// Keys of the values in force accepted without effect, one line each (`path: why`).
     pub notices: Vec<String>,
+    /// The PodGroup API the cluster serves (empty: none).
+    pub pod_group_api: String,
     /// When the status was read (for ages in the table).
     #[serde(skip)]
     pub now: DateTime<Utc>,
@@ -114,12 +116,13 @@ pub fn to_view(resp: GetStatusResponse, now: DateTime<Utc>) -> StatusView {
             .into_iter()
             .map(|n| format!("{}: {}", n.path, n.message))
             .collect(),
+        pod_group_api: resp.pod_group_api,
         now,
     }
 }
 
 impl Tabular for StatusView {
-    fn write_table(&self, _wide: bool, out: &mut dyn Write) -> io::Result<()> {
+    fn write_table(&self, wide: bool, out: &mut dyn Write) -> io::Result<()> {
         let role = if self.leader { "leader" } else { "standby" };
         let gpu = match self.gpu_reporting_max_gpus {
             Some(n) => format!("{n} GPUs"),
@@ -168,6 +171,17 @@ impl Tabular for StatusView {
             };
             lines.push(("TLS:", text));
         }
+        lines.push((
+            "Gangs:",
+            if self.pod_group_api.is_empty() {
+                "no PodGroup API in this cluster: multi-node tasks use the agent's gang timeout (or Kueue)".into()
+            } else {
+                format!(
+                    "PodGroup API {}: the scheduler starts multi-node tasks whole",
+                    self.pod_group_api
+                )
+            },
+        ));
         for (label, value) in lines {
             writeln!(out, "{label:<12}{value}")?;
         }
@@ -187,11 +201,21 @@ impl Tabular for StatusView {
             .map(|q| {
                 let mut row = summary_row(q);
                 row.extend([q.retries.to_string(), q.gang_waits.to_string()]);
+                if wide {
+                    row.push(if q.gang.is_empty() {
+                        "-".into()
+                    } else {
+                        q.gang.clone()
+                    });
+                }
                 row
             })
             .collect();
         let mut headers = summary_headers();
         headers.extend(["RETRIES", "GANG WAITS"]);
+        if wide {
+            headers.push("GANG");
+        }
         write_columns(&headers, &rows, out)
     }
 }
@@ -232,10 +256,12 @@ mod tests {
                     gpus_requested: 8,
                     retries: 2,
                     gang_waits: 1,
+                    gang: "native (PodGroup scheduling.k8s.io/v1beta1)".into(),
                 }],
                 gpu_reporting: Some(GpuReporting { max_gpus: Some(16) }),
                 namespace: "clearml".into(),
                 worker_id: "k8s-agent:clearml".into(),
+                pod_group_api: "scheduling.k8s.io/v1beta1".into(),
                 ..Default::default()
             },
             now,
@@ -256,9 +282,29 @@ mod tests {
              Server:     1.16.2 (API 2.30) (takes tasks by enqueue-then-remove)\n\
              Last error: timeout\n\
              GPU report: 16 GPUs\n\
+             Gangs:      PodGroup API scheduling.k8s.io/v1beta1: the scheduler starts multi-node tasks whole\n\
              \n\
              NAME   WAITING   PENDING   RUNNING   MAX PODS   GPUS   RETRIES   GANG WAITS\n\
              gpu    5         1         3         4          8      2         1\n"
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&sample(), OutputFormat::Wide, &mut out, &mut err).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.ends_with(
+                "GANG WAITS   GANG\n\
+                 gpu    5         1         3         4          8      2         1            native (PodGroup scheduling.k8s.io/v1beta1)\n"
+            ),
+            "{text}"
+        );
+        let mut none = sample();
+        none.pod_group_api.clear();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        output::render(&none, OutputFormat::Table, &mut out, &mut err).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("Gangs:      no PodGroup API in this cluster: multi-node tasks use the agent's gang timeout (or Kueue)\n"),
+            "{text}"
         );
     }
 
@@ -273,6 +319,11 @@ mod tests {
         assert_eq!(v["clearml"]["last_success"], "2023-11-14T22:14:18Z");
         assert_eq!(v["gpu_reporting_max_gpus"], 16);
         assert_eq!(v["queues"][0]["pods_running"], 3);
+        assert_eq!(
+            v["queues"][0]["gang"],
+            "native (PodGroup scheduling.k8s.io/v1beta1)"
+        );
+        assert_eq!(v["pod_group_api"], "scheduling.k8s.io/v1beta1");
         assert!(v.get("now").is_none());
     }
 

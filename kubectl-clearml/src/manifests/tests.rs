@@ -133,6 +133,10 @@ fn role_grants_exactly_what_the_agent_calls_and_nothing_cluster_scoped() {
                 ..rule("jobs", &["get", "list", "watch", "create", "delete"])
             },
             rule("secrets", &["list", "create", "delete"]),
+            PolicyRule {
+                api_groups: Some(vec!["scheduling.k8s.io".into()]),
+                ..rule("podgroups", &["create"])
+            },
             rule("events", &["list"]),
             PolicyRule {
                 api_groups: Some(vec!["coordination.k8s.io".into()]),
