@@ -22,7 +22,8 @@ use std::{
 
 use clearml_agent_core::{
     contract::{AGENT_NAME, CREDENTIALS_SECRET, SECRET_KEY_ACCESS, SECRET_KEY_SECRET, VALUES_KEY},
-    values::{FieldError, Values},
+    gang,
+    values::{FieldError, GangScheduling, Values},
 };
 use clearml_agent_proto::v1::{GetStatusRequest, GetStatusResponse, clearml_connection::State};
 use k8s_openapi::api::{
@@ -92,7 +93,7 @@ pub enum Level {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// Stable id: `values`, `notices`, `namespace`, `secret`, `configmap`, `rbac`, `agent`,
-    /// `clearml`, `queue/<name>`, `task-namespace`, `task-secret`, `pull-secret/<name>`.
+    /// `clearml`, `queue/<name>`, `task-namespace`, `task-secret`, `pull-secret/<name>`, `gang`.
     pub name: String,
     /// The verdict.
     pub status: Level,
@@ -297,6 +298,9 @@ pub struct Facts {
     pub task_namespace: Option<(String, Read<()>, Read<Secret>)>,
     /// Pull secrets the templates name, each with its Secret in the task namespace.
     pub pull_secrets: Vec<(String, Read<Secret>)>,
+    /// The PodGroup API the API server serves (`scheduling.k8s.io/v1beta1` …), `None` if none;
+    /// `Err`: discovery failed.
+    pub pod_group_api: Result<Option<String>, String>,
 }
 
 /// The RBAC facts.
@@ -524,6 +528,7 @@ async fn gather(args: &DoctorArgs, ctx: &Ctx, client: &Client) -> Facts {
         agent: AgentAnswer::NotAsked,
         task_namespace: None,
         pull_secrets: Vec::new(),
+        pod_group_api: pod_group_api(client).await.map_err(|e| kube_message(&e)),
     };
     let values = effective_values(&facts);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -627,6 +632,28 @@ async fn gather(args: &DoctorArgs, ctx: &Ctx, client: &Client) -> Facts {
         }
     }
     facts
+}
+
+/// The PodGroup API version the API server serves, newest first (as the agent finds it).
+async fn pod_group_api(client: &Client) -> Result<Option<String>, kube::Error> {
+    let groups = client.list_api_groups().await?;
+    let Some(group) = groups.groups.iter().find(|g| g.name == gang::GROUP) else {
+        return Ok(None);
+    };
+    for version in gang::VERSIONS {
+        let gv = format!("{}/{version}", gang::GROUP);
+        if group.versions.iter().any(|v| v.version == *version)
+            && client
+                .list_api_group_resources(&gv)
+                .await?
+                .resources
+                .iter()
+                .any(|r| r.name == gang::PLURAL)
+        {
+            return Ok(Some(gv));
+        }
+    }
+    Ok(None)
 }
 
 /// Every `imagePullSecrets` name of `basePodTemplate` and each queue's merged template.
@@ -855,7 +882,51 @@ pub fn checks(f: &Facts) -> Vec<Check> {
             ),
         });
     }
+    if let Some(values) = &values {
+        out.push(gang_check(values, &f.pod_group_api));
+    }
     out
+}
+
+/// How multi-node tasks start whole on this cluster; FAIL if a queue requires the PodGroup API
+/// the cluster does not serve.
+pub fn gang_check(values: &Values, served: &Result<Option<String>, String>) -> Check {
+    let requiring: Vec<String> = values
+        .agentk8sglue
+        .all_queues()
+        .into_iter()
+        .filter(|(_, q)| {
+            q.queue_settings.gang_scheduling == Some(GangScheduling::PodGroup)
+                && q.queue_settings.kueue.is_none()
+        })
+        .map(|(name, _)| name)
+        .collect();
+    match served {
+        Ok(Some(api)) => Check::ok(
+            "gang",
+            format!(
+                "the cluster serves the PodGroup API ({api}): the scheduler starts multi-node tasks whole"
+            ),
+        ),
+        Ok(None) if requiring.is_empty() => Check::ok(
+            "gang",
+            "the cluster serves no PodGroup API: multi-node tasks use the agent's gang timeout (queueSettings.gangTimeoutSeconds) or Kueue",
+        ),
+        Ok(None) => Check::fail(
+            "gang",
+            format!(
+                "queueSettings.gangScheduling is podGroup for {}, but the cluster serves no PodGroup API ({}): their multi-node tasks will fail",
+                requiring.join(", "),
+                gang::GROUP
+            ),
+            "use Kubernetes 1.36 or later with the GenericWorkload feature gate and the scheduler's GangScheduling plugin, or set gangScheduling: auto",
+        ),
+        Err(e) => Check::warn(
+            "gang",
+            format!("cannot tell whether the cluster serves the PodGroup API: {e}"),
+            format!("kubectl api-resources --api-group={}", gang::GROUP),
+        ),
+    }
 }
 
 fn count(n: usize, what: &str) -> String {

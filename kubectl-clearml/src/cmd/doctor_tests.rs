@@ -429,6 +429,51 @@ fn the_credentials_secret_needs_both_keys() {
 }
 
 #[test]
+fn the_gang_check_fails_only_a_queue_requiring_an_unserved_pod_group_api() {
+    let values = Values::from_yaml(
+        "agentk8sglue:\n  queues:\n    auto: {}\n    strict:\n      queueSettings:\n        gangScheduling: podGroup\n",
+    )
+    .expect("values");
+    let plain = Values::from_yaml("agentk8sglue:\n  queues:\n    auto: {}\n").expect("values");
+    let v1beta1 = Ok(Some("scheduling.k8s.io/v1beta1".to_string()));
+    for (what, values, served, level, needle) in [
+        (
+            "served",
+            &values,
+            v1beta1,
+            Level::Ok,
+            "(scheduling.k8s.io/v1beta1)",
+        ),
+        (
+            "not served, nobody requires it",
+            &plain,
+            Ok(None),
+            Level::Ok,
+            "agent's gang timeout",
+        ),
+        (
+            "not served, strict requires it",
+            &values,
+            Ok(None),
+            Level::Fail,
+            "podGroup for strict",
+        ),
+        (
+            "discovery failed",
+            &values,
+            Err("forbidden".to_string()),
+            Level::Warn,
+            "forbidden",
+        ),
+    ] {
+        let c = gang_check(values, &served);
+        assert_eq!(c.status, level, "{what}: {c:?}");
+        assert!(c.message.contains(needle), "{what}: {c:?}");
+        assert_eq!(c.fix.is_some(), level != Level::Ok, "{what}: {c:?}");
+    }
+}
+
+#[test]
 fn pull_secrets_come_from_the_base_and_every_queue() {
     let v = values(
         "agentk8sglue:\n  basePodTemplate:\n    imagePullSecrets: [{name: base}]\n  queues:\n    q-a:\n      templateOverrides:\n        imagePullSecrets: [{name: extra}]\n    q-b: {}\n",
@@ -463,6 +508,7 @@ fn facts() -> Facts {
         agent: status(State::Ok, "", &[("q-a", "id-a")]),
         task_namespace: None,
         pull_secrets: vec![],
+        pod_group_api: Ok(None),
     }
 }
 
@@ -483,7 +529,8 @@ fn a_healthy_install_is_all_ok_and_invalid_values_list_every_error() {
             "clearml",
             "queue/q-a",
             "task-namespace",
-            "pull-secrets"
+            "pull-secrets",
+            "gang"
         ]
     );
     assert!(all.iter().all(|c| c.status == Level::Ok), "{all:#?}");

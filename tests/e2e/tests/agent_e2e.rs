@@ -27,6 +27,8 @@ mod control;
 mod demo;
 #[path = "agent_e2e/doctor.rs"]
 mod doctor;
+#[path = "agent_e2e/gang.rs"]
+mod gang;
 #[path = "agent_e2e/job.rs"]
 mod job;
 #[path = "agent_e2e/old_server.rs"]

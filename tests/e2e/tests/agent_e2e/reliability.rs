@@ -144,6 +144,9 @@ const ERROR_PATH_ONLY: &[(&str, &str, &str)] = &[
 async fn the_role_grants_exactly_what_the_agent_calls() {
     use clearml_agent_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
     let env = Env::new(SimOptions::default()).await;
+    // a cluster with the PodGroup API: the multi-node tasks' ranks join a PodGroup
+    env.kube
+        .set_pod_group_api(Some(clearml_doubles::k8s::PodGroupApi::V1beta1));
     // rbac-single has fileMounts: the agent creates their Secret
     let values = "agentk8sglue:\n  createQueues: true\n  succeededPodTtlSeconds: 1\n  queues:\n    rbac-single:\n      templateOverrides:\n        fileMounts:\n          - name: pip.conf\n            folderPath: /etc\n            fileContent: x\n    rbac-multi:\n      templateOverrides:\n        resources:\n          limits:\n            nvidia.com/gpu: 2\n      queueSettings:\n        multiNode: [2, 2]\n    rbac-job:\n      queueSettings: {taskAsJob: true}\n    rbac-job-multi:\n      queueSettings: {taskAsJob: true, multiNode: [1, 1]}\n";
     env.kube

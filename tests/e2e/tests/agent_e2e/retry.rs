@@ -9,7 +9,7 @@
 use super::*;
 
 /// Pods of `task` in the store now.
-fn pods_of(env: &Env, task: &str) -> Vec<Value> {
+pub(super) fn pods_of(env: &Env, task: &str) -> Vec<Value> {
     env.kube
         .list("pods", Some(NS))
         .into_iter()
@@ -18,7 +18,7 @@ fn pods_of(env: &Env, task: &str) -> Vec<Value> {
 }
 
 /// The task's console log lines (the agent's `events.add_batch`).
-fn log_of(env: &Env, task: &str) -> Vec<String> {
+pub(super) fn log_of(env: &Env, task: &str) -> Vec<String> {
     env.clearml
         .events()
         .iter()
@@ -29,13 +29,13 @@ fn log_of(env: &Env, task: &str) -> Vec<String> {
 
 /// Watches the task's pods until dropped: every sample must show the pods of one launch only
 /// (never two attempts at once). Returns the launches seen, in order.
-struct OneAttempt {
+pub(super) struct OneAttempt {
     stop: Arc<std::sync::atomic::AtomicBool>,
     join: tokio::task::JoinHandle<Result<Vec<String>, String>>,
 }
 
 impl OneAttempt {
-    fn watch(env: &Env, task: &str) -> Self {
+    pub(super) fn watch(env: &Env, task: &str) -> Self {
         let kube = env.kube.clone();
         let task = task.to_string();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -64,7 +64,7 @@ impl OneAttempt {
         Self { stop, join }
     }
 
-    async fn launches(self) -> Vec<String> {
+    pub(super) async fn launches(self) -> Vec<String> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.join
             .await
@@ -95,7 +95,7 @@ async fn running(env: &Env, task: &str, pods: usize, not: Option<&str>) -> Vec<V
         .unwrap_or_else(|_| panic!("{pods} pod(s) of task {task} running"))
 }
 
-fn launch_of(pod: &Value) -> String {
+pub(super) fn launch_of(pod: &Value) -> String {
     s(pod, "/metadata/annotations/clearml.ai~1launch").to_string()
 }
 
@@ -393,7 +393,7 @@ async fn a_retry_survives_sigkill() {
 }
 
 /// 4 GPUs; `holder` tasks take 1 GPU each; a `gang` task is 3 ranks of 1 GPU.
-fn gang_values(pending_timeout: u64) -> String {
+pub(super) fn gang_values(pending_timeout: u64) -> String {
     format!(
         "\
 agentk8sglue:
@@ -413,7 +413,7 @@ agentk8sglue:
     )
 }
 
-fn gang_sim() -> SimOptions {
+pub(super) fn gang_sim() -> SimOptions {
     SimOptions {
         gpus: Some(4),
         ..sim()
