@@ -192,8 +192,10 @@ impl Dispatcher {
         }
         self.deleting.retain(|t| by_task.contains_key(t));
         let launched = &self.launched;
-        self.retries
-            .retain_seen(|t| by_task.contains_key(t) || launched.contains_key(t));
+        self.retries.retain_seen(
+            |t| by_task.contains_key(t) || launched.contains_key(t),
+            |t| by_task.contains_key(t),
+        );
         self.statuses.retain_messages(|t| by_task.contains_key(t));
         self.unseen.retain(|t, _| self.launched.contains_key(t));
     }

@@ -165,6 +165,10 @@ pub(super) struct Retries {
     records: HashMap<String, Vec<String>>,
     /// Tasks held back from the take until then (gang backoff).
     not_before: HashMap<String, Instant>,
+    /// Tasks put back whose disrupted pods are still there: held back from the take until those
+    /// are gone, since the in-pod agent answers the cluster's SIGTERM by marking its task
+    /// stopped, which must not land on the next launch (see `lifecycle::stopped_by_its_pod`).
+    settling: std::collections::HashSet<String>,
     /// The records of the tasks waiting when this process started dispatching were read.
     recalled: bool,
 }
@@ -200,14 +204,22 @@ impl Retries {
             .map(|tasks| {
                 let before = tasks.len();
                 tasks.retain(|t| !self.not_before.contains_key(t));
-                (before - tasks.len()) as u32
+                let gangs = (before - tasks.len()) as u32;
+                tasks.retain(|t| !self.settling.contains(t));
+                gangs
             })
             .collect()
     }
 
-    /// Forgets the disruptions of tasks `keep` rejects (no pods, not launched).
-    pub(super) fn retain_seen(&mut self, keep: impl Fn(&str) -> bool) {
+    /// Forgets the disruptions of tasks `keep` rejects (no pods, not launched), and lets the
+    /// take have the tasks put back whose pods are gone (`with_pods` rejects them).
+    pub(super) fn retain_seen(
+        &mut self,
+        keep: impl Fn(&str) -> bool,
+        with_pods: impl Fn(&str) -> bool,
+    ) {
         self.seen.retain(|t, _| keep(t));
+        self.settling.retain(|t| with_pods(t));
     }
 
     /// Whether a disruption was seen on a pod of `task` that is not put back yet.
@@ -377,6 +389,7 @@ impl Dispatcher {
         );
         if self.put_back(task, &name, &id, codes, line).await {
             self.retries.seen.remove(task);
+            self.retries.settling.insert(task.to_string());
             self.forget_launch(task, pods).await;
         }
     }

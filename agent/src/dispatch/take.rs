@@ -522,12 +522,15 @@ impl Dispatcher {
         for chunk in ids.chunks(GET_ALL_CHUNK) {
             match self
                 .clearml
-                .tasks(chunk, &["id", "status", "execution.queue"])
+                .tasks(
+                    chunk,
+                    &["id", "status", "status_message", "execution.queue"],
+                )
                 .await
             {
                 Ok(docs) => queued.extend(
                     docs.into_iter()
-                        .filter(|d| d.unreadable.is_none() && d.status.as_deref() == Some("queued"))
+                        .filter(|d| d.unreadable.is_none() && takeable(d))
                         .map(|d| {
                             let enqueued = d.execution.as_ref().and_then(|e| e.queue.as_deref())
                                 == Some(self.pending_queue.as_str());
@@ -619,6 +622,21 @@ impl Dispatcher {
             }
         }
         still
+    }
+}
+
+/// A task in a served queue the two-step take may move: queued, or stopped by the in-pod agent of
+/// its disrupted pod after the agent put it back (that `tasks.stopped` can land on the task back
+/// in its queue; servers from 1.17 take such a task out of a queue as queued themselves, in
+/// `queues.get_next_task`, and the one-step move accepts it).
+fn takeable(d: &crate::clearml::TaskDoc) -> bool {
+    match d.status.as_deref() {
+        Some("queued") => true,
+        Some(status) => crate::lifecycle::stopped_by_its_pod(
+            crate::lifecycle::TaskStatus::Known(status),
+            d.status_message.as_deref(),
+        ),
+        None => false,
     }
 }
 

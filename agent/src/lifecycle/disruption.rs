@@ -70,6 +70,20 @@ pub fn disruption(pod: &Pod) -> Option<Disruption> {
     )
 }
 
+/// The status message of the in-pod `clearml-agent` when it marks its task stopped.
+pub const IN_POD_AGENT_STOPPED: &str = "Changed by clearml-agent";
+
+/// Whether `status` (with its status `message`) is the in-pod agent's answer to the SIGTERM the
+/// cluster sends a preempted or evicted pod: `clearml-agent execute --full-monitoring`, the task
+/// container's PID 1, calls `tasks.stopped` (reason `user abort`, message `Changed by
+/// clearml-agent <worker>`) when signalled, about a second later (clearml-agent
+/// `Worker.handle_task_process_termination`). For a pod with a `DisruptionTarget` condition that
+/// is the cluster's doing, not a user's abort (an abort from ClearML leaves no such condition).
+pub fn stopped_by_its_pod(status: TaskStatus<'_>, message: Option<&str>) -> bool {
+    status == TaskStatus::Known("stopped")
+        && message.is_some_and(|m| m.starts_with(IN_POD_AGENT_STOPPED))
+}
+
 /// The gang rule of a multi-node task the agent itself enforces (no PodGroup, not Kueue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gang {
@@ -162,6 +176,31 @@ mod tests {
     fn terminated(code: i32, reason: &str) -> Value {
         json!([{"name": "task", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
                 "state": {"terminated": {"reason": reason, "exitCode": code}}}])
+    }
+
+    #[test]
+    fn a_task_stopped_by_its_signalled_pod_is_told_apart() {
+        for (status, message, want) in [
+            (
+                "stopped",
+                Some("Changed by clearml-agent k8s-agent:clearml:abc"),
+                true,
+            ),
+            ("stopped", Some("task was stopped by tasks.stop"), false),
+            ("stopped", None, false),
+            (
+                "in_progress",
+                Some("Changed by clearml-agent k8s-agent:clearml:abc"),
+                false,
+            ),
+            ("failed", Some("Changed by clearml-agent x"), false),
+        ] {
+            assert_eq!(
+                stopped_by_its_pod(TaskStatus::Known(status), message),
+                want,
+                "{status} {message:?}"
+            );
+        }
     }
 
     #[test]
