@@ -82,9 +82,17 @@ impl Dispatcher {
         if job.is_none() && !pods.iter().any(|p| lifecycle::job::owned_by_a_job(p)) {
             return decide_pods(pods, rules, status, now, &self.cfg.timeouts);
         }
-        // Job mode: the Job replaces a pod the cluster took (podFailurePolicy Ignore), so the
-        // agent's own retries do not apply to its pods; an Indexed Job's ranks get the gang rule
-        // (`task_rules`) as bare ranks do: released whole if not all scheduled in time
+        // Job mode: a pod the cluster took fails the Job (podFailurePolicy FailJob) and the task
+        // is retried as for bare pods; an Indexed Job's ranks get the gang rule (`task_rules`)
+        // as bare ranks do: released whole if not all scheduled in time
+        if let (Some((pod, why)), _) = rules
+            && status.is_active()
+        {
+            return Verdict::Retry {
+                pod: pod.clone(),
+                why: why.clone(),
+            };
+        }
         if let (_, Some(gang)) = rules
             && let release @ Verdict::Release { .. } =
                 decide_pods(pods, &(None, Some(*gang)), status, now, &self.cfg.timeouts)

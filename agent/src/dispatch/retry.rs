@@ -262,11 +262,11 @@ impl Dispatcher {
     /// until the task is put back), and the gang rule when it applies (a multi-node task of a
     /// queue not managed by Kueue).
     pub(super) fn task_rules(&mut self, task: &str, pods: &[Arc<Pod>]) -> TaskRules {
-        // Job mode: the Job replaces a pod the cluster took (podFailurePolicy Ignore): no
-        // disruption of the agent's; an Indexed Job's ranks (their completion index) get the gang
-        // rule below
+        // Job mode too: the Job fails on a pod the cluster took (podFailurePolicy FailJob) and the
+        // task is put back as for bare pods; an Indexed Job's ranks (their completion index) get
+        // the gang rule below
         let job_mode = pods.iter().any(|p| lifecycle::job::owned_by_a_job(p));
-        let disrupted = pods.iter().filter(|_| !job_mode).find_map(|p| {
+        let disrupted = pods.iter().find_map(|p| {
             let why = lifecycle::disruption(p)?;
             Some((p.metadata.name.clone().unwrap_or_default(), why))
         });

@@ -10,9 +10,13 @@
 //!   read through the downward API as `NODE_RANK`), so the template has no per-rank literal; the
 //!   rendezvous Service selects the index-0 pod by the controller's label of the same name
 //!   (Kubernetes 1.28 and later);
-//! - `backoffLimit: 0` and a `podFailurePolicy`: a pod the cluster took away (`DisruptionTarget`:
-//!   preemption, eviction, node drain) does not count and is replaced; any other failure (a
-//!   non-zero exit) fails the Job at once (`FailJob`);
+//! - `backoffLimit: 0` and a `podFailurePolicy` that fails the Job at once (`FailJob`) on any pod
+//!   failure: a pod the cluster took away (`DisruptionTarget`: preemption, eviction, node drain)
+//!   is not replaced by the Job controller, since a replacement would run
+//!   `clearml-agent execute --require-queue` on a task that is no longer queued (its first pod
+//!   started it, and its in-pod agent marks it stopped on the cluster's SIGTERM); the agent puts
+//!   the task back at the head of its queue instead, as for bare pods; a non-zero exit fails the
+//!   task;
 //! - `ttlSecondsAfterFinished`: the longer of the succeeded and failed TTLs. The agent deletes a
 //!   finished Job itself after its outcome's TTL (as it does bare pods); the Job's own TTL is the
 //!   backstop that removes it while no agent runs, never before the agent would;
@@ -138,7 +142,7 @@ pub fn render_job(
             pod_failure_policy: Some(PodFailurePolicy {
                 rules: vec![
                     PodFailurePolicyRule {
-                        action: "Ignore".into(),
+                        action: "FailJob".into(),
                         on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
                             type_: "DisruptionTarget".into(),
                             status: Some("True".into()),

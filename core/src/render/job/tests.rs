@@ -150,7 +150,7 @@ fn a_single_node_job_wraps_exactly_the_rendered_pod() {
     assert_eq!(
         shape,
         vec![
-            ("Ignore", Some("DisruptionTarget"), None),
+            ("FailJob", Some("DisruptionTarget"), None),
             ("FailJob", None, Some(("NotIn", &[0][..]))),
         ]
     );

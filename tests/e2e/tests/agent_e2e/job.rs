@@ -288,45 +288,46 @@ async fn job_mode_failures_are_reported_with_their_reason() {
     assert!(s(&t, "/status_reason").contains("failed"), "{t:#}");
 }
 
-/// A pod the cluster takes away (preemption) does not fail the task: the Job's
-/// `podFailurePolicy` ignores it and a new pod runs the task.
+/// A pod the cluster takes away (preemption) does not fail the task: the Job fails at once
+/// (`podFailurePolicy` FailJob: no replacement pod runs a task that is no longer queued) and the
+/// agent puts the task back at the head of its queue; a new Job runs it to completion, never two
+/// at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn job_mode_survives_a_preempted_pod() {
+async fn job_mode_retries_a_preempted_task() {
     let env = Env::new(SimOptions::default()).await;
     let values = "agentk8sglue:\n  createQueues: true\n  queues:\n    job-pre:\n      queueSettings: {taskAsJob: true}\n";
     let _agent = env.agent(values).await;
-    let task = env.enqueue("preempted", "job-pre", "sim/unschedulable");
+    let task = env.enqueue("preempted", "job-pre", "sim/sleep-3000");
+    env.task_status(&task, "in_progress").await;
     let first = pods_of(&env, &task, 1).await.remove(0);
     let first_name = s(&first, "/metadata/name").to_string();
-    env.kube
-        .set_pod_disrupted(
-            NS,
-            &first_name,
-            "PreemptionByScheduler",
-            "preempted by a higher priority pod",
-        )
-        .expect("disrupted");
-    let replacement = env
+    let first_job_uid = env
         .kube
-        .wait_for(WAIT, |v| {
-            v.list("pods", Some(NS))
-                .into_iter()
-                .find(|p| {
-                    s(p, "/metadata/labels/clearml-task-id") == task
-                        && s(p, "/metadata/name") != first_name
-                })
-                .cloned()
+        .get("jobs", NS, &format!("clearml-id-{task}"))
+        .map(|j| s(&j, "/metadata/uid").to_string())
+        .expect("the task's Job");
+    env.kube
+        .preempt_pod(NS, &first_name)
+        .expect("preempted");
+    let t = env
+        .task_until(&task, "back in its queue", |t| {
+            s(t, "/status_message").starts_with("K8S retried after PreemptionByScheduler")
         })
-        .await
-        .expect("a replacement pod");
-    assert!(s(&replacement, "/metadata/name").starts_with(&format!("clearml-id-{task}-")));
-    // still queued (waiting for a node), not failed
-    env.task_until(&task, "a pending explanation", |t| {
-        s(t, "/status_message").contains("unschedulable")
-    })
-    .await;
-    assert_eq!(env.status(&task), "queued");
-    assert_eq!(job_creations(&env), 1);
+        .await;
+    assert_ne!(s(&t, "/status"), "failed", "{t:#}");
+    // a new Job (the old one deleted first) runs the task to completion
+    env.task_status(&task, "completed").await;
+    let job = env
+        .kube
+        .get("jobs", NS, &format!("clearml-id-{task}"))
+        .expect("the task's Job");
+    assert_ne!(s(&job, "/metadata/uid"), first_job_uid, "a new Job");
+    assert_eq!(
+        s(&job, "/spec/template/metadata/annotations/clearml.ai~1retries"),
+        "PreemptionByScheduler",
+        "{job:#}"
+    );
+    assert_eq!(job_creations(&env), 2);
 }
 
 /// Abort deletes the Job (and so its pods); a finished Job is deleted after its TTL; a deadline
