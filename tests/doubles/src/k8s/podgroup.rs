@@ -370,3 +370,178 @@ impl KubeDouble {
             .map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use crate::k8s::{KubeDouble, PodGroupApi};
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn pod(name: &str, group: Option<&str>) -> Value {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        if let Some(g) = group {
+            p["spec"]["schedulingGroup"] = json!({"podGroupName": g});
+        }
+        p
+    }
+
+    fn pod_group(api: PodGroupApi, name: &str, policy: Value) -> Value {
+        json!({"apiVersion": api.api_version(), "kind": "PodGroup",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"schedulingPolicy": policy}})
+    }
+
+    async fn get(kube: &KubeDouble, path: &str) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .get(format!("{}{path}", kube.url()))
+            .bearer_auth(kube.token().unwrap_or_default())
+            .send()
+            .await
+            .expect("request");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn discovery_lists_only_the_served_version() {
+        let kube = KubeDouble::start().await.expect("start");
+        for served in [None, Some(PodGroupApi::V1alpha2), Some(PodGroupApi::V1beta1)] {
+            kube.set_pod_group_api(served);
+            let (_, groups) = get(&kube, "/apis").await;
+            let versions: Vec<String> = groups["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|g| g["name"] == "scheduling.k8s.io")
+                .flat_map(|g| g["versions"].as_array().cloned().unwrap_or_default())
+                .filter_map(|v| v["version"].as_str().map(str::to_string))
+                .collect();
+            let expected: Vec<String> = served.map(|a| a.version().to_string()).into_iter().collect();
+            assert_eq!(versions, expected, "served {served:?}");
+            for api in [PodGroupApi::V1alpha2, PodGroupApi::V1beta1] {
+                let (code, list) = get(&kube, &format!("/apis/scheduling.k8s.io/{}", api.version())).await;
+                let (_, objects) = get(
+                    &kube,
+                    &format!("/apis/scheduling.k8s.io/{}/namespaces/default/podgroups", api.version()),
+                )
+                .await;
+                if Some(api) == served {
+                    assert_eq!(code, 200);
+                    let names: Vec<&str> = list["resources"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["name"].as_str())
+                        .collect();
+                    assert_eq!(names, vec!["podgroups", "podgroups/status"]);
+                    assert_eq!(objects["kind"], "PodGroupList");
+                } else {
+                    assert_eq!(code, 404, "{api:?} while serving {served:?}");
+                    assert_eq!(objects["reason"], "NotFound");
+                }
+            }
+            let (code, _) = get(&kube, "/apis/scheduling.k8s.io").await;
+            assert_eq!(code, if served.is_some() { 200 } else { 404 });
+        }
+    }
+
+    #[tokio::test]
+    async fn scheduling_group_is_dropped_unless_served() {
+        let kube = KubeDouble::start().await.expect("start");
+        let created = kube.create("pods", "default", pod("off", Some("g"))).expect("create");
+        assert!(created.pointer("/spec/schedulingGroup").is_none());
+        kube.set_pod_group_api(Some(PodGroupApi::V1alpha2));
+        let created = kube.create("pods", "default", pod("on", Some("g"))).expect("create");
+        assert_eq!(created["spec"]["schedulingGroup"]["podGroupName"], "g");
+        // immutable
+        let mut changed = created.clone();
+        changed["spec"]["schedulingGroup"]["podGroupName"] = json!("other");
+        let err = kube.replace("pods", "default", changed).expect_err("immutable");
+        assert_eq!(err.code, 422);
+    }
+
+    #[tokio::test]
+    async fn validation_errors() {
+        let kube = KubeDouble::start().await.expect("start");
+        for api in [PodGroupApi::V1alpha2, PodGroupApi::V1beta1] {
+            kube.set_pod_group_api(Some(api));
+            let cases = [
+                ("none", json!({}), Some("spec.schedulingPolicy: Invalid value: \"\": must specify one of: `basic`, `gang`")),
+                ("both", json!({"basic": {}, "gang": {"minCount": 2}}), Some("must specify exactly one of: `basic`, `gang`")),
+                ("zero", json!({"gang": {"minCount": 0}}), Some("spec.schedulingPolicy.gang.minCount: Invalid value: 0: must be greater than or equal to 1")),
+                ("ok-gang", json!({"gang": {"minCount": 2}}), None),
+                ("ok-basic", json!({"basic": {}}), None),
+            ];
+            for (name, policy, error) in cases {
+                let result = kube.create("podgroups", "default", pod_group(api, name, policy));
+                match error {
+                    None => {
+                        let pg = result.expect("valid");
+                        assert_eq!(pg["apiVersion"], api.api_version());
+                    }
+                    Some(msg) => {
+                        let err = result.expect_err(name);
+                        assert_eq!(err.code, 422, "{name}");
+                        assert!(err.message.contains(msg), "{name}: {}", err.message);
+                    }
+                }
+            }
+            let bad = kube.create("podgroups", "default", pod_group(api, "Bad_Name", json!({"basic": {}})));
+            assert_eq!(bad.expect_err("name").code, 422);
+            // minCount may change in v1beta1 only; the policy kind never
+            let mut pg = kube.pod_group("default", "ok-gang").expect("stored");
+            pg["spec"]["schedulingPolicy"]["gang"]["minCount"] = json!(3);
+            let updated = kube.replace("podgroups", "default", pg);
+            match api {
+                PodGroupApi::V1alpha2 => {
+                    let err = updated.expect_err("immutable in v1alpha2");
+                    assert!(err.message.contains("field is immutable"), "{}", err.message);
+                }
+                PodGroupApi::V1beta1 => {
+                    updated.expect("minCount mutable in v1beta1");
+                }
+            }
+            let mut pg = kube.pod_group("default", "ok-gang").expect("stored");
+            pg["spec"]["schedulingPolicy"] = json!({"basic": {}});
+            let err = kube.replace("podgroups", "default", pg).expect_err("immutable");
+            assert!(err.message.contains("field is immutable"), "{}", err.message);
+            for name in ["ok-gang", "ok-basic"] {
+                kube.delete("podgroups", "default", name).expect("delete");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pod_group_is_collected_after_its_owners_are_gone() {
+        let kube = KubeDouble::start().await.expect("start");
+        kube.set_pod_group_api(Some(PodGroupApi::V1alpha2));
+        let mut refs = Vec::new();
+        for name in ["r0", "r1"] {
+            let p = kube.create("pods", "default", pod(name, Some("g"))).expect("pod");
+            refs.push(json!({"apiVersion": "v1", "kind": "Pod", "name": name,
+                "uid": p["metadata"]["uid"]}));
+        }
+        let mut pg = pod_group(PodGroupApi::V1alpha2, "g", json!({"gang": {"minCount": 2}}));
+        pg["metadata"]["ownerReferences"] = json!(refs);
+        kube.create("podgroups", "default", pg).expect("podgroup");
+        let unowned = pod_group(PodGroupApi::V1alpha2, "unowned", json!({"basic": {}}));
+        kube.create("podgroups", "default", unowned).expect("podgroup");
+        // one owner left: kept
+        kube.delete("pods", "default", "r0").expect("delete");
+        kube.wait_for(WAIT, |v| v.get("pods", "default", "r0").is_none().then_some(()))
+            .await
+            .expect("r0 gone");
+        assert!(kube.pod_group("default", "g").is_some());
+        kube.delete("pods", "default", "r1").expect("delete");
+        kube.wait_for(WAIT, |v| v.get("podgroups", "default", "g").is_none().then_some(()))
+            .await
+            .expect("collected");
+        assert!(kube.pod_group("default", "unowned").is_some());
+    }
+}
