@@ -156,7 +156,9 @@ pub const INSUFFICIENT_GPU: &str = "0/1 nodes are available: 1 Insufficient nvid
 /// `PlacementFeasible` wording (kube-scheduler, `gangscheduling.go`), which the pod group
 /// scheduling cycle writes on the PodGroup's condition and on the pods that would have fit.
 pub fn gang_unschedulable_message(min_count: i64, scheduled: i64, remaining: i64) -> String {
-    format!("minCount ({min_count}) cannot be satisfied: {scheduled} scheduled, {remaining} remaining")
+    format!(
+        "minCount ({min_count}) cannot be satisfied: {scheduled} scheduled, {remaining} remaining"
+    )
 }
 
 /// A pod waiting to be bound (for GPUs, or for its gang).
@@ -343,7 +345,8 @@ impl GpuScheduler {
                         }
                         let remaining = n - (scheduled - already_bound) - failed;
                         if scheduled + remaining < min {
-                            infeasible = Some(gang_unschedulable_message(min, scheduled, remaining));
+                            infeasible =
+                                Some(gang_unschedulable_message(min, scheduled, remaining));
                         }
                     }
                     match infeasible {
@@ -355,7 +358,14 @@ impl GpuScheduler {
                                 } else {
                                     Verdict::Unschedulable(INSUFFICIENT_GPU.to_string())
                                 };
-                                Self::settle(&kube, &ns, gw, verdict, &mut keep, &mut unschedulable);
+                                Self::settle(
+                                    &kube,
+                                    &ns,
+                                    gw,
+                                    verdict,
+                                    &mut keep,
+                                    &mut unschedulable,
+                                );
                             }
                             group_verdicts.push((group, None));
                         }
@@ -367,7 +377,14 @@ impl GpuScheduler {
                                     message.clone()
                                 };
                                 let verdict = Verdict::Unschedulable(why);
-                                Self::settle(&kube, &ns, gw, verdict, &mut keep, &mut unschedulable);
+                                Self::settle(
+                                    &kube,
+                                    &ns,
+                                    gw,
+                                    verdict,
+                                    &mut keep,
+                                    &mut unschedulable,
+                                );
                             }
                             group_verdicts.push((group, Some(message)));
                         }
@@ -390,7 +407,9 @@ impl GpuScheduler {
             for (group, failure) in group_verdicts {
                 let _ = match failure {
                     None => kube.set_pod_group_scheduled(&ns, &group, true, "Scheduled", ""),
-                    Some(m) => kube.set_pod_group_scheduled(&ns, &group, false, "Unschedulable", &m),
+                    Some(m) => {
+                        kube.set_pod_group_scheduled(&ns, &group, false, "Unschedulable", &m)
+                    }
                 };
             }
             // wait for a change to the store (a pod finished or went) or a new waiter
@@ -415,7 +434,9 @@ impl GpuScheduler {
     ) {
         match verdict {
             Verdict::Bind => {
-                let ok = kube.set_pod_waiting(ns, &w.name, "ContainerCreating", "").is_ok();
+                let ok = kube
+                    .set_pod_waiting(ns, &w.name, "ContainerCreating", "")
+                    .is_ok();
                 let _ = w.bound.send(ok);
             }
             Verdict::Unschedulable(message) => {
@@ -487,9 +508,7 @@ impl Simulator {
                     seen.insert(uid(&pod).to_string());
                     let (kube, clearml, opts) = (kube.clone(), clearml.clone(), options.clone());
                     let gpus = gpus.clone();
-                    tokio::spawn(async move {
-                        run_pod(&kube, &clearml, &opts, &gpus, &pod).await
-                    });
+                    tokio::spawn(async move { run_pod(&kube, &clearml, &opts, &gpus, &pod).await });
                 }
             }
         });
@@ -702,5 +721,213 @@ async fn run_pod(
             ?error,
             "simulated pod gone before its next state"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::k8s::PodGroupApi;
+
+    const NS: &str = "default";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A pod that never drives a task (rank ≠ 0) and keeps running once bound.
+    fn pod(name: &str, gpus: u64, group: Option<&str>) -> Value {
+        let mut p = json!({"metadata": {"name": name, "namespace": NS,
+                "labels": {"clearml-task-id": "t", "clearml-rank": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "sim/hang"}]}});
+        if gpus > 0 {
+            p["spec"]["containers"][0]["resources"] =
+                json!({"limits": {"nvidia.com/gpu": gpus.to_string()}});
+        }
+        if let Some(g) = group {
+            p["spec"]["schedulingGroup"] = json!({"podGroupName": g});
+        }
+        p
+    }
+
+    fn gang(name: &str, min: i64) -> Value {
+        json!({"metadata": {"name": name, "namespace": NS},
+            "spec": {"schedulingPolicy": {"gang": {"minCount": min}}}})
+    }
+
+    async fn start(gpus: Option<u64>) -> (Arc<KubeDouble>, Simulator) {
+        let kube = Arc::new(KubeDouble::start().await.expect("kube"));
+        kube.set_pod_group_api(Some(PodGroupApi::V1alpha2));
+        let clearml = Arc::new(ClearmlDouble::start().await.expect("clearml"));
+        let options = SimOptions {
+            namespace: NS.into(),
+            start_delay: Duration::from_millis(1),
+            gpus,
+            ..Default::default()
+        };
+        let sim = Simulator::start(kube.clone(), clearml, options);
+        (kube, sim)
+    }
+
+    fn bound(kube: &KubeDouble, name: &str) -> bool {
+        kube.get("pods", NS, name)
+            .is_some_and(|p| p.pointer("/spec/nodeName").is_some())
+    }
+
+    async fn wait_bound(kube: &KubeDouble, names: &[&str]) {
+        kube.wait_for(WAIT, |v| {
+            names
+                .iter()
+                .all(|n| {
+                    v.get("pods", NS, n)
+                        .is_some_and(|p| p.pointer("/spec/nodeName").is_some())
+                })
+                .then_some(())
+        })
+        .await
+        .expect("bound");
+    }
+
+    fn scheduled_condition(p: &Value) -> Option<(String, String, String)> {
+        p.pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled")
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (s("status"), s("reason"), s("message"))
+            })
+    }
+
+    fn group_condition(pg: &Value) -> Option<(String, String, String)> {
+        pg.pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodGroupScheduled")
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (s("status"), s("reason"), s("message"))
+            })
+    }
+
+    #[tokio::test]
+    async fn gang_binds_whole_or_not_at_all() {
+        let (kube, _sim) = start(Some(4)).await;
+        kube.create("pods", NS, pod("holder", 2, None))
+            .expect("holder");
+        wait_bound(&kube, &["holder"]).await;
+        kube.create("podgroups", NS, gang("g", 3)).expect("group");
+        let ranks = ["g-0", "g-1", "g-2"];
+        for r in ranks {
+            kube.create("pods", NS, pod(r, 1, Some("g"))).expect("rank");
+        }
+        let message = gang_unschedulable_message(3, 2, 0);
+        kube.wait_for(WAIT, |v| {
+            ranks
+                .iter()
+                .all(|r| v.get("pods", NS, r).and_then(scheduled_condition).is_some())
+                .then_some(())
+        })
+        .await
+        .expect("reported");
+        let mut messages = Vec::new();
+        for r in ranks {
+            assert!(!bound(&kube, r), "{r} bound while the gang does not fit");
+            let (status, reason, msg) = kube
+                .get("pods", NS, r)
+                .and_then(|p| scheduled_condition(&p))
+                .expect("cond");
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "Unschedulable")
+            );
+            messages.push(msg);
+        }
+        assert_eq!(
+            messages,
+            vec![
+                message.clone(),
+                message.clone(),
+                INSUFFICIENT_GPU.to_string()
+            ]
+        );
+        let events = kube.list("events", Some(NS));
+        for r in ranks {
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e["involvedObject"]["name"] == r && e["reason"] == "FailedScheduling")
+            );
+        }
+        let cond = kube
+            .wait_for(WAIT, |v| {
+                v.get("podgroups", NS, "g").and_then(group_condition)
+            })
+            .await
+            .expect("group cond");
+        assert_eq!(
+            Some(cond),
+            Some(("False".into(), "Unschedulable".into(), message))
+        );
+        kube.delete("pods", NS, "holder").expect("free GPUs");
+        wait_bound(&kube, &ranks).await;
+        let cond = kube
+            .wait_for(WAIT, |v| {
+                v.get("podgroups", NS, "g")
+                    .and_then(group_condition)
+                    .filter(|c| c.0 == "True")
+            })
+            .await
+            .expect("group scheduled");
+        assert_eq!(cond.1, "Scheduled");
+    }
+
+    #[tokio::test]
+    async fn gang_waits_for_its_pod_group_and_quorum() {
+        let (kube, _sim) = start(None).await;
+        // the PodGroup does not exist yet
+        kube.create("pods", NS, pod("a-0", 0, Some("a")))
+            .expect("rank");
+        kube.create("pods", NS, pod("a-1", 0, Some("a")))
+            .expect("rank");
+        kube.create("pods", NS, pod("plain-1", 0, None))
+            .expect("plain");
+        wait_bound(&kube, &["plain-1"]).await;
+        for r in ["a-0", "a-1"] {
+            assert!(!bound(&kube, r));
+            // a PreEnqueue rejection writes no condition
+            assert_eq!(
+                kube.get("pods", NS, r)
+                    .and_then(|p| scheduled_condition(&p)),
+                None
+            );
+        }
+        kube.create("podgroups", NS, gang("a", 2)).expect("group");
+        wait_bound(&kube, &["a-0", "a-1"]).await;
+
+        // fewer than minCount pods
+        kube.create("podgroups", NS, gang("b", 2)).expect("group");
+        kube.create("pods", NS, pod("b-0", 0, Some("b")))
+            .expect("rank");
+        kube.create("pods", NS, pod("plain-2", 0, None))
+            .expect("plain");
+        wait_bound(&kube, &["plain-2"]).await;
+        assert!(!bound(&kube, "b-0"));
+        kube.create("pods", NS, pod("b-1", 0, Some("b")))
+            .expect("rank");
+        wait_bound(&kube, &["b-0", "b-1"]).await;
+
+        // basic policy: pod by pod
+        kube.create(
+            "podgroups",
+            NS,
+            json!({"metadata": {"name": "c", "namespace": NS},
+            "spec": {"schedulingPolicy": {"basic": {}}}}),
+        )
+        .expect("group");
+        kube.create("pods", NS, pod("c-0", 0, Some("c")))
+            .expect("rank");
+        wait_bound(&kube, &["c-0"]).await;
     }
 }

@@ -12,7 +12,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::resources::{PodGroupApi, RESOURCE_VERBS, RESOURCES, ResourceDef, group_versions, served};
+use super::resources::{
+    PodGroupApi, RESOURCE_VERBS, RESOURCES, ResourceDef, group_versions, served,
+};
 
 /// The Kubernetes version the double claims to be.
 pub const GIT_VERSION: &str = "v1.33.1";

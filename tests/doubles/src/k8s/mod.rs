@@ -73,10 +73,7 @@ pub struct KubeDouble {
     served: Option<Served>,
 }
 
-fn resource_id(
-    shared: &state::Shared,
-    resource: &str,
-) -> Result<resources::ResourceId, ApiError> {
+fn resource_id(shared: &state::Shared, resource: &str) -> Result<resources::ResourceId, ApiError> {
     resources::resolve_served(resource, shared.pod_group_api()).ok_or_else(|| {
         ApiError::new(
             404,

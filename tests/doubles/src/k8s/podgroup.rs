@@ -97,7 +97,11 @@ pub(crate) fn validate_scheduling_group(spec: &Value, prefix: &str, errs: &mut V
     match group.get("podGroupName").and_then(Value::as_str) {
         None | Some("") => errs.push(FieldError::required(field, "")),
         Some(name) if !is_dns1123_subdomain(name) => {
-            errs.push(FieldError::invalid(field, &json!(name), DNS1123_SUBDOMAIN_MSG));
+            errs.push(FieldError::invalid(
+                field,
+                &json!(name),
+                DNS1123_SUBDOMAIN_MSG,
+            ));
         }
         Some(_) => {}
     }
@@ -111,7 +115,9 @@ pub(crate) fn validate(
     errs: &mut Vec<FieldError>,
 ) {
     let policy = obj.pointer("/spec/schedulingPolicy");
-    let basic = policy.and_then(|p| p.get("basic")).is_some_and(|v| !v.is_null());
+    let basic = policy
+        .and_then(|p| p.get("basic"))
+        .is_some_and(|v| !v.is_null());
     let gang = policy.and_then(|p| p.get("gang")).filter(|v| !v.is_null());
     match (basic, gang) {
         (false, None) => errs.push(FieldError::invalid(
@@ -281,7 +287,10 @@ impl KubeDouble {
     /// A PodGroup of the served version.
     pub fn pod_group(&self, namespace: &str, name: &str) -> Option<Value> {
         let id = pod_group_id(self.shared.pod_group_api()?)?;
-        self.shared.get(id, namespace, name).ok().map(|a| (*a).clone())
+        self.shared
+            .get(id, namespace, name)
+            .ok()
+            .map(|a| (*a).clone())
     }
 
     /// PodGroups of the served version in one namespace or all.
@@ -325,13 +334,21 @@ impl KubeDouble {
                 cs.iter()
                     .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
             });
-        let current = existing.and_then(|c| c.get("status")).and_then(Value::as_str);
+        let current = existing
+            .and_then(|c| c.get("status"))
+            .and_then(Value::as_str);
         if current == Some("True") && !status {
             return Ok(());
         }
         if current == Some(wanted)
-            && existing.and_then(|c| c.get("reason")).and_then(Value::as_str) == Some(reason)
-            && existing.and_then(|c| c.get("message")).and_then(Value::as_str) == Some(message)
+            && existing
+                .and_then(|c| c.get("reason"))
+                .and_then(Value::as_str)
+                == Some(reason)
+            && existing
+                .and_then(|c| c.get("message"))
+                .and_then(Value::as_str)
+                == Some(message)
         {
             return Ok(());
         }
@@ -411,7 +428,11 @@ mod tests {
     #[tokio::test]
     async fn discovery_lists_only_the_served_version() {
         let kube = KubeDouble::start().await.expect("start");
-        for served in [None, Some(PodGroupApi::V1alpha2), Some(PodGroupApi::V1beta1)] {
+        for served in [
+            None,
+            Some(PodGroupApi::V1alpha2),
+            Some(PodGroupApi::V1beta1),
+        ] {
             kube.set_pod_group_api(served);
             let (_, groups) = get(&kube, "/apis").await;
             let versions: Vec<String> = groups["groups"]
@@ -422,13 +443,20 @@ mod tests {
                 .flat_map(|g| g["versions"].as_array().cloned().unwrap_or_default())
                 .filter_map(|v| v["version"].as_str().map(str::to_string))
                 .collect();
-            let expected: Vec<String> = served.map(|a| a.version().to_string()).into_iter().collect();
+            let expected: Vec<String> = served
+                .map(|a| a.version().to_string())
+                .into_iter()
+                .collect();
             assert_eq!(versions, expected, "served {served:?}");
             for api in [PodGroupApi::V1alpha2, PodGroupApi::V1beta1] {
-                let (code, list) = get(&kube, &format!("/apis/scheduling.k8s.io/{}", api.version())).await;
+                let (code, list) =
+                    get(&kube, &format!("/apis/scheduling.k8s.io/{}", api.version())).await;
                 let (_, objects) = get(
                     &kube,
-                    &format!("/apis/scheduling.k8s.io/{}/namespaces/default/podgroups", api.version()),
+                    &format!(
+                        "/apis/scheduling.k8s.io/{}/namespaces/default/podgroups",
+                        api.version()
+                    ),
                 )
                 .await;
                 if Some(api) == served {
@@ -454,15 +482,21 @@ mod tests {
     #[tokio::test]
     async fn scheduling_group_is_dropped_unless_served() {
         let kube = KubeDouble::start().await.expect("start");
-        let created = kube.create("pods", "default", pod("off", Some("g"))).expect("create");
+        let created = kube
+            .create("pods", "default", pod("off", Some("g")))
+            .expect("create");
         assert!(created.pointer("/spec/schedulingGroup").is_none());
         kube.set_pod_group_api(Some(PodGroupApi::V1alpha2));
-        let created = kube.create("pods", "default", pod("on", Some("g"))).expect("create");
+        let created = kube
+            .create("pods", "default", pod("on", Some("g")))
+            .expect("create");
         assert_eq!(created["spec"]["schedulingGroup"]["podGroupName"], "g");
         // immutable
         let mut changed = created.clone();
         changed["spec"]["schedulingGroup"]["podGroupName"] = json!("other");
-        let err = kube.replace("pods", "default", changed).expect_err("immutable");
+        let err = kube
+            .replace("pods", "default", changed)
+            .expect_err("immutable");
         assert_eq!(err.code, 422);
     }
 
@@ -472,9 +506,25 @@ mod tests {
         for api in [PodGroupApi::V1alpha2, PodGroupApi::V1beta1] {
             kube.set_pod_group_api(Some(api));
             let cases = [
-                ("none", json!({}), Some("spec.schedulingPolicy: Invalid value: \"\": must specify one of: `basic`, `gang`")),
-                ("both", json!({"basic": {}, "gang": {"minCount": 2}}), Some("must specify exactly one of: `basic`, `gang`")),
-                ("zero", json!({"gang": {"minCount": 0}}), Some("spec.schedulingPolicy.gang.minCount: Invalid value: 0: must be greater than or equal to 1")),
+                (
+                    "none",
+                    json!({}),
+                    Some(
+                        "spec.schedulingPolicy: Invalid value: \"\": must specify one of: `basic`, `gang`",
+                    ),
+                ),
+                (
+                    "both",
+                    json!({"basic": {}, "gang": {"minCount": 2}}),
+                    Some("must specify exactly one of: `basic`, `gang`"),
+                ),
+                (
+                    "zero",
+                    json!({"gang": {"minCount": 0}}),
+                    Some(
+                        "spec.schedulingPolicy.gang.minCount: Invalid value: 0: must be greater than or equal to 1",
+                    ),
+                ),
                 ("ok-gang", json!({"gang": {"minCount": 2}}), None),
                 ("ok-basic", json!({"basic": {}}), None),
             ];
@@ -492,7 +542,11 @@ mod tests {
                     }
                 }
             }
-            let bad = kube.create("podgroups", "default", pod_group(api, "Bad_Name", json!({"basic": {}})));
+            let bad = kube.create(
+                "podgroups",
+                "default",
+                pod_group(api, "Bad_Name", json!({"basic": {}})),
+            );
             assert_eq!(bad.expect_err("name").code, 422);
             // minCount may change in v1beta1 only; the policy kind never
             let mut pg = kube.pod_group("default", "ok-gang").expect("stored");
@@ -501,7 +555,11 @@ mod tests {
             match api {
                 PodGroupApi::V1alpha2 => {
                     let err = updated.expect_err("immutable in v1alpha2");
-                    assert!(err.message.contains("field is immutable"), "{}", err.message);
+                    assert!(
+                        err.message.contains("field is immutable"),
+                        "{}",
+                        err.message
+                    );
                 }
                 PodGroupApi::V1beta1 => {
                     updated.expect("minCount mutable in v1beta1");
@@ -509,8 +567,14 @@ mod tests {
             }
             let mut pg = kube.pod_group("default", "ok-gang").expect("stored");
             pg["spec"]["schedulingPolicy"] = json!({"basic": {}});
-            let err = kube.replace("podgroups", "default", pg).expect_err("immutable");
-            assert!(err.message.contains("field is immutable"), "{}", err.message);
+            let err = kube
+                .replace("podgroups", "default", pg)
+                .expect_err("immutable");
+            assert!(
+                err.message.contains("field is immutable"),
+                "{}",
+                err.message
+            );
             for name in ["ok-gang", "ok-basic"] {
                 kube.delete("podgroups", "default", name).expect("delete");
             }
@@ -523,7 +587,9 @@ mod tests {
         kube.set_pod_group_api(Some(PodGroupApi::V1alpha2));
         let mut refs = Vec::new();
         for name in ["r0", "r1"] {
-            let p = kube.create("pods", "default", pod(name, Some("g"))).expect("pod");
+            let p = kube
+                .create("pods", "default", pod(name, Some("g")))
+                .expect("pod");
             refs.push(json!({"apiVersion": "v1", "kind": "Pod", "name": name,
                 "uid": p["metadata"]["uid"]}));
         }
@@ -531,17 +597,22 @@ mod tests {
         pg["metadata"]["ownerReferences"] = json!(refs);
         kube.create("podgroups", "default", pg).expect("podgroup");
         let unowned = pod_group(PodGroupApi::V1alpha2, "unowned", json!({"basic": {}}));
-        kube.create("podgroups", "default", unowned).expect("podgroup");
+        kube.create("podgroups", "default", unowned)
+            .expect("podgroup");
         // one owner left: kept
         kube.delete("pods", "default", "r0").expect("delete");
-        kube.wait_for(WAIT, |v| v.get("pods", "default", "r0").is_none().then_some(()))
-            .await
-            .expect("r0 gone");
+        kube.wait_for(WAIT, |v| {
+            v.get("pods", "default", "r0").is_none().then_some(())
+        })
+        .await
+        .expect("r0 gone");
         assert!(kube.pod_group("default", "g").is_some());
         kube.delete("pods", "default", "r1").expect("delete");
-        kube.wait_for(WAIT, |v| v.get("podgroups", "default", "g").is_none().then_some(()))
-            .await
-            .expect("collected");
+        kube.wait_for(WAIT, |v| {
+            v.get("podgroups", "default", "g").is_none().then_some(())
+        })
+        .await
+        .expect("collected");
         assert!(kube.pod_group("default", "unowned").is_some());
     }
 }

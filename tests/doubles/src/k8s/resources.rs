@@ -489,7 +489,10 @@ pub(crate) fn resolve_served(name: &str, api: Option<PodGroupApi>) -> Option<Res
     RESOURCES
         .iter()
         .position(|o| {
-            o.group == r.group && o.plural == r.plural && o.served_when.is_some() && o.served_when == api
+            o.group == r.group
+                && o.plural == r.plural
+                && o.served_when.is_some()
+                && o.served_when == api
         })
         .or(Some(id))
 }

@@ -349,8 +349,7 @@ fn non_resource(ctx: &Ctx<'_>, path: &str, headers: &HeaderMap) -> Result<Respon
         ["openapi", "v3"] => ok(discovery::openapi_v3_root(api)),
         ["openapi", "v3", rest @ ..] => {
             let key = rest.join("/");
-            let doc =
-                discovery::openapi_v3_gv(&key, api).ok_or_else(ApiError::not_found_path)?;
+            let doc = discovery::openapi_v3_gv(&key, api).ok_or_else(ApiError::not_found_path)?;
             Ok(openapi_gv_response(ctx, headers, &key, &doc))
         }
         _ => Err(ApiError::not_found_path()),

@@ -279,7 +279,12 @@ impl<'a> StoreView<'a> {
     pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<&'a Value> {
         ids(resource)
             .into_iter()
-            .flat_map(|id| self.store.table(id).range(namespace, None).map(|(_, v)| &**v))
+            .flat_map(|id| {
+                self.store
+                    .table(id)
+                    .range(namespace, None)
+                    .map(|(_, v)| &**v)
+            })
             .collect()
     }
 }
