@@ -33,6 +33,22 @@
 //! pods holding GPUs finish or are deleted. Bound pods that have not finished hold their GPUs,
 //! terminating ones included, as on a real node.
 //!
+//! A pod in a gang PodGroup (`spec.schedulingGroup.podGroupName`, the PodGroup API switched on
+//! with `KubeDouble::set_pod_group_api`) follows kube-scheduler's GangScheduling plugin: it stays
+//! `Pending` with no `PodScheduled` condition while its PodGroup does not exist or fewer than
+//! `minCount` pods of the group exist (PreEnqueue rejections are not written to the pod; KEP-5501
+//! would add that behind a gate); then the group's waiting pods are placed in one pod group
+//! cycle, each in turn on the free GPUs: if fewer than `minCount` can be placed none is bound,
+//! each pod gets `PodScheduled=False/Unschedulable` and a `FailedScheduling` event (a pod that
+//! fitted, or was not tried: [`gang_unschedulable_message`], the plugin's `PlacementFeasible`
+//! wording; a pod that did not fit: [`INSUFFICIENT_GPU`], its own filter verdict, as
+//! `submitPodGroupAlgorithmResult` passes it), and the PodGroup's scheduled condition goes
+//! `False/Unschedulable` with the gang message; else they bind together and the condition goes
+//! `True/Scheduled` (never back to `False`). Whether kube-scheduler appends other reasons to the
+//! group message is not shown by the source read; the double does not. A `basic` PodGroup
+//! schedules pod by pod; group preemption is not reproduced. Job-mode pods get the rule from the
+//! template's `schedulingGroup`.
+//!
 //! The task a pod serves is its `clearml-task-id` label; a pod without that label (the Python
 //! glue's before 2026) serves the task its name carries (`clearml-id-<task>`). Pods that serve no
 //! task (the agent's own pod) are left alone.

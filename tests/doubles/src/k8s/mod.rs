@@ -3,7 +3,11 @@
 //!
 //! What it serves: discovery and a minimal OpenAPI v3 ([`discovery`]); namespaces, pods
 //! (+status, +log, +portforward over WebSocket), services, configmaps, secrets, serviceaccounts, core events, deployments
-//! (+status), RBAC roles/bindings, leases and events.k8s.io events ([`resources`]); create,
+//! (+status), RBAC roles/bindings, leases and events.k8s.io events ([`resources`]), and, when a
+//! test switches it on ([`KubeDouble::set_pod_group_api`]), `scheduling.k8s.io` PodGroups
+//! (+status) in `v1alpha2` or `v1beta1` with their validation, pods' `spec.schedulingGroup`
+//! (dropped while no version is served) and the garbage collection of PodGroups whose owners are
+//! gone (`podgroup`); create,
 //! get, list, replace, delete, deletecollection; merge, JSON, strategic-merge and server-side
 //! apply patches; label and field selectors; watches with resume, `410 Gone`, bookmarks;
 //! dry-run; real `Status` errors. The handle plays the scheduler/kubelet, injects faults and
