@@ -54,7 +54,7 @@
 //! task (the agent's own pod) are left alone.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -68,7 +68,7 @@ use tokio::{
 
 use crate::{
     clearml::ClearmlDouble,
-    k8s::{EventKind, KubeDouble, is_gated},
+    k8s::{EventKind, KubeDouble, gang_min_count, is_gated, pod_group_name},
 };
 
 /// What one simulated pod does.
@@ -168,36 +168,117 @@ impl Drop for Simulator {
 /// kube-scheduler words it for a one-node cluster).
 pub const INSUFFICIENT_GPU: &str = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
 
-/// A pod waiting for GPUs.
+/// The message of a gang that cannot be placed whole: the GangScheduling plugin's
+/// `PlacementFeasible` wording (kube-scheduler, `gangscheduling.go`), which the pod group
+/// scheduling cycle writes on the PodGroup's condition and on the pods that would have fit.
+pub fn gang_unschedulable_message(min_count: i64, scheduled: i64, remaining: i64) -> String {
+    format!(
+        "minCount ({min_count}) cannot be satisfied: {scheduled} scheduled, {remaining} remaining"
+    )
+}
+
+/// A pod waiting to be bound (for GPUs, or for its gang).
 struct Waiter {
     name: String,
     gpus: u64,
+    /// `spec.schedulingGroup.podGroupName`.
+    group: Option<String>,
     /// Marked `Unschedulable` already.
     told: bool,
     /// `true` once bound, `false` if the pod was deleted first.
     bound: oneshot::Sender<bool>,
 }
 
-/// The GPU-capacity part of the scheduler: one loop binds waiting pods whenever the store
-/// changes (pods finishing or deleted free their GPUs).
+/// What the scheduler decided for one waiter in a pass.
+enum Verdict {
+    Bind,
+    Unschedulable(String),
+}
+
+/// The scheduler for pods that cannot simply be bound at once: GPU capacity (with
+/// [`SimOptions::gpus`]) and the GangScheduling plugin's rule for pods in a gang PodGroup. One
+/// loop binds waiting pods whenever the store changes (pods finishing or deleted free their
+/// GPUs; a PodGroup or a gang's pods appearing).
 struct GpuScheduler {
-    capacity: u64,
+    /// `None`: GPUs are never short.
+    capacity: Option<u64>,
     queue: Mutex<VecDeque<Waiter>>,
     arrived: Notify,
 }
 
+/// What the scheduler reads from the store in one pass.
+struct Snapshot {
+    used: u64,
+    present: HashSet<String>,
+    /// PodGroup name → gang minCount (`None`: `basic` policy).
+    groups: HashMap<String, Option<i64>>,
+    /// PodGroup name → its pods (not being deleted), and how many of them are bound.
+    members: HashMap<String, (i64, i64)>,
+}
+
 impl GpuScheduler {
     /// Waits until `name` is bound (`true`) or deleted (`false`).
-    async fn schedule(&self, name: &str, gpus: u64) -> bool {
+    async fn schedule(&self, name: &str, gpus: u64, group: Option<String>) -> bool {
         let (tx, rx) = oneshot::channel();
         self.queue.lock().push_back(Waiter {
             name: name.to_string(),
             gpus,
+            group,
             told: false,
             bound: tx,
         });
         self.arrived.notify_one();
         rx.await.unwrap_or(false)
+    }
+
+    fn snapshot(kube: &KubeDouble, ns: &str) -> Snapshot {
+        kube.snapshot(|view| {
+            let pods = view.list("pods", Some(ns));
+            let bound = |p: &Value| p.pointer("/spec/nodeName").is_some();
+            let used = pods
+                .iter()
+                .filter(|p| {
+                    bound(p)
+                        && !matches!(
+                            p.pointer("/status/phase").and_then(Value::as_str),
+                            Some("Succeeded" | "Failed")
+                        )
+                })
+                .map(|p| gpu_request(p))
+                .sum();
+            let present = pods
+                .iter()
+                .filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect();
+            let mut members: HashMap<String, (i64, i64)> = HashMap::new();
+            for p in pods
+                .iter()
+                .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+            {
+                if let Some(g) = pod_group_name(p) {
+                    let e = members.entry(g.to_string()).or_default();
+                    e.0 += 1;
+                    if bound(p) {
+                        e.1 += 1;
+                    }
+                }
+            }
+            let groups = view
+                .list("podgroups", Some(ns))
+                .into_iter()
+                .filter_map(|g| {
+                    let name = g.pointer("/metadata/name").and_then(Value::as_str)?;
+                    Some((name.to_string(), gang_min_count(g)))
+                })
+                .collect();
+            Snapshot {
+                used,
+                present,
+                groups,
+                members,
+            }
+        })
     }
 
     async fn run(self: Arc<Self>, kube: Arc<KubeDouble>, ns: String) {
@@ -206,64 +287,146 @@ impl GpuScheduler {
                 self.arrived.notified().await;
             }
             let rv = kube.resource_version();
-            let (used, present): (u64, HashSet<String>) = kube.snapshot(|view| {
-                let pods = view.list("pods", Some(&ns));
-                let used = pods
-                    .iter()
-                    .filter(|p| {
-                        p.pointer("/spec/nodeName").is_some()
-                            && !matches!(
-                                p.pointer("/status/phase").and_then(Value::as_str),
-                                Some("Succeeded" | "Failed")
-                            )
-                    })
-                    .map(|p| gpu_request(p))
-                    .sum();
-                let present = pods
-                    .iter()
-                    .filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str))
-                    .map(str::to_string)
-                    .collect();
-                (used, present)
-            });
-            let mut free = self.capacity.saturating_sub(used);
-            let mut unschedulable = Vec::new();
+            let snap = Self::snapshot(&kube, &ns);
+            let mut free = self
+                .capacity
+                .map_or(u64::MAX, |c| c.saturating_sub(snap.used));
+            let mut unschedulable: Vec<(String, String)> = Vec::new();
+            let mut group_verdicts: Vec<(String, Option<String>)> = Vec::new();
             {
                 let mut queue = self.queue.lock();
+                let mut pending: VecDeque<Waiter> = std::mem::take(&mut *queue);
                 let mut keep = VecDeque::new();
-                while let Some(mut w) = queue.pop_front() {
-                    if !present.contains(&w.name) {
+                while let Some(w) = pending.pop_front() {
+                    if !snap.present.contains(&w.name) {
                         let _ = w.bound.send(false);
-                    } else if w.gpus <= free {
-                        match kube.set_pod_waiting(&ns, &w.name, "ContainerCreating", "") {
-                            Ok(()) => {
-                                free -= w.gpus;
-                                let _ = w.bound.send(true);
-                            }
-                            Err(_) => {
-                                let _ = w.bound.send(false);
-                            }
+                        continue;
+                    }
+                    let gang = w.group.as_ref().map(|g| (g.clone(), snap.groups.get(g)));
+                    let min = match gang {
+                        // PreEnqueue: the PodGroup does not exist yet
+                        Some((_, None)) => {
+                            keep.push_back(w);
+                            continue;
                         }
-                    } else {
-                        if !w.told {
-                            w.told = true;
-                            unschedulable.push(w.name.clone());
+                        Some((g, Some(Some(min)))) => Some((g, *min)),
+                        // no group, or a `basic` one: pod by pod
+                        _ => None,
+                    };
+                    let Some((group, min)) = min else {
+                        let verdict = if w.gpus <= free {
+                            free -= w.gpus;
+                            Verdict::Bind
+                        } else {
+                            Verdict::Unschedulable(INSUFFICIENT_GPU.to_string())
+                        };
+                        Self::settle(&kube, &ns, w, verdict, &mut keep, &mut unschedulable);
+                        continue;
+                    };
+                    let (count, already_bound) =
+                        snap.members.get(&group).copied().unwrap_or_default();
+                    // PreEnqueue: fewer than minCount pods of the gang exist
+                    let mut gang_waiters = vec![w];
+                    let mut rest = VecDeque::new();
+                    for o in pending.drain(..) {
+                        if o.group.as_deref() == Some(group.as_str()) {
+                            gang_waiters.push(o);
+                        } else {
+                            rest.push_back(o);
                         }
-                        keep.push_back(w);
+                    }
+                    pending = rest;
+                    if count < min {
+                        keep.extend(gang_waiters);
+                        continue;
+                    }
+                    // one pod group scheduling cycle: pods evaluated in turn on the free GPUs
+                    let n = gang_waiters.len() as i64;
+                    let mut trial = free;
+                    let mut fits = Vec::with_capacity(gang_waiters.len());
+                    let (mut scheduled, mut failed) = (already_bound, 0);
+                    let mut infeasible = None;
+                    for gw in &gang_waiters {
+                        if infeasible.is_some() {
+                            fits.push(None);
+                            continue;
+                        }
+                        if gw.gpus <= trial {
+                            trial -= gw.gpus;
+                            scheduled += 1;
+                            fits.push(Some(true));
+                        } else {
+                            failed += 1;
+                            fits.push(Some(false));
+                        }
+                        let remaining = n - (scheduled - already_bound) - failed;
+                        if scheduled + remaining < min {
+                            infeasible =
+                                Some(gang_unschedulable_message(min, scheduled, remaining));
+                        }
+                    }
+                    match infeasible {
+                        None => {
+                            free = trial;
+                            for (gw, fit) in gang_waiters.into_iter().zip(fits) {
+                                let verdict = if fit == Some(true) {
+                                    Verdict::Bind
+                                } else {
+                                    Verdict::Unschedulable(INSUFFICIENT_GPU.to_string())
+                                };
+                                Self::settle(
+                                    &kube,
+                                    &ns,
+                                    gw,
+                                    verdict,
+                                    &mut keep,
+                                    &mut unschedulable,
+                                );
+                            }
+                            group_verdicts.push((group, None));
+                        }
+                        Some(message) => {
+                            for (gw, fit) in gang_waiters.into_iter().zip(fits) {
+                                let why = if fit == Some(false) {
+                                    INSUFFICIENT_GPU.to_string()
+                                } else {
+                                    message.clone()
+                                };
+                                let verdict = Verdict::Unschedulable(why);
+                                Self::settle(
+                                    &kube,
+                                    &ns,
+                                    gw,
+                                    verdict,
+                                    &mut keep,
+                                    &mut unschedulable,
+                                );
+                            }
+                            group_verdicts.push((group, Some(message)));
+                        }
                     }
                 }
+                keep.extend(pending);
                 *queue = keep;
             }
-            for name in unschedulable {
+            for (name, message) in unschedulable {
                 let _ = kube.record_pod_event(
                     &ns,
                     &name,
                     "Warning",
                     "FailedScheduling",
-                    INSUFFICIENT_GPU,
+                    &message,
                     "default-scheduler",
                 );
-                let _ = kube.set_pod_unschedulable(&ns, &name, INSUFFICIENT_GPU);
+                let _ = kube.set_pod_unschedulable(&ns, &name, &message);
+            }
+            for (group, failure) in group_verdicts {
+                let _ = match failure {
+                    None => kube.set_pod_group_scheduled(&ns, &group, true, "Scheduled", ""),
+                    Some(m) => {
+                        kube.set_pod_group_scheduled(&ns, &group, false, "Unschedulable", &m)
+                    }
+                };
             }
             // wait for a change to the store (a pod finished or went) or a new waiter
             tokio::select! {
@@ -271,6 +434,33 @@ impl GpuScheduler {
                     (view.resource_version() > rv).then_some(())
                 }) => {}
                 _ = self.arrived.notified() => {}
+            }
+        }
+    }
+
+    /// Carries out a verdict: binds (the pod leaves the queue) or keeps the pod waiting,
+    /// reporting it unschedulable the first time.
+    fn settle(
+        kube: &KubeDouble,
+        ns: &str,
+        mut w: Waiter,
+        verdict: Verdict,
+        keep: &mut VecDeque<Waiter>,
+        unschedulable: &mut Vec<(String, String)>,
+    ) {
+        match verdict {
+            Verdict::Bind => {
+                let ok = kube
+                    .set_pod_waiting(ns, &w.name, "ContainerCreating", "")
+                    .is_ok();
+                let _ = w.bound.send(ok);
+            }
+            Verdict::Unschedulable(message) => {
+                if !w.told {
+                    w.told = true;
+                    unschedulable.push((w.name.clone(), message));
+                }
+                keep.push_back(w);
             }
         }
     }
@@ -293,16 +483,14 @@ fn gpu_request(pod: &Value) -> u64 {
 impl Simulator {
     /// Starts simulating every pod that appears in `options.namespace`.
     pub fn start(kube: Arc<KubeDouble>, clearml: Arc<ClearmlDouble>, options: SimOptions) -> Self {
-        let gpus = options.gpus.map(|capacity| {
-            Arc::new(GpuScheduler {
-                capacity,
-                queue: Mutex::new(VecDeque::new()),
-                arrived: Notify::new(),
-            })
+        let gpus = Arc::new(GpuScheduler {
+            capacity: options.gpus,
+            queue: Mutex::new(VecDeque::new()),
+            arrived: Notify::new(),
         });
-        let scheduler = gpus
-            .clone()
-            .map(|s| tokio::spawn(s.run(kube.clone(), options.namespace.clone())));
+        let scheduler = Some(tokio::spawn(
+            gpus.clone().run(kube.clone(), options.namespace.clone()),
+        ));
         let join = tokio::spawn(async move {
             let mut seen: HashSet<String> = HashSet::new();
             // resourceVersion already looked at: later checks read only the changes since
@@ -336,9 +524,7 @@ impl Simulator {
                     seen.insert(uid(&pod).to_string());
                     let (kube, clearml, opts) = (kube.clone(), clearml.clone(), options.clone());
                     let gpus = gpus.clone();
-                    tokio::spawn(async move {
-                        run_pod(&kube, &clearml, &opts, gpus.as_deref(), &pod).await
-                    });
+                    tokio::spawn(async move { run_pod(&kube, &clearml, &opts, &gpus, &pod).await });
                 }
             }
         });
@@ -404,7 +590,7 @@ async fn run_pod(
     kube: &KubeDouble,
     clearml: &ClearmlDouble,
     opts: &SimOptions,
-    gpus: Option<&GpuScheduler>,
+    scheduler: &GpuScheduler,
     pod: &Value,
 ) {
     let ns = opts.namespace.as_str();
@@ -450,10 +636,11 @@ async fn run_pod(
     }
     let behaviour = Behaviour::from_image(image);
     let wants = gpu_request(pod);
-    if let Some(gpus) = gpus
+    let group = pod_group_name(pod).map(str::to_string);
+    let waits = group.is_some() || (scheduler.capacity.is_some() && wants > 0);
+    if waits
         && !matches!(behaviour, Behaviour::Unschedulable(_))
-        && wants > 0
-        && !gpus.schedule(name, wants).await
+        && !scheduler.schedule(name, wants, group).await
     {
         return; // deleted before it could be bound
     }
@@ -550,5 +737,213 @@ async fn run_pod(
             ?error,
             "simulated pod gone before its next state"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::k8s::PodGroupApi;
+
+    const NS: &str = "default";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A pod that never drives a task (rank ≠ 0) and keeps running once bound.
+    fn pod(name: &str, gpus: u64, group: Option<&str>) -> Value {
+        let mut p = json!({"metadata": {"name": name, "namespace": NS,
+                "labels": {"clearml-task-id": "t", "clearml-rank": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "sim/hang"}]}});
+        if gpus > 0 {
+            p["spec"]["containers"][0]["resources"] =
+                json!({"limits": {"nvidia.com/gpu": gpus.to_string()}});
+        }
+        if let Some(g) = group {
+            p["spec"]["schedulingGroup"] = json!({"podGroupName": g});
+        }
+        p
+    }
+
+    fn gang(name: &str, min: i64) -> Value {
+        json!({"metadata": {"name": name, "namespace": NS},
+            "spec": {"schedulingPolicy": {"gang": {"minCount": min}}}})
+    }
+
+    async fn start(gpus: Option<u64>) -> (Arc<KubeDouble>, Simulator) {
+        let kube = Arc::new(KubeDouble::start().await.expect("kube"));
+        kube.set_pod_group_api(Some(PodGroupApi::V1alpha2));
+        let clearml = Arc::new(ClearmlDouble::start().await.expect("clearml"));
+        let options = SimOptions {
+            namespace: NS.into(),
+            start_delay: Duration::from_millis(1),
+            gpus,
+            ..Default::default()
+        };
+        let sim = Simulator::start(kube.clone(), clearml, options);
+        (kube, sim)
+    }
+
+    fn bound(kube: &KubeDouble, name: &str) -> bool {
+        kube.get("pods", NS, name)
+            .is_some_and(|p| p.pointer("/spec/nodeName").is_some())
+    }
+
+    async fn wait_bound(kube: &KubeDouble, names: &[&str]) {
+        kube.wait_for(WAIT, |v| {
+            names
+                .iter()
+                .all(|n| {
+                    v.get("pods", NS, n)
+                        .is_some_and(|p| p.pointer("/spec/nodeName").is_some())
+                })
+                .then_some(())
+        })
+        .await
+        .expect("bound");
+    }
+
+    fn scheduled_condition(p: &Value) -> Option<(String, String, String)> {
+        p.pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled")
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (s("status"), s("reason"), s("message"))
+            })
+    }
+
+    fn group_condition(pg: &Value) -> Option<(String, String, String)> {
+        pg.pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodGroupScheduled")
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (s("status"), s("reason"), s("message"))
+            })
+    }
+
+    #[tokio::test]
+    async fn gang_binds_whole_or_not_at_all() {
+        let (kube, _sim) = start(Some(4)).await;
+        kube.create("pods", NS, pod("holder", 2, None))
+            .expect("holder");
+        wait_bound(&kube, &["holder"]).await;
+        kube.create("podgroups", NS, gang("g", 3)).expect("group");
+        let ranks = ["g-0", "g-1", "g-2"];
+        for r in ranks {
+            kube.create("pods", NS, pod(r, 1, Some("g"))).expect("rank");
+        }
+        let message = gang_unschedulable_message(3, 2, 0);
+        kube.wait_for(WAIT, |v| {
+            ranks
+                .iter()
+                .all(|r| v.get("pods", NS, r).and_then(scheduled_condition).is_some())
+                .then_some(())
+        })
+        .await
+        .expect("reported");
+        let mut messages = Vec::new();
+        for r in ranks {
+            assert!(!bound(&kube, r), "{r} bound while the gang does not fit");
+            let (status, reason, msg) = kube
+                .get("pods", NS, r)
+                .and_then(|p| scheduled_condition(&p))
+                .expect("cond");
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "Unschedulable")
+            );
+            messages.push(msg);
+        }
+        assert_eq!(
+            messages,
+            vec![
+                message.clone(),
+                message.clone(),
+                INSUFFICIENT_GPU.to_string()
+            ]
+        );
+        let events = kube.list("events", Some(NS));
+        for r in ranks {
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e["involvedObject"]["name"] == r && e["reason"] == "FailedScheduling")
+            );
+        }
+        let cond = kube
+            .wait_for(WAIT, |v| {
+                v.get("podgroups", NS, "g").and_then(group_condition)
+            })
+            .await
+            .expect("group cond");
+        assert_eq!(
+            Some(cond),
+            Some(("False".into(), "Unschedulable".into(), message))
+        );
+        kube.delete("pods", NS, "holder").expect("free GPUs");
+        wait_bound(&kube, &ranks).await;
+        let cond = kube
+            .wait_for(WAIT, |v| {
+                v.get("podgroups", NS, "g")
+                    .and_then(group_condition)
+                    .filter(|c| c.0 == "True")
+            })
+            .await
+            .expect("group scheduled");
+        assert_eq!(cond.1, "Scheduled");
+    }
+
+    #[tokio::test]
+    async fn gang_waits_for_its_pod_group_and_quorum() {
+        let (kube, _sim) = start(None).await;
+        // the PodGroup does not exist yet
+        kube.create("pods", NS, pod("a-0", 0, Some("a")))
+            .expect("rank");
+        kube.create("pods", NS, pod("a-1", 0, Some("a")))
+            .expect("rank");
+        kube.create("pods", NS, pod("plain-1", 0, None))
+            .expect("plain");
+        wait_bound(&kube, &["plain-1"]).await;
+        for r in ["a-0", "a-1"] {
+            assert!(!bound(&kube, r));
+            // a PreEnqueue rejection writes no condition
+            assert_eq!(
+                kube.get("pods", NS, r)
+                    .and_then(|p| scheduled_condition(&p)),
+                None
+            );
+        }
+        kube.create("podgroups", NS, gang("a", 2)).expect("group");
+        wait_bound(&kube, &["a-0", "a-1"]).await;
+
+        // fewer than minCount pods
+        kube.create("podgroups", NS, gang("b", 2)).expect("group");
+        kube.create("pods", NS, pod("b-0", 0, Some("b")))
+            .expect("rank");
+        kube.create("pods", NS, pod("plain-2", 0, None))
+            .expect("plain");
+        wait_bound(&kube, &["plain-2"]).await;
+        assert!(!bound(&kube, "b-0"));
+        kube.create("pods", NS, pod("b-1", 0, Some("b")))
+            .expect("rank");
+        wait_bound(&kube, &["b-0", "b-1"]).await;
+
+        // basic policy: pod by pod
+        kube.create(
+            "podgroups",
+            NS,
+            json!({"metadata": {"name": "c", "namespace": NS},
+            "spec": {"schedulingPolicy": {"basic": {}}}}),
+        )
+        .expect("group");
+        kube.create("pods", NS, pod("c-0", 0, Some("c")))
+            .expect("rank");
+        wait_bound(&kube, &["c-0"]).await;
     }
 }

@@ -291,6 +291,7 @@ impl Shared {
         if res.is("", "pods") && self.settings.lock().kueue_webhook {
             super::kueue::webhook(&mut obj);
         }
+        super::podgroup::drop_disabled(res, &mut obj, None, self.pod_group_api());
         invalid(res, &obj, validate::validate(res, &obj, None))?;
         let ns_key = if res.namespaced { ns } else { "" };
         if store.get(id, ns_key, &name).is_some() {
@@ -496,6 +497,7 @@ impl Shared {
             }
         }
         meta_mut(&mut new).insert("resourceVersion".into(), json!(old_rv));
+        super::podgroup::drop_disabled(res, &mut new, Some(old), self.pod_group_api());
         defaults::apply(res, &mut new, false, &mut || store.allocate_cluster_ip());
         invalid(res, &new, validate::validate(res, &new, Some(old)))?;
         if res.has_generation && new.get("spec") != old.get("spec") {

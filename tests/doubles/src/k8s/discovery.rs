@@ -12,7 +12,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::resources::{RESOURCE_VERBS, RESOURCES, ResourceDef, group_versions};
+use super::resources::{
+    PodGroupApi, RESOURCE_VERBS, RESOURCES, ResourceDef, group_versions, served,
+};
 
 /// The Kubernetes version the double claims to be.
 pub const GIT_VERSION: &str = "v1.33.1";
@@ -45,8 +47,8 @@ pub(crate) fn api_versions(server_address: &str) -> Value {
     })
 }
 
-fn group_entry(group: &str) -> Value {
-    let versions: Vec<Value> = group_versions()
+fn group_entry(group: &str, api: Option<PodGroupApi>) -> Value {
+    let versions: Vec<Value> = group_versions(api)
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -56,23 +58,23 @@ fn group_entry(group: &str) -> Value {
 }
 
 /// `/apis`.
-pub(crate) fn api_group_list() -> Value {
+pub(crate) fn api_group_list(api: Option<PodGroupApi>) -> Value {
     let mut groups: Vec<&str> = Vec::new();
-    for (g, _) in group_versions() {
+    for (g, _) in group_versions(api) {
         if !g.is_empty() && !groups.contains(&g) {
             groups.push(g);
         }
     }
-    let groups: Vec<Value> = groups.into_iter().map(group_entry).collect();
+    let groups: Vec<Value> = groups.into_iter().map(|g| group_entry(g, api)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/{group}`, if served.
-pub(crate) fn api_group(group: &str) -> Option<Value> {
-    if group.is_empty() || !RESOURCES.iter().any(|r| r.group == group) {
+pub(crate) fn api_group(group: &str, api: Option<PodGroupApi>) -> Option<Value> {
+    if group.is_empty() || !RESOURCES.iter().any(|r| r.group == group && served(r, api)) {
         return None;
     }
-    let mut entry = group_entry(group);
+    let mut entry = group_entry(group, api);
     if let Value::Object(m) = &mut entry {
         m.insert("kind".into(), json!("APIGroup"));
         m.insert("apiVersion".into(), json!("v1"));
@@ -97,11 +99,15 @@ fn resource_entry(r: &ResourceDef) -> Value {
 }
 
 /// `/api/v1` or `/apis/{group}/{version}`, if served.
-pub(crate) fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+pub(crate) fn api_resource_list(
+    group: &str,
+    version: &str,
+    api: Option<PodGroupApi>,
+) -> Option<Value> {
     let mut resources = Vec::new();
     for r in RESOURCES
         .iter()
-        .filter(|r| r.group == group && r.version == version)
+        .filter(|r| r.group == group && r.version == version && served(r, api))
     {
         resources.push(resource_entry(r));
         for (sub, verbs) in r.subresources {
@@ -149,9 +155,9 @@ pub(crate) fn openapi_v3_hash(key: &str) -> String {
 }
 
 /// `/openapi/v3`: the group-version index.
-pub(crate) fn openapi_v3_root() -> Value {
+pub(crate) fn openapi_v3_root(api: Option<PodGroupApi>) -> Value {
     let mut paths = Map::new();
-    for (g, v) in group_versions() {
+    for (g, v) in group_versions(api) {
         let key = gv_key(g, v);
         paths.insert(
             key.clone(),
@@ -167,14 +173,14 @@ fn query_param(name: &str, ty: &str) -> Value {
 
 /// `/openapi/v3/{api/v1 | apis/g/v}`: the write operations of each resource, with their query
 /// parameters and group-version-kind extensions (no schemas).
-pub(crate) fn openapi_v3_gv(key: &str) -> Option<Value> {
-    let (group, version) = group_versions()
+pub(crate) fn openapi_v3_gv(key: &str, api: Option<PodGroupApi>) -> Option<Value> {
+    let (group, version) = group_versions(api)
         .into_iter()
         .find(|(g, v)| gv_key(g, v) == key)?;
     let mut paths = Map::new();
     for r in RESOURCES
         .iter()
-        .filter(|r| r.group == group && r.version == version)
+        .filter(|r| r.group == group && r.version == version && served(r, api))
     {
         let base = if r.namespaced {
             format!("{}/namespaces/{{namespace}}/{}", r.gv_path(), r.plural)

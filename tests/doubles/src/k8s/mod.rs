@@ -30,6 +30,7 @@ mod kubelet;
 mod kueue;
 mod names;
 mod patch;
+mod podgroup;
 mod portforward;
 mod quantity;
 mod requestlog;
@@ -52,7 +53,9 @@ pub use faults::{Fault, RequestMatch};
 pub use kubelet::NODE_NAME;
 pub use kueue::{KUEUE_ADMISSION_GATE, KUEUE_QUEUE_LABEL, is_gated};
 pub use patch::PatchType;
+pub use podgroup::{gang_min_count, pod_group_name};
 pub use requestlog::RequestRecord;
+pub use resources::PodGroupApi;
 pub use state::Config;
 pub use status::{ApiError, FieldError};
 pub use store::{EventKind, StoreView};
@@ -74,8 +77,8 @@ pub struct KubeDouble {
     served: Option<Served>,
 }
 
-fn resource_id(resource: &str) -> Result<resources::ResourceId, ApiError> {
-    resources::resolve(resource).ok_or_else(|| {
+fn resource_id(shared: &state::Shared, resource: &str) -> Result<resources::ResourceId, ApiError> {
+    resources::resolve_served(resource, shared.pod_group_api()).ok_or_else(|| {
         ApiError::new(
             404,
             "NotFound",
@@ -120,6 +123,7 @@ impl KubeDouble {
                 .map_err(std::io::Error::other)?;
         }
         tokio::spawn(job_controller::run(shared.clone()));
+        tokio::spawn(podgroup::run_gc(shared.clone()));
         let served = serve(router::router(shared.clone())).await?;
         Ok(Self {
             shared,
@@ -152,7 +156,7 @@ impl KubeDouble {
     /// One object (`resource` is `pods`, `deployments`, `roles`, ...; namespace `""` for
     /// cluster-scoped types).
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
-        let id = resources::resolve(resource)?;
+        let id = resources::resolve_served(resource, self.shared.pod_group_api())?;
         self.shared
             .get(id, namespace, name)
             .ok()
@@ -166,7 +170,7 @@ impl KubeDouble {
 
     /// Creates an object through the same path as `POST` (defaults, validation, events).
     pub fn create(&self, resource: &str, namespace: &str, obj: Value) -> Result<Value, ApiError> {
-        let id = resource_id(resource)?;
+        let id = resource_id(&self.shared, resource)?;
         let w = self
             .shared
             .create(id, namespace, obj, &WriteOpts::default())?;
@@ -175,7 +179,7 @@ impl KubeDouble {
 
     /// Replaces an object (`PUT`); `metadata.resourceVersion`, if set, must be current.
     pub fn replace(&self, resource: &str, namespace: &str, obj: Value) -> Result<Value, ApiError> {
-        let id = resource_id(resource)?;
+        let id = resource_id(&self.shared, resource)?;
         let name = obj
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -222,7 +226,7 @@ impl KubeDouble {
         patch: &Value,
         status: bool,
     ) -> Result<Value, ApiError> {
-        let id = resource_id(resource)?;
+        let id = resource_id(&self.shared, resource)?;
         let opts = WriteOpts {
             field_manager: Some("kube-double".into()),
             ..Default::default()
@@ -243,7 +247,7 @@ impl KubeDouble {
     /// Deletes an object like `DELETE` with default options (pods go through graceful
     /// deletion, objects with finalizers are only marked). Returns `true` if it is gone now.
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) -> Result<bool, ApiError> {
-        let id = resource_id(resource)?;
+        let id = resource_id(&self.shared, resource)?;
         match self
             .shared
             .delete(id, namespace, name, &DeleteOpts::default())?

@@ -12,6 +12,7 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service, ServiceAccount},
     events::v1::Event as EventsV1Event,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    scheduling::v1alpha2::PodGroup,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -59,7 +60,49 @@ pub struct ResourceDef {
     /// Decodes a JSON object into the typed struct and back: prunes unknown fields exactly as
     /// the real server's decoder does and reports type errors.
     pub(crate) codec: fn(Value) -> Result<Value, serde_json::Error>,
+    /// Served only while the double serves this PodGroup API version
+    /// ([`super::KubeDouble::set_pod_group_api`]); `None`: always served.
+    pub served_when: Option<PodGroupApi>,
 }
+
+/// The `scheduling.k8s.io` PodGroup API version a cluster serves: Kubernetes 1.36 serves
+/// `v1alpha2` (feature gate `GenericWorkload`), 1.37 `v1beta1`. The double serves none by
+/// default, as a 1.35 cluster or one with the gate off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodGroupApi {
+    /// `scheduling.k8s.io/v1alpha2` (Kubernetes 1.36).
+    V1alpha2,
+    /// `scheduling.k8s.io/v1beta1` (Kubernetes 1.37).
+    V1beta1,
+}
+
+impl PodGroupApi {
+    /// `v1alpha2` or `v1beta1`.
+    pub fn version(self) -> &'static str {
+        match self {
+            PodGroupApi::V1alpha2 => "v1alpha2",
+            PodGroupApi::V1beta1 => "v1beta1",
+        }
+    }
+
+    /// `scheduling.k8s.io/<version>`.
+    pub fn api_version(self) -> String {
+        format!("{}/{}", POD_GROUP_GROUP, self.version())
+    }
+
+    /// The type of the PodGroup status condition the scheduler writes: `PodGroupScheduled` in
+    /// v1alpha2 (Kubernetes 1.36), renamed `PodGroupInitiallyScheduled` in v1beta1
+    /// (kube-scheduler's `submitPodGroupAlgorithmResult` at 1.37).
+    pub fn scheduled_condition(self) -> &'static str {
+        match self {
+            PodGroupApi::V1alpha2 => "PodGroupScheduled",
+            PodGroupApi::V1beta1 => "PodGroupInitiallyScheduled",
+        }
+    }
+}
+
+/// The PodGroup API group.
+pub const POD_GROUP_GROUP: &str = "scheduling.k8s.io";
 
 impl ResourceDef {
     /// `v1` or `apps/v1`.
@@ -113,6 +156,28 @@ fn codec<K: DeserializeOwned + Serialize>(value: Value) -> Result<Value, serde_j
     serde_json::to_value(typed)
 }
 
+/// k8s-openapi has no v1beta1 PodGroup (its newest, `v1_36`, stops at v1alpha2): v1beta1 bodies
+/// decode through the v1alpha2 struct, whose shape is the same for the fields used here (spec
+/// `schedulingPolicy`, `podGroupTemplateRef`, status `conditions`); v1beta1-only fields such as
+/// `parentCompositePodGroupName` are pruned as unknown.
+fn pod_group_v1beta1_codec(mut value: Value) -> Result<Value, serde_json::Error> {
+    let alpha = PodGroupApi::V1alpha2.api_version();
+    let beta = PodGroupApi::V1beta1.api_version();
+    let had_version = value.get("apiVersion").is_some();
+    if let Value::Object(m) = &mut value {
+        m.insert("apiVersion".into(), Value::String(alpha));
+    }
+    let mut out = codec::<PodGroup>(value)?;
+    if let Value::Object(m) = &mut out {
+        if had_version {
+            m.insert("apiVersion".into(), Value::String(beta));
+        } else {
+            m.remove("apiVersion");
+        }
+    }
+    Ok(out)
+}
+
 const STATUS: (&str, &[&str]) = ("status", &["get", "patch", "update"]);
 
 /// Every resource type the double serves.
@@ -130,6 +195,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: true,
         create_on_update: false,
+        served_when: None,
         codec: codec::<Namespace>,
     },
     ResourceDef {
@@ -149,6 +215,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: true,
         return_deleted_object: true,
         create_on_update: false,
+        served_when: None,
         codec: codec::<Pod>,
     },
     ResourceDef {
@@ -164,6 +231,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: true,
         create_on_update: false,
+        served_when: None,
         codec: codec::<Service>,
     },
     ResourceDef {
@@ -179,6 +247,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: false,
+        served_when: None,
         codec: codec::<ConfigMap>,
     },
     ResourceDef {
@@ -194,6 +263,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: false,
+        served_when: None,
         codec: codec::<Secret>,
     },
     ResourceDef {
@@ -209,6 +279,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: false,
+        served_when: None,
         codec: codec::<ServiceAccount>,
     },
     ResourceDef {
@@ -224,6 +295,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: true,
+        served_when: None,
         codec: codec::<Event>,
     },
     ResourceDef {
@@ -239,6 +311,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: true,
         return_deleted_object: false,
         create_on_update: false,
+        served_when: None,
         codec: codec::<Deployment>,
     },
     ResourceDef {
@@ -254,6 +327,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: true,
+        served_when: None,
         codec: codec::<Role>,
     },
     ResourceDef {
@@ -269,6 +343,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: true,
+        served_when: None,
         codec: codec::<RoleBinding>,
     },
     ResourceDef {
@@ -284,6 +359,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: true,
+        served_when: None,
         codec: codec::<ClusterRole>,
     },
     ResourceDef {
@@ -299,6 +375,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: true,
+        served_when: None,
         codec: codec::<ClusterRoleBinding>,
     },
     ResourceDef {
@@ -314,6 +391,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: true,
         return_deleted_object: false,
         create_on_update: false,
+        served_when: None,
         codec: codec::<Job>,
     },
     ResourceDef {
@@ -329,6 +407,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: false,
+        served_when: None,
         codec: codec::<Lease>,
     },
     ResourceDef {
@@ -344,7 +423,40 @@ pub static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         return_deleted_object: false,
         create_on_update: true,
+        served_when: None,
         codec: codec::<EventsV1Event>,
+    },
+    ResourceDef {
+        group: POD_GROUP_GROUP,
+        version: "v1alpha2",
+        plural: "podgroups",
+        singular: "podgroup",
+        kind: "PodGroup",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[STATUS],
+        has_generation: true,
+        return_deleted_object: false,
+        create_on_update: false,
+        served_when: Some(PodGroupApi::V1alpha2),
+        codec: codec::<PodGroup>,
+    },
+    ResourceDef {
+        group: POD_GROUP_GROUP,
+        version: "v1beta1",
+        plural: "podgroups",
+        singular: "podgroup",
+        kind: "PodGroup",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[STATUS],
+        has_generation: true,
+        return_deleted_object: false,
+        create_on_update: false,
+        served_when: Some(PodGroupApi::V1beta1),
+        codec: pod_group_v1beta1_codec,
     },
 ];
 
@@ -367,6 +479,29 @@ pub(crate) fn resolve(name: &str) -> Option<ResourceId> {
     RESOURCES.iter().position(|r| r.plural == name)
 }
 
+/// [`resolve`] preferring the version served under `api` (`podgroups` is stored per version).
+pub(crate) fn resolve_served(name: &str, api: Option<PodGroupApi>) -> Option<ResourceId> {
+    let id = resolve(name)?;
+    let r = def(id);
+    if r.served_when.is_none() || r.served_when == api {
+        return Some(id);
+    }
+    RESOURCES
+        .iter()
+        .position(|o| {
+            o.group == r.group
+                && o.plural == r.plural
+                && o.served_when.is_some()
+                && o.served_when == api
+        })
+        .or(Some(id))
+}
+
+/// Whether a type is served while the PodGroup API `api` is.
+pub(crate) fn served(r: &ResourceDef, api: Option<PodGroupApi>) -> bool {
+    r.served_when.is_none() || r.served_when == api
+}
+
 /// The resource id of a typed k8s-openapi object.
 pub(crate) fn of_type<K: k8s_openapi::Resource>() -> Option<ResourceId> {
     find(K::GROUP, K::VERSION, K::URL_PATH_SEGMENT)
@@ -377,10 +512,10 @@ pub(crate) fn def(id: ResourceId) -> &'static ResourceDef {
     &RESOURCES[id]
 }
 
-/// The group/versions served, in discovery order (`""` is core).
-pub(crate) fn group_versions() -> Vec<(&'static str, &'static str)> {
+/// The group/versions served while PodGroup API `api` is, in discovery order (`""` is core).
+pub(crate) fn group_versions(api: Option<PodGroupApi>) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES {
+    for r in RESOURCES.iter().filter(|r| served(r, api)) {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

@@ -29,7 +29,7 @@ use super::{
     patch::PatchType,
     portforward::{self, PortForwardRequest},
     requestlog::RequestRecord,
-    resources::{ResourceDef, ResourceId, def, find},
+    resources::{ResourceDef, ResourceId, def, find, served},
     selectors::{FieldSelector, LabelSelector},
     state::Shared,
     status::{ApiError, success_status},
@@ -326,6 +326,7 @@ fn non_resource(ctx: &Ctx<'_>, path: &str, headers: &HeaderMap) -> Result<Respon
         return Err(ApiError::method_not_allowed(ctx.method.as_str(), path));
     }
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v, &[]));
+    let api = ctx.shared.pod_group_api();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["version"] => ok(discovery::version()),
@@ -337,18 +338,18 @@ fn non_resource(ctx: &Ctx<'_>, path: &str, headers: &HeaderMap) -> Result<Respon
                 .unwrap_or("127.0.0.1");
             ok(discovery::api_versions(host))
         }
-        ["apis"] => ok(discovery::api_group_list()),
+        ["apis"] => ok(discovery::api_group_list(api)),
         ["apis", group] => {
-            discovery::api_group(group).map_or_else(|| Err(ApiError::not_found_path()), ok)
+            discovery::api_group(group, api).map_or_else(|| Err(ApiError::not_found_path()), ok)
         }
-        ["api", version] => discovery::api_resource_list("", version)
+        ["api", version] => discovery::api_resource_list("", version, api)
             .map_or_else(|| Err(ApiError::not_found_path()), ok),
-        ["apis", group, version] => discovery::api_resource_list(group, version)
+        ["apis", group, version] => discovery::api_resource_list(group, version, api)
             .map_or_else(|| Err(ApiError::not_found_path()), ok),
-        ["openapi", "v3"] => ok(discovery::openapi_v3_root()),
+        ["openapi", "v3"] => ok(discovery::openapi_v3_root(api)),
         ["openapi", "v3", rest @ ..] => {
             let key = rest.join("/");
-            let doc = discovery::openapi_v3_gv(&key).ok_or_else(ApiError::not_found_path)?;
+            let doc = discovery::openapi_v3_gv(&key, api).ok_or_else(ApiError::not_found_path)?;
             Ok(openapi_gv_response(ctx, headers, &key, &doc))
         }
         _ => Err(ApiError::not_found_path()),
@@ -612,6 +613,9 @@ async fn resource_request(ctx: &Ctx<'_>, body: Body) -> Result<Response, ApiErro
         return Err(ApiError::not_found_path());
     };
     let res = def(id);
+    if !served(res, ctx.shared.pod_group_api()) {
+        return Err(ApiError::not_found_path());
+    }
     let is_ns_resource = id == 0;
     // For `namespaces/{name}` the path's namespace is the object's name.
     let ns = if res.namespaced {

@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::{faults::FaultRule, requestlog::RequestRecord, store::Store};
+use super::{faults::FaultRule, requestlog::RequestRecord, resources::PodGroupApi, store::Store};
 
 /// Options of a [`super::KubeDouble`].
 #[derive(Debug, Clone)]
@@ -67,6 +67,8 @@ pub(crate) struct Settings {
     pub held: Vec<Pending>,
     /// Kueue's pod webhook is installed (see `kueue.rs`).
     pub kueue_webhook: bool,
+    /// The PodGroup API version served (see `podgroup.rs`).
+    pub pod_group_api: Option<PodGroupApi>,
 }
 
 /// Everything the handlers and the handle share.
@@ -104,6 +106,7 @@ impl Shared {
                 hold_deletions: false,
                 held: Vec::new(),
                 kueue_webhook: false,
+                pod_group_api: None,
             }),
             config,
             store: Mutex::new(store),
@@ -126,6 +129,11 @@ impl Shared {
     /// Wakes waiters without a store change (pod log appends).
     pub fn poke(&self) {
         self.changes.send_modify(|_| {});
+    }
+
+    /// The PodGroup API version served now (`None`: none, as before Kubernetes 1.36).
+    pub fn pod_group_api(&self) -> Option<PodGroupApi> {
+        self.settings.lock().pod_group_api
     }
 
     /// Whether the double is shutting down.

@@ -244,8 +244,9 @@ impl<'a> StoreView<'a> {
     /// One object by resource name (`pods`, `deployments`, `deployments.apps`, ...),
     /// namespace (`""` for cluster-scoped) and name.
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<&'a Value> {
-        let id = resources::resolve(resource)?;
-        self.store.get(id, namespace, name).map(|a| &**a)
+        ids(resource)
+            .into_iter()
+            .find_map(|id| self.store.get(id, namespace, name).map(|a| &**a))
     }
 
     /// Changes to a resource's objects (in one namespace or all) after resourceVersion `rv`,
@@ -276,15 +277,34 @@ impl<'a> StoreView<'a> {
 
     /// Objects of a resource, in one namespace or all (`None`), in key order.
     pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<&'a Value> {
-        let Some(id) = resources::resolve(resource) else {
-            return Vec::new();
-        };
-        self.store
-            .table(id)
-            .range(namespace, None)
-            .map(|(_, v)| &**v)
+        ids(resource)
+            .into_iter()
+            .flat_map(|id| {
+                self.store
+                    .table(id)
+                    .range(namespace, None)
+                    .map(|(_, v)| &**v)
+            })
             .collect()
     }
+}
+
+/// The tables a resource name reads: one, or every version's for a type stored per served
+/// version (`podgroups`: only the served version's is ever written).
+fn ids(resource: &str) -> Vec<ResourceId> {
+    let Some(id) = resources::resolve(resource) else {
+        return Vec::new();
+    };
+    let r = resources::def(id);
+    if r.served_when.is_none() {
+        return vec![id];
+    }
+    RESOURCES
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.group == r.group && o.plural == r.plural)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 #[cfg(test)]

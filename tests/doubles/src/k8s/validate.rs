@@ -182,6 +182,7 @@ pub(crate) fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> V
     metadata(res, obj, &mut errs);
     if let Some((spec, prefix)) = pod_spec(res, obj) {
         validate_pod_spec(spec, prefix, &mut errs);
+        super::podgroup::validate_scheduling_group(spec, prefix, &mut errs);
     }
     match (res.group, res.plural) {
         ("apps", "deployments") => deployment(obj, old, &mut errs),
@@ -207,6 +208,9 @@ pub(crate) fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> V
         }
         ("", "services") => service(obj, &mut errs),
         ("batch", "jobs") => super::job_controller::validate(obj, old, &mut errs),
+        (super::resources::POD_GROUP_GROUP, "podgroups") => {
+            super::podgroup::validate(res, obj, old, &mut errs);
+        }
         _ => {}
     }
     errs
