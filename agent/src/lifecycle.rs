@@ -306,7 +306,12 @@ pub fn decide(
     {
         return Verdict::Fail("pod exited without starting the task (the image's entrypoint did not run clearml-agent)".into());
     }
-    for (name, state) in pods {
+    // a rank of a PodGroup the scheduler could place is told only the gang's count ("minCount
+    // (3) cannot be satisfied: …"); the rank that does not fit names what is short: say that one
+    let (gang_only, short): (Vec<_>, Vec<_>) = pods.iter().partition(|(_, s)| {
+        matches!(s, PodState::Pending { unschedulable: Some((m, _)), .. } if m.starts_with("minCount ("))
+    });
+    for (name, state) in short.into_iter().chain(gang_only) {
         if let PodState::Pending {
             unschedulable: Some((message, since)),
             ..

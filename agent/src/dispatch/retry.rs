@@ -228,6 +228,23 @@ impl Retries {
     }
 }
 
+/// When the last of `pods` was bound (its `PodScheduled=True` condition's transition).
+fn last_bound(pods: &[Arc<Pod>]) -> Option<k8s_openapi::jiff::Timestamp> {
+    pods.iter()
+        .filter_map(|p| {
+            p.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "True")?
+                .last_transition_time
+                .as_ref()
+                .map(|t| t.0)
+        })
+        .max()
+}
+
 /// Origin queue `(name, id)` of a task's pods (their labels and annotations).
 fn origin_of(pods: &[Arc<Pod>]) -> Option<(String, String)> {
     pods.iter().find_map(|p| {
@@ -321,6 +338,7 @@ impl Dispatcher {
                 Gang {
                     timeout,
                     waited_before: timeout.saturating_mul(gang_releases(&record_from_pods(pods))),
+                    bound_since: in_pod_group.then(|| last_bound(pods)).flatten(),
                 }
             });
         (disrupted, gang)

@@ -92,6 +92,11 @@ pub struct Gang {
     /// Time its ranks already waited in earlier launches released by this rule (counted
     /// against the pending timeout: the task fails once the total passes it).
     pub waited_before: Duration,
+    /// On the native path (ranks in a PodGroup) the rule only backs up the scheduler: it acts
+    /// on a partial binding, timed from the last rank bound (the scheduler binds a group's pods
+    /// one API call each, so a group binding whole is briefly partial). `None`: the agent's own
+    /// rule, timed from when a rank became unschedulable.
+    pub bound_since: Option<Timestamp>,
 }
 
 /// [`decide`] for a task that may have been disrupted (`disrupted`: a pod's name and why) or is
@@ -139,7 +144,11 @@ pub fn decide_task(
                     t.pending.as_secs()
                 ));
             }
-            if waited > gang.timeout {
+            let partial_for = match gang.bound_since {
+                Some(bound) => Duration::try_from(now.duration_since(bound)).unwrap_or_default(),
+                None => waited,
+            };
+            if partial_for.min(waited) > gang.timeout {
                 return Verdict::Release {
                     pod: name.to_string(),
                     waited,
@@ -306,7 +315,15 @@ mod tests {
         let gang = Some(Gang {
             timeout: Duration::from_secs(120),
             waited_before: Duration::ZERO,
+            bound_since: None,
         });
+        // the native path's backstop: a partial binding timed from the last rank bound
+        let bound = |at: &str| {
+            Some(Gang {
+                bound_since: Some(ts(at)),
+                ..gang.expect("gang")
+            })
+        };
         let oom = PodState::Failed {
             reason: "OOMKilled".into(),
             message: String::new(),
@@ -394,9 +411,30 @@ mod tests {
                 Some(Gang {
                     timeout: Duration::from_secs(120),
                     waited_before: Duration::from_secs(600),
+                    bound_since: None,
                 }),
                 TaskStatus::Known("in_progress"),
                 Verdict::Fail("pod p-1 unschedulable for 660s in total (pending timeout 600s; the ranks were released and launched again meanwhile): 0/1 nodes are available".into()),
+            ),
+            (
+                "pod group: a rank bound just now (the group binding pod by pod): explained",
+                vec![("p-0", PodState::Running), ("p-1", unschedulable("2026-01-01T01:07:00Z"))],
+                false,
+                bound("2026-01-01T01:09:59Z"),
+                TaskStatus::Known("in_progress"),
+                Verdict::Explain("pod p-1 is unschedulable: 0/1 nodes are available".into()),
+            ),
+            (
+                "pod group: partial past the gang timeout (no gang plugin): released",
+                vec![("p-0", PodState::Running), ("p-1", unschedulable("2026-01-01T01:07:00Z"))],
+                false,
+                bound("2026-01-01T01:07:30Z"),
+                TaskStatus::Known("in_progress"),
+                Verdict::Release {
+                    pod: "p-1".into(),
+                    waited: Duration::from_secs(180),
+                    message: "0/1 nodes are available".into(),
+                },
             ),
             (
                 "no gang rule (Kueue or one pod): the pending timeout alone",

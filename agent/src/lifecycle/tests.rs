@@ -216,3 +216,36 @@ fn multi_node_a_failed_rank_fails_the_task() {
         Verdict::Fail("pod r1 failed: Error (exit code 3)".into())
     );
 }
+
+/// A PodGroup that cannot be placed: the ranks that fit are told only the gang's count, the rank
+/// that does not fit names the shortage; the task is explained with the latter, whatever its rank.
+#[test]
+fn a_gang_is_explained_by_the_rank_that_does_not_fit() {
+    let now = ts("2026-01-01T01:00:00Z");
+    let gang_only = |since: &str| {
+        pod(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "minCount (3) cannot be satisfied: 1 scheduled, 1 remaining", "lastTransitionTime": since}]}),
+        )
+    };
+    let states = vec![
+        ("r0", classify(&gang_only("2026-01-01T00:59:00Z"))),
+        ("r1", classify(&gang_only("2026-01-01T00:59:00Z"))),
+        ("r2", classify(&unschedulable("2026-01-01T00:59:00Z"))),
+    ];
+    assert_eq!(
+        decide(&states, TaskStatus::Known("queued"), now, &T),
+        Verdict::Explain(
+            "pod r2 is unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+                .into()
+        )
+    );
+    assert_eq!(
+        decide(&states[..2], TaskStatus::Known("queued"), now, &T),
+        Verdict::Explain(
+            "pod r0 is unschedulable: minCount (3) cannot be satisfied: 1 scheduled, 1 remaining"
+                .into()
+        ),
+        "only the gang's count: said as it is"
+    );
+}

@@ -306,9 +306,7 @@ async fn job_mode_retries_a_preempted_task() {
         .get("jobs", NS, &format!("clearml-id-{task}"))
         .map(|j| s(&j, "/metadata/uid").to_string())
         .expect("the task's Job");
-    env.kube
-        .preempt_pod(NS, &first_name)
-        .expect("preempted");
+    env.kube.preempt_pod(NS, &first_name).expect("preempted");
     let t = env
         .task_until(&task, "back in its queue", |t| {
             s(t, "/status_message").starts_with("K8S retried after PreemptionByScheduler")
@@ -323,7 +321,10 @@ async fn job_mode_retries_a_preempted_task() {
         .expect("the task's Job");
     assert_ne!(s(&job, "/metadata/uid"), first_job_uid, "a new Job");
     assert_eq!(
-        s(&job, "/spec/template/metadata/annotations/clearml.ai~1retries"),
+        s(
+            &job,
+            "/spec/template/metadata/annotations/clearml.ai~1retries"
+        ),
         "PreemptionByScheduler",
         "{job:#}"
     );
