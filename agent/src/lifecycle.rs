@@ -379,8 +379,8 @@ fn fail_or_withdraw(task: TaskStatus<'_>, reason: String) -> Verdict {
 mod disruption;
 
 pub use disruption::{
-    DISRUPTION_REASONS, Disruption, Gang, IN_POD_AGENT_STOPPED, decide_task, disruption,
-    stopped_by_its_pod,
+    DISRUPTION_REASONS, Disruption, Gang, IN_POD_AGENT_SIGNALLED, IN_POD_AGENT_STOPPED,
+    decide_task, disruption, stopped_by_its_pod,
 };
 pub mod job;
 

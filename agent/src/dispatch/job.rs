@@ -65,19 +65,7 @@ impl Dispatcher {
         status: TaskStatus<'_>,
         now: Timestamp,
     ) -> Verdict {
-        // a disrupted pod's in-pod agent marks its task stopped when the cluster signals it: the
-        // task is still the agent's to put back, as if in progress
-        let status = match rules {
-            (Some(_), _)
-                if lifecycle::stopped_by_its_pod(
-                    status,
-                    self.statuses.message(task).map(String::as_str),
-                ) =>
-            {
-                TaskStatus::Known("in_progress")
-            }
-            _ => status,
-        };
+        let status = self.as_seen_by_its_pods(task, status, rules.0.is_some());
         let job = self.job_of(task);
         if job.is_none() && !pods.iter().any(|p| lifecycle::job::owned_by_a_job(p)) {
             return decide_pods(pods, rules, status, now, &self.cfg.timeouts);

@@ -153,6 +153,7 @@ impl Dispatcher {
                     self.origin.insert(task.clone(), origin);
                     self.unseen.insert(task.clone(), Instant::now());
                     self.retries.launched(&task);
+                    self.statuses.mark_active(&task);
                     self.launched.insert(task, launch_id);
                 }
                 Launch::Adopted {
@@ -162,6 +163,7 @@ impl Dispatcher {
                 } => {
                     self.origin.insert(task.clone(), origin);
                     self.unseen.insert(task.clone(), Instant::now());
+                    self.statuses.mark_active(&task);
                     self.launched.insert(task, launch_id);
                 }
                 Launch::Retry {

@@ -32,6 +32,13 @@ impl Dispatcher {
     /// Applies the lifecycle verdict of every task with pods, and notices pods deleted by others.
     pub(super) async fn reconcile(&mut self) {
         let by_task = self.pods_and_jobs_by_task();
+        // tasks put back wait for their old pods' processes to end (a finished pod's is gone)
+        self.refail_settled(&by_task).await;
+        self.retries.settle(|t| {
+            by_task
+                .get(t)
+                .is_some_and(|pods| pods.iter().any(|p| !lifecycle::classify(p).is_finished()))
+        });
         let mut ids: Vec<String> = by_task.keys().cloned().collect();
         ids.extend(
             self.launched
@@ -157,6 +164,15 @@ impl Dispatcher {
             if *status == Confirmed::Unknown {
                 continue; // decided on the next pass, once ClearML answers
             }
+            let status = match self.as_seen_by_its_pods(
+                &task,
+                status.as_task_status(),
+                self.retries.has_seen(&task),
+            ) {
+                TaskStatus::Known(s) => Confirmed::Known(s.to_string()),
+                _ => status.clone(),
+            };
+            let status = &status;
             if self.retries.has_seen(&task) && status.as_task_status().is_active() {
                 // the cluster took its pods away: retried, not failed
                 self.retry(&task, &[]).await;
@@ -192,11 +208,11 @@ impl Dispatcher {
         }
         self.deleting.retain(|t| by_task.contains_key(t));
         let launched = &self.launched;
-        self.retries.retain_seen(
-            |t| by_task.contains_key(t) || launched.contains_key(t),
-            |t| by_task.contains_key(t),
-        );
+        self.retries
+            .retain_seen(|t| by_task.contains_key(t) || launched.contains_key(t));
         self.statuses.retain_messages(|t| by_task.contains_key(t));
+        self.statuses
+            .retain_active(|t| by_task.contains_key(t) || launched.contains_key(t));
         self.unseen.retain(|t, _| self.launched.contains_key(t));
     }
 
@@ -270,9 +286,99 @@ impl Dispatcher {
         self.statuses.set(task, Confirmed::Known("failed".into()));
         let by_task = self.pods_and_jobs_by_task();
         if let Some(pods) = by_task.get(task) {
+            if pods.iter().any(|p| !lifecycle::classify(p).is_finished()) {
+                self.retries
+                    .refail
+                    .insert(task.to_string(), reason.to_string());
+            }
             self.delete_task_pods(task, pods, false).await;
         }
         self.launched.remove(task);
+    }
+
+    /// A task's status as its pods' fate reads it: the in-pod agent marks its task stopped when
+    /// its pod is deleted gracefully (`lifecycle::stopped_by_its_pod`), so the task is still the
+    /// agent's, as if in progress, when the cluster took the pod (`disrupted`: a retry) or when
+    /// someone else deleted the pod of a task this process launched or saw running (a failure
+    /// to report); not when the agent deleted the pod itself, nor for a task a restarted agent
+    /// only sees stopped (a task aborted in ClearML looks the same).
+    pub(super) fn as_seen_by_its_pods<'a>(
+        &self,
+        task: &str,
+        status: TaskStatus<'a>,
+        disrupted: bool,
+    ) -> TaskStatus<'a> {
+        let signalled = lifecycle::stopped_by_its_pod(
+            status,
+            self.statuses.reason(task).map(String::as_str),
+            self.statuses.message(task).map(String::as_str),
+        );
+        if signalled
+            && (disrupted || (!self.deleting.contains(task) && self.statuses.was_active(task)))
+        {
+            TaskStatus::Known("in_progress")
+        } else {
+            status
+        }
+    }
+
+    /// Tasks failed while their pods ran, whose pods are gone now: one whose in-pod agent marked
+    /// it stopped when signalled (after the failure) is failed again with the same reason.
+    async fn refail_settled(
+        &mut self,
+        by_task: &std::collections::BTreeMap<String, Vec<Arc<Pod>>>,
+    ) {
+        let settled: Vec<String> = self
+            .retries
+            .refail
+            .keys()
+            .filter(|t| {
+                by_task
+                    .get(*t)
+                    .is_none_or(|pods| pods.iter().all(|p| lifecycle::classify(p).is_finished()))
+            })
+            .cloned()
+            .collect();
+        if settled.is_empty() {
+            return;
+        }
+        let docs = match self
+            .clearml
+            .tasks(
+                &settled,
+                &["id", "status", "status_reason", "status_message"],
+            )
+            .await
+        {
+            Ok(docs) => docs,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the failed tasks' statuses; later");
+                return;
+            }
+        };
+        for task in settled {
+            let Some(reason) = self.retries.refail.remove(&task) else {
+                continue;
+            };
+            let stopped = docs.iter().find(|d| d.id == task).is_some_and(|d| {
+                lifecycle::stopped_by_its_pod(
+                    TaskStatus::Known(d.status.as_deref().unwrap_or_default()),
+                    d.status_reason.as_deref(),
+                    d.status_message.as_deref(),
+                )
+            });
+            if stopped {
+                tracing::info!(%task, "the task's pod marked it stopped when signalled; failing it again");
+                if let Err(error) = self
+                    .clearml
+                    .fail_task(&task, &reason, "Changed by k8s agent")
+                    .await
+                {
+                    tracing::warn!(%task, %error, "cannot fail the task again");
+                    self.retries.refail.insert(task, reason);
+                }
+            }
+        }
     }
 
     /// Deletes a task's pods (`all`: finished ones too) and, for a multi-node task, its

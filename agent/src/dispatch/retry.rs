@@ -169,6 +169,10 @@ pub(super) struct Retries {
     /// are gone, since the in-pod agent answers the cluster's SIGTERM by marking its task
     /// stopped, which must not land on the next launch (see `lifecycle::stopped_by_its_pod`).
     settling: std::collections::HashSet<String>,
+    /// Tasks the agent failed while their pods still ran, with the reason: the in-pod agent's
+    /// answer to the pods' SIGTERM (`tasks.stopped`) may land on the failed task, and is undone
+    /// once the pods are gone.
+    pub(super) refail: HashMap<String, String>,
     /// The records of the tasks waiting when this process started dispatching were read.
     recalled: bool,
 }
@@ -211,14 +215,13 @@ impl Retries {
             .collect()
     }
 
-    /// Forgets the disruptions of tasks `keep` rejects (no pods, not launched), and lets the
-    /// take have the tasks put back whose pods are gone (`with_pods` rejects them).
-    pub(super) fn retain_seen(
-        &mut self,
-        keep: impl Fn(&str) -> bool,
-        with_pods: impl Fn(&str) -> bool,
-    ) {
+    /// Forgets the disruptions of tasks `keep` rejects (no pods, not launched).
+    pub(super) fn retain_seen(&mut self, keep: impl Fn(&str) -> bool) {
         self.seen.retain(|t, _| keep(t));
+    }
+
+    /// Lets the take have the tasks put back whose old pods are gone (`with_pods` rejects them).
+    pub(super) fn settle(&mut self, with_pods: impl Fn(&str) -> bool) {
         self.settling.retain(|t| with_pods(t));
     }
 
@@ -355,10 +358,14 @@ impl Dispatcher {
     /// Whether `task` was put back already since the launch whose record is `prior` (its status
     /// message holds a longer record): then only its pods are left to delete.
     fn put_back_already(&self, task: &str, prior: &[String]) -> bool {
-        self.statuses
-            .message(task)
-            .and_then(|m| record_from_message(m))
-            .is_some_and(|codes| codes.len() > prior.len())
+        // this process put it back and its old pods are still there (their in-pod agent may have
+        // overwritten the message since), or the message says so
+        self.retries.settling.contains(task)
+            || self
+                .statuses
+                .message(task)
+                .and_then(|m| record_from_message(m))
+                .is_some_and(|codes| codes.len() > prior.len())
     }
 
     /// Carries out a retry for a disruption seen on `task` (its pods `pods`, possibly none left):
@@ -450,6 +457,7 @@ impl Dispatcher {
             self.retries
                 .not_before
                 .insert(task.to_string(), Instant::now() + wait);
+            self.retries.settling.insert(task.to_string());
             self.forget_launch(task, pods).await;
         }
     }
@@ -463,8 +471,13 @@ impl Dispatcher {
             let state = lifecycle::classify(p);
             state != lifecycle::PodState::Terminating && !state.is_finished()
         });
-        if live {
-            self.delete_task_pods(task, pods, false).await;
+        // a pod the kubelet evicted stays (Failed) and would be seen disrupted again once the
+        // in-pod agent's answer has overwritten the record in the status message: it goes too
+        let kept = pods
+            .iter()
+            .any(|p| lifecycle::classify(p).is_finished() && lifecycle::disruption(p).is_some());
+        if live || kept {
+            self.delete_task_pods(task, pods, kept).await;
         }
         if was_launched || live {
             // the next tick may take the task again (its old pods wait out their deletion)

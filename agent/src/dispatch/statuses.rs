@@ -37,6 +37,11 @@ pub(super) struct StatusCache {
     /// The status message ClearML holds per task: a pending reason is written only when it
     /// differs, so a restarted agent rewrites nothing.
     messages: HashMap<String, String>,
+    /// The status reason ClearML holds per task, as last read.
+    reasons: HashMap<String, String>,
+    /// Tasks this process launched, or read as queued or in progress (see
+    /// [`StatusCache::was_active`]).
+    active_seen: std::collections::HashSet<String>,
 }
 
 impl StatusCache {
@@ -93,6 +98,18 @@ impl StatusCache {
         self.messages.get(task)
     }
 
+    /// Whether this process launched `task` or read it as queued or in progress: a task it later
+    /// reads as stopped by its signalled pod was running until then (a restarted agent cannot
+    /// tell that from a task aborted in ClearML whose pod the previous agent deleted).
+    pub(super) fn was_active(&self, task: &str) -> bool {
+        self.active_seen.contains(task)
+    }
+
+    /// The status reason ClearML holds for `task`, as last read.
+    pub(super) fn reason(&self, task: &str) -> Option<&String> {
+        self.reasons.get(task)
+    }
+
     /// Records a status message the agent just wrote.
     pub(super) fn set_message(&mut self, task: &str, message: String) {
         self.messages.insert(task.to_string(), message);
@@ -101,6 +118,18 @@ impl StatusCache {
     /// Forgets the messages of tasks `keep` rejects.
     pub(super) fn retain_messages(&mut self, keep: impl Fn(&str) -> bool) {
         self.messages.retain(|t, _| keep(t));
+        self.reasons.retain(|t, _| keep(t));
+    }
+
+    /// Records that this process launched `task` (or adopted its launch): it is queued or in
+    /// progress.
+    pub(super) fn mark_active(&mut self, task: &str) {
+        self.active_seen.insert(task.to_string());
+    }
+
+    /// Forgets the tasks `keep` rejects for [`StatusCache::was_active`].
+    pub(super) fn retain_active(&mut self, keep: impl Fn(&str) -> bool) {
+        self.active_seen.retain(|t| keep(t));
     }
 
     /// The statuses of one chunk of tasks as ClearML has them now: a task absent from the reply is
@@ -111,19 +140,25 @@ impl StatusCache {
         chunk: &[String],
     ) -> Result<HashMap<String, Confirmed>, clearml::Error> {
         let docs = clearml
-            .tasks(chunk, &["id", "status", "status_message"])
+            .tasks(chunk, &["id", "status", "status_message", "status_reason"])
             .await?;
         let mut read: HashMap<String, Confirmed> = chunk
             .iter()
             .map(|t| (t.clone(), Confirmed::Missing))
             .collect();
         for d in docs {
+            if matches!(d.status.as_deref(), Some("queued" | "in_progress")) {
+                self.active_seen.insert(d.id.clone());
+            }
             let status = match (d.status, d.unreadable) {
                 (Some(s), None) => Confirmed::Known(s),
                 _ => Confirmed::Unknown,
             };
             if let Some(message) = d.status_message {
                 self.messages.insert(d.id.clone(), message);
+            }
+            if let Some(reason) = d.status_reason {
+                self.reasons.insert(d.id.clone(), reason);
             }
             read.insert(d.id, status);
         }

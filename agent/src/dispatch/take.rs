@@ -634,6 +634,7 @@ fn takeable(d: &crate::clearml::TaskDoc) -> bool {
         Some("queued") => true,
         Some(status) => crate::lifecycle::stopped_by_its_pod(
             crate::lifecycle::TaskStatus::Known(status),
+            d.status_reason.as_deref(),
             d.status_message.as_deref(),
         ),
         None => false,

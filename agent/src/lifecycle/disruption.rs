@@ -70,17 +70,26 @@ pub fn disruption(pod: &Pod) -> Option<Disruption> {
     )
 }
 
-/// The status message of the in-pod `clearml-agent` when it marks its task stopped.
+/// The status message of the in-pod `clearml-agent` when it changes its task's status.
 pub const IN_POD_AGENT_STOPPED: &str = "Changed by clearml-agent";
+/// The status reason the in-pod `clearml-agent` gives when signalled (an abort from ClearML
+/// gives `task was stopped by tasks.stop` instead).
+pub const IN_POD_AGENT_SIGNALLED: &str = "user abort";
 
-/// Whether `status` (with its status `message`) is the in-pod agent's answer to the SIGTERM the
-/// cluster sends a preempted or evicted pod: `clearml-agent execute --full-monitoring`, the task
-/// container's PID 1, calls `tasks.stopped` (reason `user abort`, message `Changed by
-/// clearml-agent <worker>`) when signalled, about a second later (clearml-agent
-/// `Worker.handle_task_process_termination`). For a pod with a `DisruptionTarget` condition that
-/// is the cluster's doing, not a user's abort (an abort from ClearML leaves no such condition).
-pub fn stopped_by_its_pod(status: TaskStatus<'_>, message: Option<&str>) -> bool {
+/// Whether `status` (with its status `reason` and `message`) is the in-pod agent's answer to a
+/// SIGTERM: `clearml-agent execute --full-monitoring`, the task container's PID 1, calls
+/// `tasks.stopped` (reason `user abort`, message `Changed by clearml-agent <worker>`) when its
+/// pod is deleted gracefully, whoever deleted it (clearml-agent
+/// `Worker.handle_task_process_termination`). A preempted or evicted pod's task is then still
+/// the agent's to put back, and a pod someone else deleted still fails its task saying so; only
+/// an abort from ClearML withdraws it.
+pub fn stopped_by_its_pod(
+    status: TaskStatus<'_>,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> bool {
     status == TaskStatus::Known("stopped")
+        && reason == Some(IN_POD_AGENT_SIGNALLED)
         && message.is_some_and(|m| m.starts_with(IN_POD_AGENT_STOPPED))
 }
 
@@ -189,25 +198,37 @@ mod tests {
 
     #[test]
     fn a_task_stopped_by_its_signalled_pod_is_told_apart() {
-        for (status, message, want) in [
+        let by_agent = Some("Changed by clearml-agent k8s-agent:clearml:abc");
+        for (what, status, reason, message, want) in [
+            ("signalled", "stopped", Some("user abort"), by_agent, true),
             (
+                "aborted from ClearML",
                 "stopped",
-                Some("Changed by clearml-agent k8s-agent:clearml:abc"),
-                true,
-            ),
-            ("stopped", Some("task was stopped by tasks.stop"), false),
-            ("stopped", None, false),
-            (
-                "in_progress",
-                Some("Changed by clearml-agent k8s-agent:clearml:abc"),
+                Some("task was stopped by tasks.stop"),
+                by_agent,
                 false,
             ),
-            ("failed", Some("Changed by clearml-agent x"), false),
+            (
+                "stopped by someone else",
+                "stopped",
+                Some("user abort"),
+                Some("stopped by a user"),
+                false,
+            ),
+            ("no message", "stopped", Some("user abort"), None, false),
+            (
+                "still running",
+                "in_progress",
+                Some("user abort"),
+                by_agent,
+                false,
+            ),
+            ("failed", "failed", Some("user abort"), by_agent, false),
         ] {
             assert_eq!(
-                stopped_by_its_pod(TaskStatus::Known(status), message),
+                stopped_by_its_pod(TaskStatus::Known(status), reason, message),
                 want,
-                "{status} {message:?}"
+                "{what}"
             );
         }
     }

@@ -23,8 +23,11 @@
 //! A pod with scheduling gates (Kueue's admission gate: `KubeDouble::set_kueue_webhook`) is left
 //! `SchedulingGated` until they are removed (`KubeDouble::admit_kueue_pod`).
 //!
-//! A pod taken away while it runs (`KubeDouble::preempt_pod`, `evict_pod`, `kubelet_evict_pod`, or
-//! deleted) reports nothing more: its process died with it.
+//! A pod signalled while it runs (a graceful deletion: `KubeDouble::preempt_pod`, `evict_pod`, or
+//! deleted) plays its in-pod `clearml-agent execute --full-monitoring`, the container's PID 1: it
+//! marks its task stopped (`tasks.stopped`, not forced: reason `user abort`, message `Changed by
+//! clearml-agent <worker>`), as the real one does on SIGTERM, then reports nothing more. A pod
+//! failed by the kubelet (`kubelet_evict_pod`) reports nothing: its process was killed.
 //!
 //! With [`SimOptions::gpus`] set, the cluster has that many `nvidia.com/gpu` and a pod asking for
 //! GPUs (its containers' limits) is bound only when they are free: until then it is
@@ -550,6 +553,54 @@ fn still_running(kube: &KubeDouble, ns: &str, name: &str, uid: &str) -> bool {
     })
 }
 
+/// Waits until the pod is signalled (a graceful deletion: `deletionTimestamp` set), gone or
+/// finished, at most `limit` (`None`: no limit); true if that happened.
+async fn signalled(
+    kube: &KubeDouble,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    limit: Option<Duration>,
+) -> bool {
+    kube.wait_for(
+        limit.unwrap_or(Duration::from_secs(24 * 3600)),
+        |view| match view.get("pods", ns, name) {
+            Some(p) if p.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid) => {
+                let ended = p.pointer("/metadata/deletionTimestamp").is_some()
+                    || matches!(
+                        p.pointer("/status/phase").and_then(Value::as_str),
+                        Some("Succeeded" | "Failed")
+                    );
+                ended.then_some(())
+            }
+            _ => Some(()),
+        },
+    )
+    .await
+    .is_ok()
+}
+
+/// What the in-pod `clearml-agent execute --full-monitoring` (the container's PID 1) does on the
+/// SIGTERM of a graceful deletion, the cluster's or anyone's: its `Sigterm` ends the run as
+/// interrupted and `handle_task_process_termination` calls `tasks.stopped` (not forced) with
+/// reason `user abort` and message `Changed by clearml-agent <worker>` (clearml-agent
+/// `commands/worker.py`). The server refuses it unless the task may go to `stopped`.
+fn answer_sigterm(clearml: &ClearmlDouble, task: &str, pod: &Value) {
+    let worker = pod
+        .pointer("/spec/containers/0/env")
+        .and_then(Value::as_array)
+        .and_then(|env| {
+            env.iter()
+                .find(|e| e.get("name").and_then(Value::as_str) == Some("CLEARML_WORKER_ID"))
+        })
+        .and_then(|e| e.get("value").and_then(Value::as_str))
+        .unwrap_or("k8s");
+    let _ = clearml.call(
+        "tasks.stopped",
+        json!({"task": task, "status_reason": "user abort", "status_message": format!("Changed by clearml-agent {worker}")}),
+    );
+}
+
 fn label<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
     pod.pointer("/metadata/labels")
         .and_then(|l| l.get(key))
@@ -695,7 +746,12 @@ async fn run_pod(
                 return;
             }
             match behaviour {
-                Behaviour::Hang => return,
+                Behaviour::Hang => {
+                    if signalled(kube, ns, name, uid(pod), None).await && drives_task {
+                        answer_sigterm(clearml, &task, pod);
+                    }
+                    return;
+                }
                 Behaviour::Oom => kube.set_pod_oom_killed(ns, name),
                 Behaviour::Exit(code) => {
                     if drives_task {
@@ -711,10 +767,16 @@ async fn run_pod(
                         Behaviour::SucceedAfter(d) => d,
                         _ => opts.run_for,
                     };
-                    tokio::time::sleep(run_for).await;
+                    if signalled(kube, ns, name, uid(pod), Some(run_for)).await {
+                        // taken away meanwhile (preempted, evicted, deleted): a graceful
+                        // deletion signals the in-pod agent, which answers; a pod gone at once
+                        // (or failed by the kubelet) reports nothing
+                        if drives_task && kube.get("pods", ns, name).is_some() {
+                            answer_sigterm(clearml, &task, pod);
+                        }
+                        return;
+                    }
                     if !still_running(kube, ns, name, uid(pod)) {
-                        // taken away meanwhile (preempted, evicted, deleted): its process died
-                        // with it and reports nothing
                         return;
                     }
                     if drives_task {

@@ -174,7 +174,8 @@ async fn doctor_passes_a_healthy_install_and_names_each_breakage() {
             "clearml",
             queue_check.as_str(),
             "task-namespace",
-            "pull-secrets"
+            "pull-secrets",
+            "gang"
         ]
     );
     for c in report["checks"].as_array().expect("checks") {

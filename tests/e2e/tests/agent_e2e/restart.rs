@@ -175,6 +175,11 @@ async fn steady_cluster(env: &Env) -> Vec<(&'static str, String)> {
         })
         .await
         .expect("aborted task's pod terminating");
+    // signalled, its in-pod agent marks the task stopped too, as the real one does
+    env.task_until(&aborted, "the in-pod agent's answer to SIGTERM", |t| {
+        s(t, "/status_reason") == "user abort"
+    })
+    .await;
     tasks.push(("aborted, pod terminating", aborted));
     // the queue at maxPods keeps the sixth task
     assert_eq!(
