@@ -146,13 +146,15 @@ mod tests {
             local_queue: "team-a".into(),
         });
         let v1beta1 = Some("scheduling.k8s.io/v1beta1");
-        let cases: [(
-            &str,
+        /// What, `gangScheduling`, `kueue`, the served API, the path (`Err`: none, with why).
+        type Case<'a> = (
+            &'a str,
             Option<GangScheduling>,
             Option<KueueSettings>,
-            Option<&str>,
-            Result<&str, ()>,
-        ); 8] = [
+            Option<&'a str>,
+            Result<&'a str, ()>,
+        );
+        let cases: [Case<'_>; 8] = [
             (
                 "default, served",
                 None,

@@ -333,16 +333,17 @@ mod tests {
             code: "PreemptionByScheduler".into(),
             message: String::new(),
         };
-        let gang = Some(Gang {
+        let agent_rule = Gang {
             timeout: Duration::from_secs(120),
             waited_before: Duration::ZERO,
             bound_since: None,
-        });
+        };
+        let gang = Some(agent_rule);
         // the native path's backstop: a partial binding timed from the last rank bound
         let bound = |at: &str| {
             Some(Gang {
                 bound_since: Some(ts(at)),
-                ..gang.expect("gang")
+                ..agent_rule
             })
         };
         let oom = PodState::Failed {

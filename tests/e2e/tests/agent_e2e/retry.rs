@@ -831,12 +831,13 @@ async fn an_indexed_job_that_cannot_fit_is_released_then_starts_whole() {
         .kube
         .get("jobs", NS, &format!("clearml-id-{task}"))
         .expect("the task's Job");
-    assert_eq!(
-        s(
-            &job,
-            "/spec/template/metadata/annotations/clearml.ai~1retries"
-        ),
-        "GangTimeout",
+    // (released again if its next launch came before the holders' GPUs were free)
+    let record = s(
+        &job,
+        "/spec/template/metadata/annotations/clearml.ai~1retries",
+    );
+    assert!(
+        !record.is_empty() && record.split(',').all(|c| c == "GangTimeout"),
         "{job:#}"
     );
 }
