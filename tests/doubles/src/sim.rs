@@ -867,26 +867,24 @@ mod tests {
         .expect("bound");
     }
 
-    fn scheduled_condition(p: &Value) -> Option<(String, String, String)> {
-        p.pointer("/status/conditions")?
+    /// The `(status, reason, message)` of an object's condition of type `ty`.
+    fn condition_of(obj: &Value, ty: &str) -> Option<(String, String, String)> {
+        obj.pointer("/status/conditions")?
             .as_array()?
             .iter()
-            .find(|c| c["type"] == "PodScheduled")
+            .find(|c| c["type"] == ty)
             .map(|c| {
                 let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
                 (s("status"), s("reason"), s("message"))
             })
     }
 
+    fn scheduled_condition(p: &Value) -> Option<(String, String, String)> {
+        condition_of(p, "PodScheduled")
+    }
+
     fn group_condition(pg: &Value) -> Option<(String, String, String)> {
-        pg.pointer("/status/conditions")?
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "PodGroupScheduled")
-            .map(|c| {
-                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-                (s("status"), s("reason"), s("message"))
-            })
+        condition_of(pg, "PodGroupScheduled")
     }
 
     #[tokio::test]

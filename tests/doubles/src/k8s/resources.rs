@@ -78,7 +78,7 @@ pub enum PodGroupApi {
 
 impl PodGroupApi {
     /// `v1alpha2` or `v1beta1`.
-    pub fn version(self) -> &'static str {
+    pub const fn version(self) -> &'static str {
         match self {
             PodGroupApi::V1alpha2 => "v1alpha2",
             PodGroupApi::V1beta1 => "v1beta1",
@@ -181,6 +181,29 @@ fn pod_group_v1beta1_codec(mut value: Value) -> Result<Value, serde_json::Error>
 const STATUS: (&str, &[&str]) = ("status", &["get", "patch", "update"]);
 
 /// Every resource type the double serves.
+/// The PodGroup resource of one served version (`codec`: how that version decodes).
+const fn pod_groups(
+    version: PodGroupApi,
+    codec: fn(Value) -> Result<Value, serde_json::Error>,
+) -> ResourceDef {
+    ResourceDef {
+        group: POD_GROUP_GROUP,
+        version: version.version(),
+        plural: "podgroups",
+        singular: "podgroup",
+        kind: "PodGroup",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[STATUS],
+        has_generation: true,
+        return_deleted_object: false,
+        create_on_update: false,
+        served_when: Some(version),
+        codec,
+    }
+}
+
 pub static RESOURCES: &[ResourceDef] = &[
     ResourceDef {
         group: "",
@@ -426,38 +449,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         served_when: None,
         codec: codec::<EventsV1Event>,
     },
-    ResourceDef {
-        group: POD_GROUP_GROUP,
-        version: "v1alpha2",
-        plural: "podgroups",
-        singular: "podgroup",
-        kind: "PodGroup",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        subresources: &[STATUS],
-        has_generation: true,
-        return_deleted_object: false,
-        create_on_update: false,
-        served_when: Some(PodGroupApi::V1alpha2),
-        codec: codec::<PodGroup>,
-    },
-    ResourceDef {
-        group: POD_GROUP_GROUP,
-        version: "v1beta1",
-        plural: "podgroups",
-        singular: "podgroup",
-        kind: "PodGroup",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        subresources: &[STATUS],
-        has_generation: true,
-        return_deleted_object: false,
-        create_on_update: false,
-        served_when: Some(PodGroupApi::V1beta1),
-        codec: pod_group_v1beta1_codec,
-    },
+    pod_groups(PodGroupApi::V1alpha2, codec::<PodGroup>),
+    pod_groups(PodGroupApi::V1beta1, pod_group_v1beta1_codec),
 ];
 
 /// Index of a resource type in [`RESOURCES`] (the storage table it lives in).

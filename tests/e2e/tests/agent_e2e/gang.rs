@@ -8,7 +8,7 @@
 
 use clearml_doubles::k8s::PodGroupApi;
 
-use super::retry::{OneAttempt, gang_sim, gang_values, log_of, pods_of};
+use super::retry::{OneAttempt, free_gpus, gang_sim, gang_values, hold_two_gpus, log_of, pods_of};
 use super::*;
 
 /// The PodGroups in the task namespace.
@@ -29,12 +29,7 @@ async fn a_gang_in_a_pod_group_starts_no_rank_until_all_fit() {
         "  pendingTimeoutSeconds: 600\n  succeededPodTtlSeconds: 1\n",
     );
     let agent = env.agent(&values).await;
-    let holders: Vec<String> = (0..2)
-        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
-        .collect();
-    for h in &holders {
-        env.task_status(h, "in_progress").await;
-    }
+    let holders = hold_two_gpus(&env).await;
     let task = env.enqueue("pg-gang", "gang", "sim/sleep-300");
     let watch = OneAttempt::watch(&env, &task);
     // explained with the scheduler's message, and no rank bound
@@ -89,11 +84,7 @@ async fn a_gang_in_a_pod_group_starts_no_rank_until_all_fit() {
         "still no rank bound"
     );
     // capacity appears: the gang starts whole and completes, in its first launch
-    for h in &holders {
-        env.clearml
-            .call("tasks.stop", json!({"task": h}))
-            .expect("stop holder");
-    }
+    free_gpus(&env, &holders);
     env.task_status(&task, "completed").await;
     let launches = watch.launches().await;
     assert_eq!(launches.len(), 1, "one launch: {launches:?}");
@@ -158,12 +149,7 @@ async fn a_pod_group_lost_in_a_crash_is_created_by_the_next_agent() {
     env.kube.set_pod_group_api(Some(PodGroupApi::V1beta1));
     let values = gang_values(600);
     let mut agent = env.agent(&values).await;
-    let holders: Vec<String> = (0..2)
-        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
-        .collect();
-    for h in &holders {
-        env.task_status(h, "in_progress").await;
-    }
+    let holders = hold_two_gpus(&env).await;
     let task = env.enqueue("pg-crash", "gang", "sim/sleep-300");
     let name = env
         .kube
@@ -184,11 +170,7 @@ async fn a_pod_group_lost_in_a_crash_is_created_by_the_next_agent() {
         .wait_for(WAIT, |v| v.get("podgroups", NS, &name).map(|_| ()))
         .await
         .expect("the next agent creates the PodGroup again");
-    for h in &holders {
-        env.clearml
-            .call("tasks.stop", json!({"task": h}))
-            .expect("stop holder");
-    }
+    free_gpus(&env, &holders);
     env.task_status(&task, "completed").await;
     assert!(
         pods_of(&env, &task)

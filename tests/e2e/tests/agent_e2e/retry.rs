@@ -394,6 +394,26 @@ async fn a_retry_survives_sigkill() {
     assert_eq!(retries, 1, "{:#?}", log_of(&env, &task));
 }
 
+/// Two `holder` tasks (1 GPU each) running: two of the 4 GPUs held.
+pub(super) async fn hold_two_gpus(env: &Env) -> Vec<String> {
+    let holders: Vec<String> = (0..2)
+        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
+        .collect();
+    for h in &holders {
+        env.task_status(h, "in_progress").await;
+    }
+    holders
+}
+
+/// Aborts the holders: their GPUs are free once their pods go.
+pub(super) fn free_gpus(env: &Env, holders: &[String]) {
+    for h in holders {
+        env.clearml
+            .call("tasks.stop", json!({"task": h}))
+            .expect("stop holder");
+    }
+}
+
 /// 4 GPUs; `holder` tasks take 1 GPU each; a `gang` task is 3 ranks of 1 GPU.
 pub(super) fn gang_values(pending_timeout: u64) -> String {
     format!(
@@ -429,12 +449,7 @@ pub(super) fn gang_sim() -> SimOptions {
 async fn a_gang_that_cannot_fit_releases_every_rank_then_starts_whole() {
     let env = Env::new(gang_sim()).await;
     let agent = env.agent(&gang_values(600)).await;
-    let holders: Vec<String> = (0..2)
-        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
-        .collect();
-    for h in &holders {
-        env.task_status(h, "in_progress").await;
-    }
+    let holders = hold_two_gpus(&env).await;
     let task = env.enqueue("gang", "gang", "sim/sleep-5000");
     let watch = OneAttempt::watch(&env, &task);
     // two ranks bound, one not
@@ -483,11 +498,7 @@ async fn a_gang_that_cannot_fit_releases_every_rank_then_starts_whole() {
         "{log:#?}"
     );
     // capacity appears: the gang starts whole and completes
-    for h in &holders {
-        env.clearml
-            .call("tasks.stop", json!({"task": h}))
-            .expect("stop holder");
-    }
+    free_gpus(&env, &holders);
     env.task_status(&task, "completed").await;
     let launches = watch.launches().await;
     assert!(launches.len() >= 2, "{launches:?}");
@@ -505,12 +516,7 @@ async fn a_gang_that_cannot_fit_releases_every_rank_then_starts_whole() {
 async fn a_gang_that_never_fits_fails_after_the_pending_timeout_in_total() {
     let env = Env::new(gang_sim()).await;
     let _agent = env.agent(&gang_values(3)).await;
-    let holders: Vec<String> = (0..2)
-        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
-        .collect();
-    for h in &holders {
-        env.task_status(h, "in_progress").await;
-    }
+    let _holders = hold_two_gpus(&env).await;
     let task = env.enqueue("never", "gang", "sim/hang");
     let deadline = Instant::now() + Duration::from_secs(60);
     let t = loop {
@@ -776,12 +782,7 @@ async fn an_indexed_job_that_cannot_fit_is_released_then_starts_whole() {
         "        gangTimeoutSeconds: 1\n        taskAsJob: true\n",
     );
     let _agent = env.agent(&values).await;
-    let holders: Vec<String> = (0..2)
-        .map(|i| env.enqueue(&format!("holder-{i}"), "holder", "sim/hang"))
-        .collect();
-    for h in &holders {
-        env.task_status(h, "in_progress").await;
-    }
+    let holders = hold_two_gpus(&env).await;
     let task = env.enqueue("job-gang", "gang", "sim/sleep-5000");
     let watch = OneAttempt::watch(&env, &task);
     env.kube
@@ -815,11 +816,7 @@ async fn an_indexed_job_that_cannot_fit_is_released_then_starts_whole() {
             .any(|l| l.contains("releasing every rank")),
         "reason in the task's log"
     );
-    for h in &holders {
-        env.clearml
-            .call("tasks.stop", json!({"task": h}))
-            .expect("stop holder");
-    }
+    free_gpus(&env, &holders);
     env.task_status(&task, "completed").await;
     let launches = watch.launches().await;
     assert!(
