@@ -394,6 +394,24 @@ async fn a_retry_survives_sigkill() {
     assert_eq!(retries, 1, "{:#?}", log_of(&env, &task));
 }
 
+/// Waits until a released gang is back in its queue, not failed (its rank 0 ran the task: the
+/// in-pod agent, signalled, may have marked it stopped while it waits there, overwriting the
+/// retry message; the take turns it back to queued).
+async fn back_after_release(env: &Env, task: &str) {
+    let gang_queue = env.queue("gang");
+    let t = env
+        .task_until(task, "back in its queue after a gang release", |t| {
+            env.clearml
+                .queue_entries(&gang_queue)
+                .iter()
+                .any(|e| e == task)
+                && (s(t, "/status_message").starts_with("K8S retried after GangTimeout")
+                    || s(t, "/status_reason") == "user abort")
+        })
+        .await;
+    assert_ne!(s(&t, "/status"), "failed", "{t:#}");
+}
+
 /// Two `holder` tasks (1 GPU each) running: two of the 4 GPUs held.
 pub(super) async fn hold_two_gpus(env: &Env) -> Vec<String> {
     let holders: Vec<String> = (0..2)
@@ -470,15 +488,7 @@ async fn a_gang_that_cannot_fit_releases_every_rank_then_starts_whole() {
         .expect("two ranks bound, one waiting for a GPU");
     // released: no rank left, back in its queue (rank 0 ran the task: its in-pod agent, signalled,
     // may mark it stopped while it waits there; the take turns it back to queued)
-    let gang_queue = env.queue("gang");
-    let t = env
-        .task_until(&task, "back in its queue after a gang release", |t| {
-            env.clearml.queue_entries(&gang_queue).contains(&task)
-                && (s(t, "/status_message").starts_with("K8S retried after GangTimeout")
-                    || s(t, "/status_reason") == "user abort")
-        })
-        .await;
-    assert_ne!(s(&t, "/status"), "failed", "{t:#}");
+    back_after_release(&env, &task).await;
     env.kube
         .wait_for(WAIT, |v| {
             v.list("pods", Some(NS))
@@ -804,12 +814,7 @@ async fn an_indexed_job_that_cannot_fit_is_released_then_starts_whole() {
         })
         .await
         .expect("an Indexed Job: two ranks bound, one waiting for a GPU");
-    let t = env
-        .task_until(&task, "back in its queue after a gang release", |t| {
-            s(t, "/status_message").starts_with("K8S retried after GangTimeout")
-        })
-        .await;
-    assert_eq!(s(&t, "/status"), "queued", "{t:#}");
+    back_after_release(&env, &task).await;
     assert!(
         log_of(&env, &task)
             .iter()
