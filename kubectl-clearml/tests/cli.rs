@@ -451,8 +451,9 @@ async fn install_creates_every_object_for_each_seed_file() {
         );
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
         let role = c.kube.get("roles", &ns, "clearml-agent").expect("role");
-        // pods, services, configmaps, jobs (Job mode), secrets (fileMounts), events, leases
-        assert_eq!(role["rules"].as_array().expect("rules").len(), 7);
+        // pods, services, configmaps, jobs (Job mode), secrets (fileMounts), podgroups (native
+        // gangs), events, leases
+        assert_eq!(role["rules"].as_array().expect("rules").len(), 8);
     }
 }
 
