@@ -165,9 +165,9 @@ pub(super) struct Retries {
     records: HashMap<String, Vec<String>>,
     /// Tasks held back from the take until then (gang backoff).
     not_before: HashMap<String, Instant>,
-    /// Tasks put back whose disrupted pods are still there: held back from the take until those
-    /// are gone, since the in-pod agent answers the cluster's SIGTERM by marking its task
-    /// stopped, which must not land on the next launch (see `lifecycle::stopped_by_its_pod`).
+    /// Tasks put back (a retry or a gang release) whose old pods still run: held back from the
+    /// take until those are gone, since the in-pod agent answers their SIGTERM by marking its
+    /// task stopped, which must not land on the next launch (see `lifecycle::stopped_by_its_pod`).
     settling: std::collections::HashSet<String>,
     /// Tasks the agent failed while their pods still ran, with the reason: the in-pod agent's
     /// answer to the pods' SIGTERM (`tasks.stopped`) may land on the failed task, and is undone
