@@ -297,20 +297,7 @@ impl Dispatcher {
                 return outcome;
             }
         }
-        if adopted {
-            Launch::Adopted {
-                task,
-                launch_id,
-                origin,
-            }
-        } else {
-            Launch::Created {
-                task,
-                launch_id,
-                queue: queue.name.to_string(),
-                origin,
-            }
-        }
+        Launch::done(adopted, task, launch_id, queue.name, origin)
     }
 }
 

@@ -56,6 +56,32 @@ pub(super) enum Launch {
     Skipped,
 }
 
+impl Launch {
+    /// A launch that got every object it needs: `adopted` if none had to be created.
+    pub(super) fn done(
+        adopted: bool,
+        task: String,
+        launch_id: String,
+        queue: &str,
+        origin: String,
+    ) -> Self {
+        if adopted {
+            Launch::Adopted {
+                task,
+                launch_id,
+                origin,
+            }
+        } else {
+            Launch::Created {
+                task,
+                launch_id,
+                queue: queue.to_string(),
+                origin,
+            }
+        }
+    }
+}
+
 impl Dispatcher {
     /// Renders and creates the pods of pending tasks.
     pub(super) async fn launch(
@@ -415,20 +441,7 @@ impl Dispatcher {
         {
             return outcome;
         }
-        if adopted {
-            Launch::Adopted {
-                task,
-                launch_id,
-                origin,
-            }
-        } else {
-            Launch::Created {
-                task,
-                launch_id,
-                queue: served.name.clone(),
-                origin,
-            }
-        }
+        Launch::done(adopted, task, launch_id, &served.name, origin)
     }
 
     /// Creates one pod of a launch; returns it as the API server holds it (created now, or the

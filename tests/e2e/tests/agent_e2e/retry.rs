@@ -412,6 +412,32 @@ async fn back_after_release(env: &Env, task: &str) {
     assert_ne!(s(&t, "/status"), "failed", "{t:#}");
 }
 
+/// Waits until the task has 3 pods, 2 of them bound (the third waits for a GPU); `by_job`: all
+/// made by the task's Indexed Job.
+async fn two_of_three_ranks_bound(env: &Env, task: &str, by_job: bool) {
+    env.kube
+        .wait_for(WAIT, |v| {
+            let pods: Vec<&Value> = v
+                .list("pods", Some(NS))
+                .into_iter()
+                .filter(|p| s(p, "/metadata/labels/clearml-task-id") == task)
+                .collect();
+            let bound = pods
+                .iter()
+                .filter(|p| p.pointer("/spec/nodeName").is_some())
+                .count();
+            let made_by_job = pods.iter().all(|p| {
+                p.pointer("/metadata/labels/batch.kubernetes.io~1job-name")
+                    .is_some()
+            });
+            (pods.len() == 3 && bound == 2 && (!by_job || made_by_job)).then_some(())
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("two ranks bound, one waiting for a GPU (made by an Indexed Job: {by_job})")
+        });
+}
+
 /// Two `holder` tasks (1 GPU each) running: two of the 4 GPUs held.
 pub(super) async fn hold_two_gpus(env: &Env) -> Vec<String> {
     let holders: Vec<String> = (0..2)
@@ -471,21 +497,7 @@ async fn a_gang_that_cannot_fit_releases_every_rank_then_starts_whole() {
     let task = env.enqueue("gang", "gang", "sim/sleep-5000");
     let watch = OneAttempt::watch(&env, &task);
     // two ranks bound, one not
-    env.kube
-        .wait_for(WAIT, |v| {
-            let pods: Vec<&Value> = v
-                .list("pods", Some(NS))
-                .into_iter()
-                .filter(|p| s(p, "/metadata/labels/clearml-task-id") == task)
-                .collect();
-            let bound = pods
-                .iter()
-                .filter(|p| p.pointer("/spec/nodeName").is_some())
-                .count();
-            (pods.len() == 3 && bound == 2).then_some(())
-        })
-        .await
-        .expect("two ranks bound, one waiting for a GPU");
+    two_of_three_ranks_bound(&env, &task, false).await;
     // released: no rank left, back in its queue (rank 0 ran the task: its in-pod agent, signalled,
     // may mark it stopped while it waits there; the take turns it back to queued)
     back_after_release(&env, &task).await;
@@ -795,25 +807,8 @@ async fn an_indexed_job_that_cannot_fit_is_released_then_starts_whole() {
     let holders = hold_two_gpus(&env).await;
     let task = env.enqueue("job-gang", "gang", "sim/sleep-5000");
     let watch = OneAttempt::watch(&env, &task);
-    env.kube
-        .wait_for(WAIT, |v| {
-            let pods: Vec<&Value> = v
-                .list("pods", Some(NS))
-                .into_iter()
-                .filter(|p| s(p, "/metadata/labels/clearml-task-id") == task)
-                .collect();
-            let bound = pods
-                .iter()
-                .filter(|p| p.pointer("/spec/nodeName").is_some())
-                .count();
-            let by_job = pods.iter().all(|p| {
-                p.pointer("/metadata/labels/batch.kubernetes.io~1job-name")
-                    .is_some()
-            });
-            (pods.len() == 3 && bound == 2 && by_job).then_some(())
-        })
-        .await
-        .expect("an Indexed Job: two ranks bound, one waiting for a GPU");
+    // an Indexed Job: two ranks bound, one not
+    two_of_three_ranks_bound(&env, &task, true).await;
     back_after_release(&env, &task).await;
     assert!(
         log_of(&env, &task)
